@@ -1,0 +1,112 @@
+"""Per-archive model settings: normalisation, labels, calibration.
+
+One handler serves checkpoints trained with different conventions, so everything that differs
+between them lives here and is packed into the archive's ``model-config.yaml`` (``handler:``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF_MEAN = (0.5, 0.5, 0.5)
+HALF_STD = (0.5, 0.5, 0.5)
+DEFAULT_LABELS = ("Real", "Fake")
+DEFAULT_ALPHA = 6.0  # the original app's hand-picked logit-margin scale
+IMAGE_SIZE = 224
+
+
+class SettingsError(ValueError):
+    """A model setting is missing, malformed or inconsistent."""
+
+
+def _floats(name: str, values: Any, length: int) -> tuple[float, ...]:
+    if isinstance(values, str):
+        values = [v for v in values.replace(" ", "").split(",") if v]
+    try:
+        result = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be {length} numbers, got {values!r}") from None
+    if len(result) != length:
+        raise SettingsError(f"{name} must be {length} numbers, got {len(result)}: {values!r}")
+    return result
+
+
+def _labels(values: Any) -> tuple[str, ...]:
+    if isinstance(values, str):
+        values = values.split(",")
+    labels = tuple(str(v).strip() for v in values)
+    if len(labels) != 2 or not all(labels) or labels[0] == labels[1]:
+        raise SettingsError(f"labels must be two distinct names (index 0, index 1), got {values!r}")
+    return labels
+
+
+def _positive(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise SettingsError(f"{name} must be a positive number, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How to feed a checkpoint and read its two logits."""
+
+    arch: str = "auto"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    labels: tuple[str, str] = DEFAULT_LABELS
+    fake_label: str = "Fake"
+    temperature: float = 1.0
+    alpha: float = DEFAULT_ALPHA
+    image_size: int = IMAGE_SIZE
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", _floats("mean", self.mean, 3))
+        std = _floats("std", self.std, 3)
+        if any(s <= 0 for s in std):
+            raise SettingsError(f"std values must be positive, got {std}")
+        object.__setattr__(self, "std", std)
+        labels = _labels(self.labels)
+        object.__setattr__(self, "labels", labels)
+        fake = [label for label in labels if label.lower() == str(self.fake_label).strip().lower()]
+        if not fake:
+            raise SettingsError(f"fake_label {self.fake_label!r} is not one of labels {labels}")
+        object.__setattr__(self, "fake_label", fake[0])
+        object.__setattr__(self, "temperature", _positive("temperature", self.temperature))
+        object.__setattr__(self, "alpha", _positive("alpha", self.alpha))
+        object.__setattr__(self, "arch", str(self.arch).lower())
+        if int(self.image_size) < 32:
+            raise SettingsError(f"image_size must be at least 32, got {self.image_size}")
+        object.__setattr__(self, "image_size", int(self.image_size))
+
+    @property
+    def fake_index(self) -> int:
+        return self.labels.index(self.fake_label)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> ModelSettings:
+        """Build from the archive's ``handler:`` section; unknown keys are kept in ``extra``."""
+        values = dict(values or {})
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        kwargs = {k: values.pop(k) for k in list(values) if k in known}
+        if "fake_label" not in kwargs and "labels" in kwargs:
+            labels = _labels(kwargs["labels"])  # no "Fake" among them: index 1 means fake
+            kwargs["fake_label"] = next((x for x in labels if x.lower() == "fake"), labels[1])
+        return cls(**kwargs, extra=values)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-friendly form (what the archive records)."""
+        data = asdict(self)
+        extra = data.pop("extra")
+        for key in ("mean", "std", "labels"):
+            data[key] = list(data[key])
+        return {**data, **extra}

@@ -1,0 +1,332 @@
+"""Start and stop TorchServe for deepfake-serve, and report ready only when it really is.
+
+    python -m scripts.serve start --model deepfake     # make start
+    python -m scripts.serve stop                       # make stop
+
+Why not plain ``torchserve --start``: it exits 0 even when its port is taken, ``/ping`` says
+Healthy while workers crash-loop, and it scatters logs, key_file.json and its pid file over the
+working directory and $TMPDIR. Here every runtime file goes under one folder (``runtime/``),
+ports are checked before starting, and "ready" means each model's worker is READY on the
+management API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "config.properties"
+DEFAULT_RUNTIME = REPO_ROOT / "runtime"
+DEFAULT_STORE = REPO_ROOT / "model_store"
+PID_FILE = ".model_server.pid"  # TorchServe writes it in $TMPDIR
+CRASH_MARKER = "Backend worker process died"
+CRASHES_BEFORE_GIVING_UP = 3
+
+
+class ServeError(RuntimeError):
+    """TorchServe could not be started, reached, or stopped."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    inference: int = 8080
+    management: int = 8081
+    metrics: int = 8082
+    grpc_inference: int = 7070
+    grpc_management: int = 7071
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Five distinct free loopback ports (for tests and side-by-side servers)."""
+        sockets = []
+        try:
+            for _ in range(5):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", 0))
+                sockets.append(sock)
+            return cls(*(s.getsockname()[1] for s in sockets))
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    @classmethod
+    def from_config(cls, text: str) -> Ports:
+        def value(key: str, default: int) -> int:
+            match = re.search(rf"^{key}=(?:\S*:)?(\d+)\s*$", text, re.MULTILINE)
+            return int(match.group(1)) if match else default
+
+        d = cls()
+        return cls(
+            value("inference_address", d.inference),
+            value("management_address", d.management),
+            value("metrics_address", d.metrics),
+            value("grpc_inference_port", d.grpc_inference),
+            value("grpc_management_port", d.grpc_management),
+        )
+
+    def config_lines(self) -> dict[str, str]:
+        return {
+            "inference_address": f"http://127.0.0.1:{self.inference}",
+            "management_address": f"http://127.0.0.1:{self.management}",
+            "metrics_address": f"http://127.0.0.1:{self.metrics}",
+            "grpc_inference_port": str(self.grpc_inference),
+            "grpc_management_port": str(self.grpc_management),
+        }
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def render_config(template: str, ports: Ports) -> str:
+    lines = []
+    replacements = ports.config_lines()
+    for line in template.splitlines():
+        key = line.split("=", 1)[0].strip()
+        lines.append(f"{key}={replacements[key]}" if key in replacements and "=" in line else line)
+    return "\n".join(lines) + "\n"
+
+
+_JOB_SENT = re.compile(r"W-\d+-(?P<model>\S+)_[^_\s]+ \S+BatchAggregator - Sending response for jobId (?P<job>\S+)")
+_BATCH_DONE = re.compile(r"W-\d+-(?P<model>\S+)_[^_\s]+ \S+WorkerThread - Backend response time")
+
+
+def observed_batches(ts_log_text: str, model: str) -> list[set[str]]:
+    """The batches TorchServe actually ran for ``model`` (request ids), from its own frontend log.
+
+    For each batch the worker thread logs "Sending response for jobId <x-request-id>" once per
+    request, then "Backend response time"; both before the HTTP responses go out, so a client
+    that has its answers can read them. (TorchServe writes each line twice, hence the sets.)
+    """
+    batches: list[set[str]] = []
+    jobs: set[str] = set()
+    for line in ts_log_text.splitlines():
+        if (sent := _JOB_SENT.search(line)) and sent["model"] == model:
+            jobs.add(sent["job"])
+        elif (done := _BATCH_DONE.search(line)) and done["model"] == model and jobs:
+            batches.append(jobs)
+            jobs = set()
+    return batches
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    if not path.exists():
+        return f"({path} does not exist)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class TorchServe:
+    """One TorchServe instance whose runtime files all live in ``runtime_dir``."""
+
+    def __init__(
+        self,
+        runtime_dir: Path = DEFAULT_RUNTIME,
+        model_store: Path = DEFAULT_STORE,
+        models: dict[str, str] | None = None,
+        config_file: Path = DEFAULT_CONFIG,
+        ports: Ports | None = None,
+    ):
+        self.runtime_dir = Path(runtime_dir).resolve()
+        self.model_store = Path(model_store).resolve()
+        self.models = models or {"deepfake": "deepfake.mar"}
+        self.config_file = Path(config_file)
+        self.ports = ports or Ports.from_config(self.config_file.read_text())
+        self.log_dir = self.runtime_dir / "logs"
+        self.tmp_dir = self.runtime_dir / "tmp"
+        self.key_file = self.runtime_dir / "key_file.json"
+
+    # --- addresses and keys ---------------------------------------------------------------
+    @property
+    def inference_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.inference}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.management}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics}"
+
+    def keys(self) -> dict[str, str]:
+        """The management, inference and API keys from TorchServe's key_file.json."""
+        data = json.loads(self.key_file.read_text())
+        return {name.lower(): entry["key"] for name, entry in data.items()}
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            TMPDIR=str(self.tmp_dir),
+            LOG_LOCATION=str(self.log_dir),
+            METRICS_LOCATION=str(self.log_dir),
+        )
+        return env
+
+    def pid(self) -> int | None:
+        try:
+            pid = int((self.tmp_dir / PID_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if psutil.pid_exists(pid) else None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self, timeout: float = 180.0) -> None:
+        """Start TorchServe and return once every model has all its workers READY."""
+        if shutil.which("java") is None:
+            raise ServeError("Java 17 is required by TorchServe: install it (apt-get install openjdk-17-jre-headless)")
+        if (pid := self.pid()) is not None:
+            raise ServeError(f"TorchServe is already running from {self.runtime_dir} (pid {pid}); stop it first")
+        missing = [m for m in self.models.values() if not (self.model_store / m).exists()]
+        if missing:
+            raise ServeError(
+                f"model archive(s) not found in {self.model_store}: {', '.join(missing)}; build with make mar"
+            )
+        for name, port in vars(self.ports).items():
+            if port_in_use(port):
+                raise ServeError(
+                    f"port {port} ({name}) on 127.0.0.1 is already in use: stop what holds it "
+                    f"(another TorchServe? run make stop) or change it in {self.config_file.name}"
+                )
+        for path in (self.log_dir, self.tmp_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        self.key_file.unlink(missing_ok=True)
+        config = self.runtime_dir / "config.properties"
+        config.write_text(render_config(self.config_file.read_text(), self.ports))
+        torchserve = Path(sys.executable).with_name("torchserve")
+        command = [
+            str(torchserve), "--start", "--ncs",
+            "--ts-config", str(config),
+            "--model-store", str(self.model_store),
+            "--models", *(f"{name}={archive}" for name, archive in self.models.items()),
+        ]  # fmt: skip
+        with open(self.log_dir / "launcher.log", "ab") as launcher_log:
+            subprocess.run(command, cwd=self.runtime_dir, env=self.environment(), check=True,
+                           stdout=launcher_log, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            self.wait_ready(timeout)
+        except ServeError:
+            self.stop()
+            raise
+
+    def worker_statuses(self, model: str) -> list[str]:
+        response = requests.get(
+            f"{self.management_url}/models/{model}",
+            headers={"Authorization": f"Bearer {self.keys()['management']}"},
+            timeout=5,
+        )
+        response.raise_for_status()
+        return [w.get("status", "?") for entry in response.json() for w in entry.get("workers", [])]
+
+    def wait_ready(self, timeout: float) -> None:
+        started = time.monotonic()
+        deadline = started + timeout
+        pending = set(self.models)
+        ts_log = self.log_dir / "ts_log.log"
+        while pending:
+            if time.monotonic() > deadline:
+                raise ServeError(
+                    f"models not READY after {timeout:.0f}s: {sorted(pending)}\n{tail(self.log_dir / 'model_log.log')}"
+                )
+            if time.monotonic() - started > 5 and self.pid() is None:
+                raise ServeError(f"TorchServe exited during start-up:\n{tail(ts_log)}")
+            if ts_log.exists() and ts_log.read_text(errors="replace").count(CRASH_MARKER) >= CRASHES_BEFORE_GIVING_UP:
+                raise ServeError(f"model workers keep crashing while loading:\n{self.last_worker_error()}")
+            for model in sorted(pending):
+                try:
+                    statuses = self.worker_statuses(model)
+                except (OSError, KeyError, ValueError, requests.RequestException):
+                    break  # frontend or key file not up yet
+                if statuses and all(s == "READY" for s in statuses):
+                    pending.discard(model)
+            time.sleep(0.25)  # polling interval, bounded by the deadline above
+
+    def last_worker_error(self) -> str:
+        """The most telling lines of the worker log: the last Python error, or its tail."""
+        lines = (
+            (self.log_dir / "model_log.log").read_text(errors="replace").splitlines()
+            if (self.log_dir / "model_log.log").exists()
+            else []
+        )
+        errors = [ln for ln in lines if re.search(r"(Error|Exception):", ln)]
+        return "\n".join(errors[-3:]) if errors else tail(self.log_dir / "model_log.log")
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Stop TorchServe and wait until it and its workers are gone; False if none ran."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return False
+        torchserve = Path(sys.executable).with_name("torchserve")
+        subprocess.run([str(torchserve), "--stop"], cwd=self.runtime_dir, env=self.environment(),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)  # fmt: skip
+        _, alive = psutil.wait_procs(processes, timeout=timeout)
+        for process in alive:  # stuck past the deadline: make sure nothing is left behind
+            process.kill()
+        psutil.wait_procs(alive, timeout=10)
+        (self.tmp_dir / PID_FILE).unlink(missing_ok=True)
+        return True
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument("--model", action="append", default=[], help="name[=archive.mar] (default deepfake)")
+    parser.add_argument("--runtime-dir", type=Path, default=DEFAULT_RUNTIME)
+    parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for READY workers")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    models = dict(m.split("=", 1) if "=" in m else (m, f"{m}.mar") for m in args.model or ["deepfake"])
+    server = TorchServe(args.runtime_dir, args.model_store, models, args.config)
+    try:
+        if args.action == "start":
+            server.start(args.timeout)
+            print(f"TorchServe ready: {', '.join(models)} READY")
+            print(f"  inference  {server.inference_url}/predictions/<model>")
+            print(f"  management {server.management_url}/models")
+            print(f"  metrics    {server.metrics_url}/metrics")
+            print(f"  keys       {server.key_file}  (send 'Authorization: Bearer <inference key>')")
+            print(f"  logs       {server.log_dir}")
+        elif args.action == "stop":
+            print("TorchServe stopped" if server.stop() else "TorchServe was not running")
+        else:
+            pid = server.pid()
+            print(f"TorchServe running (pid {pid})" if pid else "TorchServe not running")
+            return 0 if pid else 3
+    except ServeError as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as exc:
+        print(f"serve: torchserve exited with {exc.returncode}; see {server.log_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Shared fixtures: checkpoints saved by the tests, archives built from them, a real TorchServe."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from handler.checkpoint import build_model
+from handler.settings import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, ModelSettings
+from scripts.archive import build_archive
+from scripts.serve import Ports, TorchServe
+
+# Archives served by the session's TorchServe: name -> (arch, normalisation).
+SERVED_MODELS = {
+    "deepfake": ("resnet18", "half"),  # like the original app: ResNet18, mean/std 0.5
+    "r18_imagenet": ("resnet18", "imagenet"),
+    "r34_half": ("resnet34", "half"),
+    "r34_imagenet": ("resnet34", "imagenet"),
+    "r50_half": ("resnet50", "half"),
+    "r50_imagenet": ("resnet50", "imagenet"),
+    "constant": ("resnet18", "half"),  # zero weights, fc bias = CONSTANT_LOGITS
+}
+CONSTANT_LOGITS = (0.25, 1.75)
+CONSTANT_SETTINGS = {"temperature": 2.0, "alpha": 3.0}
+NORMALISATIONS = {"half": (HALF_MEAN, HALF_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+
+
+def random_checkpoint(arch: str, seed: int) -> dict[str, torch.Tensor]:
+    """A randomly initialised 2-class ResNet with non-trivial BatchNorm statistics."""
+    torch.manual_seed(seed)
+    model = build_model(arch, 2)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return model.state_dict()
+
+
+def constant_checkpoint(logits: tuple[float, float] = CONSTANT_LOGITS) -> dict[str, torch.Tensor]:
+    """A ResNet18 whose output is always ``logits``: exact expectations for every number."""
+    state = {k: torch.zeros_like(v) for k, v in build_model("resnet18", 2).state_dict().items()}
+    state["fc.bias"] = torch.tensor(logits)
+    return state
+
+
+def image_bytes(
+    color: tuple[int, int, int] = (180, 40, 90),
+    size: tuple[int, int] = (96, 64),
+    fmt: str = "JPEG",
+    pattern: bool = True,
+) -> bytes:
+    """A small deterministic image (a gradient over ``color`` when pattern is set)."""
+    image = Image.new("RGB", size, color)
+    if pattern:
+        pixels = image.load()
+        for x in range(size[0]):
+            for y in range(size[1]):
+                pixels[x, y] = ((color[0] + 3 * x) % 256, (color[1] + 5 * y) % 256, (color[2] + x * y) % 256)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@dataclass
+class ServedModel:
+    name: str
+    weights: Path
+    settings: ModelSettings
+
+
+@dataclass
+class Server:
+    ts: TorchServe
+    models: dict[str, ServedModel]
+
+    def headers(self, kind: str = "inference") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.ts.keys()[kind]}"}
+
+    def predict(
+        self, model: str, payload: bytes, content_type: str = "image/jpeg", session: requests.Session | None = None
+    ) -> requests.Response:
+        return (session or requests).post(
+            f"{self.ts.inference_url}/predictions/{model}",
+            data=payload,
+            headers={**self.headers(), "Content-Type": content_type},
+            timeout=120,
+        )
+
+    def ts_log(self) -> str:
+        return (self.ts.log_dir / "ts_log.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ServedModel]:
+    root = tmp_path_factory.mktemp("models")
+    store = root / "store"
+    served = {}
+    for seed, (name, (arch, norm)) in enumerate(SERVED_MODELS.items()):
+        state = constant_checkpoint() if name == "constant" else random_checkpoint(arch, seed)
+        weights = root / f"{name}.pth"
+        torch.save(state, weights)
+        mean, std = NORMALISATIONS[norm]
+        extra = CONSTANT_SETTINGS if name == "constant" else {}
+        _, settings = build_archive(weights, ModelSettings(mean=mean, std=std, **extra), name, store)
+        served[name] = ServedModel(name, weights, settings)
+    return served
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, model_store: dict[str, ServedModel]) -> Iterator[Server]:
+    """One real TorchServe on free loopback ports for the whole session, stopped at the end."""
+    runtime = tmp_path_factory.mktemp("runtime")
+    store = next(iter(model_store.values())).weights.parent / "store"
+    ts = TorchServe(runtime, store, {name: f"{name}.mar" for name in model_store}, ports=Ports.free())
+    ts.start(timeout=300)
+    try:
+        yield Server(ts, model_store)
+    finally:
+        ts.stop()

@@ -1,0 +1,102 @@
+"""Preprocessing: exact tensors, EXIF orientation, every way a request can carry an image."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from handler.preprocessing import InvalidImageError, decode_image, extract_image_bytes, to_model_input
+from handler.settings import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
+from tests.conftest import image_bytes
+
+PIXELS = [(0, 128, 255), (255, 0, 51), (10, 20, 30), (200, 100, 50)]  # a 2x2 image, row-major
+
+
+def tiny_image() -> Image.Image:
+    image = Image.new("RGB", (2, 2))
+    image.putdata(PIXELS)
+    return image
+
+
+@pytest.mark.parametrize(("mean", "std"), [(HALF_MEAN, HALF_STD), (IMAGENET_MEAN, IMAGENET_STD)])
+def test_exact_tensor_for_known_pixels(mean, std):
+    tensor = to_model_input(tiny_image(), mean, std, size=2)  # same size: the resize is exact
+    expected = torch.tensor(
+        [
+            [[(PIXELS[r * 2 + c][ch] / 255.0 - mean[ch]) / std[ch] for c in range(2)] for r in range(2)]
+            for ch in range(3)
+        ]
+    )
+    assert tensor.shape == (3, 2, 2)
+    assert tensor.dtype == torch.float32
+    torch.testing.assert_close(tensor, expected, rtol=0, atol=1e-6)
+
+
+def test_half_normalisation_maps_black_and_white_to_minus_one_and_one():
+    white = to_model_input(Image.new("RGB", (7, 5), (255, 255, 255)), HALF_MEAN, HALF_STD)
+    black = to_model_input(Image.new("RGB", (7, 5), (0, 0, 0)), HALF_MEAN, HALF_STD)
+    assert white.shape == black.shape == (3, 224, 224)  # direct resize, aspect ratio not kept
+    assert torch.equal(white, torch.ones(3, 224, 224))
+    assert torch.equal(black, -torch.ones(3, 224, 224))
+
+
+def test_imagenet_normalisation_of_a_uniform_colour():
+    tensor = to_model_input(Image.new("RGB", (31, 17), (51, 102, 204)), IMAGENET_MEAN, IMAGENET_STD)
+    for channel, value in enumerate((51, 102, 204)):
+        expected = (value / 255.0 - IMAGENET_MEAN[channel]) / IMAGENET_STD[channel]
+        torch.testing.assert_close(tensor[channel], torch.full((224, 224), expected), rtol=0, atol=1e-6)
+
+
+def test_resize_is_bilinear_like_torchvision_resize():
+    from torchvision import transforms
+
+    image = decode_image(image_bytes(size=(97, 61)))
+    reference = transforms.Compose(
+        [transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize(HALF_MEAN, HALF_STD)]
+    )(image)
+    torch.testing.assert_close(to_model_input(image, HALF_MEAN, HALF_STD), reference, rtol=0, atol=1e-6)
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20), (10, 200, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    assert decode_image(buffer.getvalue()).size == (20, 40)
+
+
+def test_grayscale_and_alpha_images_become_rgb():
+    for mode in ("L", "RGBA", "P"):
+        buffer = io.BytesIO()
+        Image.new(mode, (8, 8)).save(buffer, format="PNG")
+        assert decode_image(buffer.getvalue()).mode == "RGB"
+
+
+@pytest.mark.parametrize("payload", [b"", b"not an image", image_bytes()[:40]])
+def test_undecodable_bytes_raise_a_clear_error(payload):
+    with pytest.raises(InvalidImageError, match=r"empty request body|not a recognised image|cannot decode"):
+        decode_image(payload)
+
+
+def test_request_shapes():
+    raw = image_bytes()
+    encoded = base64.b64encode(raw).decode()
+    assert extract_image_bytes(raw) == raw
+    assert extract_image_bytes({"body": bytearray(raw)}) == raw
+    assert extract_image_bytes({"data": raw}) == raw
+    assert extract_image_bytes({"upload": raw}) == raw  # multipart field with any name
+    assert extract_image_bytes({"body": {"image": encoded}}) == raw  # parsed JSON body
+    assert extract_image_bytes({"body": {"image": f"data:image/jpeg;base64,{encoded}"}}) == raw
+    assert extract_image_bytes({"body": encoded}) == raw  # text/plain base64
+
+
+def test_request_without_an_image_names_its_fields():
+    with pytest.raises(InvalidImageError, match=r"no image in request \(fields: caption, id\)"):
+        extract_image_bytes({"body": {"caption": "x", "id": 3}})
+    with pytest.raises(InvalidImageError, match="not valid base64"):
+        extract_image_bytes({"body": {"image": "***"}})

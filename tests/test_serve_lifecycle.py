@@ -1,0 +1,93 @@
+"""make start / make stop semantics: real readiness, taken ports, crash-looping workers."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from handler.settings import ModelSettings
+from scripts.archive import build_archive, pack_archive
+from scripts.serve import Ports, ServeError, TorchServe, observed_batches, render_config
+from tests.conftest import constant_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_render_config_changes_only_the_addresses():
+    template = (REPO / "config.properties").read_text()
+    rendered = render_config(template, Ports(18080, 18081, 18082, 17070, 17071))
+    assert "inference_address=http://127.0.0.1:18080" in rendered
+    assert "grpc_management_port=17071" in rendered
+    assert Ports.from_config(rendered) == Ports(18080, 18081, 18082, 17070, 17071)
+    changed = [line for line in rendered.splitlines() if line not in template.splitlines()]
+    assert len(changed) == 5
+    assert "disable_token_authorization=false" in rendered and "enable_model_api=false" in rendered
+
+
+def test_a_taken_port_is_reported_before_starting(tmp_path: Path):
+    ports = Ports.free()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", ports.management))
+        blocker.listen()
+        (tmp_path / "store").mkdir()
+        (tmp_path / "store" / "deepfake.mar").write_bytes(b"")
+        server = TorchServe(tmp_path / "rt", tmp_path / "store", ports=ports)
+        with pytest.raises(ServeError, match=rf"port {ports.management} \(management\) on 127.0.0.1 is already in use"):
+            server.start()
+    assert server.pid() is None
+
+
+def test_a_missing_archive_is_reported(tmp_path: Path):
+    server = TorchServe(tmp_path / "rt", tmp_path, {"deepfake": "deepfake.mar"}, ports=Ports.free())
+    with pytest.raises(ServeError, match=r"model archive\(s\) not found .*deepfake\.mar.*make mar"):
+        server.start()
+
+
+def test_crash_looping_workers_fail_start_with_the_models_error(tmp_path: Path):
+    """/ping would say Healthy here; start() must report the worker's own error instead."""
+    config = {"minWorkers": 1, "maxWorkers": 1, "handler": {"arch": "resnet50"}}  # but the weights are resnet18
+    pack_archive(constant_checkpoint(), config, "broken", tmp_path)
+    server = TorchServe(tmp_path / "rt", tmp_path, {"broken": "broken.mar"}, ports=Ports.free())
+    with pytest.raises(ServeError, match="arch 'resnet50' was requested but the checkpoint's weights are a resnet18"):
+        server.start(timeout=120)
+    assert server.pid() is None  # a failed start leaves nothing running
+
+
+def test_observed_batches_parses_torchserves_log():
+    log = "\n".join(
+        [
+            "2026 [INFO ] W-9000-deep_fake_1.0 org.pytorch.serve.wlm.BatchAggregator - Sending response for jobId a",
+            "2026 [INFO ] W-9000-deep_fake_1.0 org.pytorch.serve.wlm.BatchAggregator - Sending response for jobId a",
+            "2026 [INFO ] W-9000-deep_fake_1.0 org.pytorch.serve.wlm.BatchAggregator - Sending response for jobId b",
+            "2026 [INFO ] W-9001-other_1.0 org.pytorch.serve.wlm.BatchAggregator - Sending response for jobId z",
+            "2026 [INFO ] W-9000-deep_fake_1.0 org.pytorch.serve.wlm.WorkerThread - Backend response time: 40",
+            "2026 [INFO ] W-9000-deep_fake_1.0 org.pytorch.serve.wlm.WorkerThread - Backend response time: 40",
+            "2026 [INFO ] W-9000-deep_fake_1.0 org.pytorch.serve.wlm.BatchAggregator - Sending response for jobId c",
+            "2026 [INFO ] W-9000-deep_fake_1.0 org.pytorch.serve.wlm.WorkerThread - Backend response time: 9",
+        ]
+    )
+    assert observed_batches(log, "deep_fake") == [{"a", "b"}, {"c"}]
+    assert observed_batches(log, "other") == []  # its batch never completed in this log
+
+
+def test_start_refuses_a_second_server_and_stop_leaves_no_process(tmp_path: Path):
+    weights = tmp_path / "w.pth"
+    torch.save(constant_checkpoint(), weights)
+    build_archive(weights, ModelSettings(), "deepfake", tmp_path / "store")
+    server = TorchServe(tmp_path / "rt", tmp_path / "store", ports=Ports.free())
+    server.start(timeout=120)
+    try:
+        processes = [psutil.Process(server.pid()), *psutil.Process(server.pid()).children(recursive=True)]
+        assert len(processes) >= 2  # the Java frontend and at least one Python worker
+        assert (tmp_path / "rt" / "key_file.json").exists()
+        assert (tmp_path / "rt" / "logs" / "ts_log.log").exists()
+        with pytest.raises(ServeError, match="already running"):
+            TorchServe(tmp_path / "rt", tmp_path / "store", ports=Ports.free()).start()
+    finally:
+        assert server.stop() is True
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+    assert server.stop() is False

@@ -1,0 +1,130 @@
+"""Against a real TorchServe on free loopback ports, serving archives built from saved checkpoints."""
+
+from __future__ import annotations
+
+import base64
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+import torch
+
+from handler.checkpoint import load_model
+from handler.preprocessing import decode_image, to_model_input
+from scripts.serve import observed_batches
+from tests.conftest import CONSTANT_LOGITS, SERVED_MODELS, ServedModel, Server, image_bytes
+
+IMAGES = {
+    "jpeg": image_bytes((180, 40, 90), (96, 64), "JPEG"),
+    "png": image_bytes((20, 140, 220), (300, 200), "PNG"),
+}
+
+
+def reference_logits(served: ServedModel, payload: bytes) -> list[float]:
+    """The in-process computation: same checkpoint, same preprocessing, plain NCHW forward."""
+    model, _ = load_model(served.weights)
+    tensor = to_model_input(decode_image(payload), served.settings.mean, served.settings.std)
+    with torch.inference_mode():
+        return model(tensor.unsqueeze(0))[0].tolist()
+
+
+@pytest.mark.parametrize("model", [m for m in SERVED_MODELS if m != "constant"])
+def test_served_logits_equal_the_in_process_reference(server: Server, model: str):
+    served = server.models[model]
+    for payload in IMAGES.values():
+        response = server.predict(model, payload)
+        assert response.status_code == 200, response.text
+        assert response.json()["logits"] == pytest.approx(reference_logits(served, payload), abs=1e-4)
+
+
+def test_constant_model_answer_is_exact(server: Server):
+    answer = server.predict("constant", IMAGES["png"], "image/png").json()
+    margin = CONSTANT_LOGITS[1] - CONSTANT_LOGITS[0]
+    p_fake = 1 / (1 + math.exp(-margin / 2.0))  # temperature 2.0 in the archive
+    assert answer["label"] == "Fake" and answer["class_index"] == 1
+    assert answer["logits"] == pytest.approx(list(CONSTANT_LOGITS), abs=1e-6)
+    assert answer["probabilities"] == pytest.approx({"Real": 1 - p_fake, "Fake": p_fake}, abs=1e-6)
+    assert answer["softmax_confidence"] == pytest.approx(p_fake, abs=1e-6)
+    assert answer["adjusted_confidence"] == pytest.approx(1 / (1 + math.exp(-margin / 3.0)), abs=1e-6)
+    assert (answer["temperature"], answer["alpha"]) == (2.0, 3.0)
+
+
+def test_multipart_and_base64_json_bodies(server: Server):
+    expected = server.predict("deepfake", IMAGES["jpeg"]).json()["logits"]
+    url = f"{server.ts.inference_url}/predictions/deepfake"
+    multipart = requests.post(
+        url, files={"file": ("a.jpg", IMAGES["jpeg"], "image/jpeg")}, headers=server.headers(), timeout=60
+    )
+    as_json = requests.post(
+        url, json={"image": base64.b64encode(IMAGES["jpeg"]).decode()}, headers=server.headers(), timeout=60
+    )
+    assert multipart.status_code == as_json.status_code == 200
+    assert multipart.json()["logits"] == pytest.approx(expected, abs=1e-6)
+    assert as_json.json()["logits"] == pytest.approx(expected, abs=1e-6)
+
+
+def send_concurrently(server: Server, payloads: list[bytes]) -> list[requests.Response]:
+    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
+        return list(pool.map(lambda p: server.predict("deepfake", p), payloads))
+
+
+def batches_of(server: Server, request_ids: set[str]) -> list[set[str]]:
+    """TorchServe's own record of how it batched these requests."""
+    return [batch & request_ids for batch in observed_batches(server.ts_log(), "deepfake") if batch & request_ids]
+
+
+def test_concurrent_requests_are_served_in_batches(server: Server):
+    responses = send_concurrently(server, [IMAGES["jpeg"]] * 16)
+    assert [r.status_code for r in responses] == [200] * 16
+    ids = {r.headers["x-request-id"] for r in responses}
+    batches = batches_of(server, ids)
+    assert set().union(*batches) == ids  # every request accounted for, each in one batch
+    assert sum(len(b) for b in batches) == 16
+    assert max(len(b) for b in batches) > 1, f"batch sizes {[len(b) for b in batches]}"
+    assert max(len(b) for b in batches) <= 8  # the archive's batchSize
+
+
+def test_a_corrupt_image_fails_alone_inside_a_batch(server: Server):
+    expected = reference_logits(server.models["deepfake"], IMAGES["jpeg"])
+    for _attempt in range(5):  # until the corrupt request shares a batch (first try, in practice)
+        payloads = [IMAGES["jpeg"]] * 3 + [b"\xff\xd8\xff\xe0 not really a jpeg"] + [IMAGES["jpeg"]] * 4
+        responses = send_concurrently(server, payloads)
+        bad = responses[3]
+        good = responses[:3] + responses[4:]
+        assert bad.status_code == 400
+        assert bad.headers["content-type"].startswith("application/json")
+        assert bad.json()["type"] == "InvalidImage"
+        assert "cannot decode image" in bad.json()["message"] or "not a recognised" in bad.json()["message"]
+        for response in good:
+            assert response.status_code == 200
+            assert response.json()["logits"] == pytest.approx(expected, abs=1e-4)
+        ids = {r.headers["x-request-id"] for r in responses}
+        shared = [b for b in batches_of(server, ids) if bad.headers["x-request-id"] in b]
+        if shared and len(shared[0]) > 1:
+            return
+    pytest.fail("the corrupt request never shared a batch with good ones")
+
+
+def test_requests_without_a_valid_token_are_refused(server: Server):
+    url = f"{server.ts.inference_url}/predictions/deepfake"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, server.headers("management")):
+        response = requests.post(
+            url, data=IMAGES["jpeg"], headers={**headers, "Content-Type": "image/jpeg"}, timeout=30
+        )
+        assert response.status_code == 400
+        assert response.json()["type"] == "InvalidKeyException"
+    for path in ("/models", "/models/deepfake"):
+        response = requests.get(server.ts.management_url + path, headers=server.headers("inference"), timeout=30)
+        assert response.status_code == 400
+    assert requests.get(f"{server.ts.inference_url}/ping", timeout=30).status_code == 400
+
+
+def test_describe_shows_the_archive_settings(server: Server):
+    response = requests.get(
+        f"{server.ts.management_url}/models/r34_half?customized=true", headers=server.headers("management"), timeout=60
+    )
+    [entry] = response.json()
+    assert entry["batchSize"] == 8 and entry["maxBatchDelay"] == 20
+    assert entry["customizedMetadata"]["settings"]["arch"] == "resnet34"
+    assert entry["customizedMetadata"]["settings"]["mean"] == [0.5, 0.5, 0.5]

@@ -1,0 +1,56 @@
+"""deepfake_client: send images and videos to the deepfake-serve TorchServe deployment.
+
+from deepfake_client import DeepfakeClient
+with DeepfakeClient() as client:
+    print(client.predict_image("face.jpg").label)
+    print(client.analyze_video("clip.mp4").summary.verdict)
+"""
+
+from deepfake_client._aggregate import AggregationConfig, confident_strategy, find_segments, summarise, top_k_mean
+from deepfake_client._client import DeepfakeClient, encode_frame
+from deepfake_client._config import ClientConfig, Timeouts, find_key_file, read_key_file
+from deepfake_client._exceptions import (
+    AuthenticationError,
+    BadVideoError,
+    DeepfakeError,
+    InputError,
+    InputRejectedError,
+    ModelNotFoundError,
+    ServerError,
+    ServerUnavailableError,
+)
+from deepfake_client._plot import plot_timeline
+from deepfake_client._results import FrameResult, ImageResult, Prediction, Segment, VideoAnalysis, VideoSummary
+from deepfake_client._video import SampledFrame, sample_frames
+
+__all__ = [
+    "AggregationConfig",
+    "AuthenticationError",
+    "BadVideoError",
+    "ClientConfig",
+    "DeepfakeClient",
+    "DeepfakeError",
+    "FrameResult",
+    "ImageResult",
+    "InputError",
+    "InputRejectedError",
+    "ModelNotFoundError",
+    "Prediction",
+    "SampledFrame",
+    "Segment",
+    "ServerError",
+    "ServerUnavailableError",
+    "Timeouts",
+    "VideoAnalysis",
+    "VideoSummary",
+    "confident_strategy",
+    "encode_frame",
+    "find_key_file",
+    "find_segments",
+    "plot_timeline",
+    "read_key_file",
+    "sample_frames",
+    "summarise",
+    "top_k_mean",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,118 @@
+"""From per-frame answers to a video verdict (pure functions, no I/O).
+
+The original app summarised a video by its fake-frame ratio and mean (adjusted) confidence and
+called it a likely deepfake when at least half the frames were fake. Those numbers are kept and
+joined by steadier ones: mean fake probability, the mean of the top-k frames (a short
+manipulated segment is not averaged away), the confident-frame strategy of the DFDC winner
+(Seferbekov, 2020), and the time ranges that look manipulated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from deepfake_client._results import FrameResult, Segment, VideoSummary
+
+LIKELY_DEEPFAKE = "likely deepfake"
+LIKELY_REAL = "likely real"
+NO_VERDICT = "no verdict (no frame could be analysed)"
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    fake_ratio_threshold: float = 0.5  # the original app: ratio >= 0.5 -> likely deepfake
+    segment_threshold: float = 0.5  # frames at or above this fake probability form segments
+    top_k: int = 5
+    confident_threshold: float = 0.8  # DFDC winner: "confident fake" frames score above this
+    confident_divisor: float = 2.5  # ... and there must be more than len // 2.5 of them
+    confident_min_frames: int = 11  # ... and more than 11 (for 32 sampled frames)
+    real_threshold: float = 0.2  # "confident real" frames score below this
+    real_min_fraction: float = 0.9  # ... and must be more than 90% of frames
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def confident_strategy(probabilities: Sequence[float], config: AggregationConfig = AggregationConfig()) -> float:
+    """The DFDC winner's video score: trust confident frames when there are enough of them."""
+    if not probabilities:
+        return math.nan
+    size = len(probabilities)
+    fakes = [p for p in probabilities if p > config.confident_threshold]
+    if len(fakes) > size // config.confident_divisor and len(fakes) > config.confident_min_frames:
+        return sum(fakes) / len(fakes)
+    reals = [p for p in probabilities if p < config.real_threshold]
+    if len(reals) > config.real_min_fraction * size:
+        return sum(reals) / len(reals)
+    return sum(probabilities) / size
+
+
+def top_k_mean(probabilities: Sequence[float], k: int) -> float:
+    if not probabilities:
+        return math.nan
+    top = sorted(probabilities, reverse=True)[: max(1, k)]
+    return sum(top) / len(top)
+
+
+def summarise(frames: Sequence[FrameResult], config: AggregationConfig = AggregationConfig()) -> VideoSummary:
+    answered = [f.prediction for f in frames if f.prediction is not None]
+    probabilities = [p.fake_probability for p in answered]
+    fake_frames = sum(p.is_fake for p in answered)
+    n = len(answered)
+    ratio = fake_frames / n if n else math.nan
+    if n == 0:
+        verdict = NO_VERDICT
+    elif ratio >= config.fake_ratio_threshold:
+        verdict = LIKELY_DEEPFAKE
+    else:
+        verdict = LIKELY_REAL
+    return VideoSummary(
+        frames=len(frames),
+        analyzed=n,
+        failed=len(frames) - n,
+        fake_frames=fake_frames,
+        fake_frame_ratio=ratio,
+        mean_adjusted_confidence=sum(p.adjusted_confidence for p in answered) / n if n else math.nan,
+        mean_fake_probability=sum(probabilities) / n if n else math.nan,
+        top_k=min(config.top_k, n),
+        top_k_mean=top_k_mean(probabilities, config.top_k),
+        confident_score=confident_strategy(probabilities, config),
+        verdict=verdict,
+    )
+
+
+def find_segments(frames: Sequence[FrameResult], frame_interval: float, threshold: float = 0.5) -> list[Segment]:
+    """Contiguous runs of frames scoring >= threshold, as [start, end) time ranges.
+
+    A run of sampled frames at times t_i..t_j covers [t_i, t_j + frame_interval): each sample
+    stands for the interval until the next one. A frame that failed ends a run: no time range is
+    claimed that was not seen.
+    """
+    segments: list[Segment] = []
+    run: list[FrameResult] = []
+
+    def close() -> None:
+        if run:
+            probs = [f.prediction.fake_probability for f in run]  # type: ignore[union-attr]
+            peak = max(range(len(run)), key=probs.__getitem__)
+            segments.append(
+                Segment(
+                    start=run[0].time,
+                    end=run[-1].time + frame_interval,
+                    peak_time=run[peak].time,
+                    peak_probability=probs[peak],
+                    mean_probability=sum(probs) / len(probs),
+                    frames=len(run),
+                )
+            )
+            run.clear()
+
+    for frame in frames:
+        if frame.prediction is not None and frame.prediction.fake_probability >= threshold:
+            run.append(frame)
+        else:
+            close()
+    close()
+    return segments

@@ -1,0 +1,257 @@
+"""deepfake-detect: the command line over DeepfakeClient.
+
+Exit codes: 0 ok; 2 bad input (unreadable file, refused image, bad video, bad option);
+3 authentication (missing or wrong token); 4 server unavailable; 5 server error; 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from deepfake_client._aggregate import AggregationConfig
+from deepfake_client._client import DeepfakeClient
+from deepfake_client._config import ClientConfig, Timeouts
+from deepfake_client._exceptions import DeepfakeError
+from deepfake_client._plot import plot_timeline
+from deepfake_client._progress import ProgressBar
+from deepfake_client._results import ImageResult, Prediction, VideoAnalysis
+from deepfake_client._video import probe_duration
+
+EXIT_OK, EXIT_INPUT, EXIT_UNAVAILABLE = 0, 2, 4
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def image_block(source: str, p: Prediction) -> str:
+    """The original app's detailed block for one image."""
+    softmax = "  ".join(f"{label} {prob:.4f}" for label, prob in p.probabilities.items())
+    return "\n".join(
+        [
+            f"Image: {source}",
+            f"  Temperature:         {p.temperature:g}",
+            f"  Logits:              [{', '.join(f'{x:.4f}' for x in p.logits)}]",
+            f"  Softmax:             {softmax}",
+            f"  Predicted class:     {p.label}",
+            f"  Softmax confidence:  {p.softmax_confidence:.4f}",
+            f"  Adjusted confidence: {p.adjusted_confidence:.4f}  (sigmoid(|logit margin| / alpha), alpha {p.alpha:g})",
+        ]
+    )
+
+
+def video_report(analysis: VideoAnalysis) -> str:
+    s = analysis.summary
+    seconds = analysis.frames[-1].time + 1 / analysis.fps if analysis.frames else 0.0
+    threshold = analysis.thresholds.get("segment_threshold", 0.5)
+    lines = [
+        f"Video: {analysis.source}",
+        f"  Frames:                   {s.frames} sampled at {analysis.fps:g} fps ({seconds:.1f} s), "
+        f"{s.analyzed} analysed, {s.failed} failed",
+        f"  Verdict:                  {s.verdict}",
+        f"  Fake-frame ratio:         {_fmt(s.fake_frame_ratio)} ({s.fake_frames}/{s.analyzed})",
+        f"  Mean adjusted confidence: {_fmt(s.mean_adjusted_confidence)}",
+        f"  Mean fake probability:    {_fmt(s.mean_fake_probability)}",
+        f"  Top-{s.top_k} mean:               {_fmt(s.top_k_mean)}",
+        f"  Confident-frame score:    {_fmt(s.confident_score)}",
+    ]
+    if analysis.segments:
+        lines.append(f"  Suspicious segments (fake probability >= {threshold:g}):")
+        lines += [
+            f"    {seg.start:7.2f}s - {seg.end:7.2f}s  peak {seg.peak_probability:.3f} at {seg.peak_time:.2f}s "
+            f"({seg.frames} frames, mean {seg.mean_probability:.3f})"
+            for seg in analysis.segments
+        ]
+    else:
+        lines.append(f"  Suspicious segments:      none above {threshold:g}")
+    errors = [f for f in analysis.frames if f.error]
+    lines += [f"  Frame {f.index} at {f.time:.2f}s failed: {f.error}" for f in errors[:5]]
+    return "\n".join(lines)
+
+
+def _dump(data: Any) -> str:
+    """JSON with NaN (no frame analysed) written as null, which every JSON parser accepts."""
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and math.isnan(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(data), indent=2, default=str)
+
+
+# --- commands -------------------------------------------------------------------------------------
+def cmd_image(client: DeepfakeClient, args: argparse.Namespace) -> int:
+    results: list[ImageResult] = client.predict_images(args.images)
+    if args.json:
+        print(_dump([r.to_dict() for r in results]))
+    else:
+        for result in results:
+            if result.prediction is not None:
+                print(image_block(result.source, result.prediction))
+            else:
+                print(f"Image: {result.source}\n  Error: {result.error}")
+    failed = [r for r in results if r.prediction is None]
+    for result in failed if args.json else []:
+        print(f"deepfake-detect: {result.error}", file=sys.stderr)
+    return EXIT_INPUT if failed else EXIT_OK
+
+
+def cmd_video(client: DeepfakeClient, args: argparse.Namespace) -> int:
+    aggregation = AggregationConfig(
+        fake_ratio_threshold=args.fake_ratio_threshold, segment_threshold=args.segment_threshold, top_k=args.top_k
+    )
+    show_progress = not args.quiet and sys.stderr.isatty()
+    duration = probe_duration(args.video) if show_progress else None
+    bar = ProgressBar(math.ceil(duration * args.fps) if duration else None, enabled=show_progress)
+    try:
+        analysis = client.analyze_video(
+            args.video, args.fps, aggregation=aggregation, image_format=args.format, progress=bar
+        )
+    finally:
+        bar.close()
+    print(_dump(analysis.to_dict()) if args.json else video_report(analysis))
+    if args.plot:
+        path = plot_timeline(analysis, args.plot)
+        if not args.json:
+            print(f"  Timeline plot:            {path}")
+    return EXIT_OK
+
+
+def cmd_models(client: DeepfakeClient, args: argparse.Namespace) -> int:
+    models = client.models()
+    if args.json:
+        print(_dump(models))
+        return EXIT_OK
+    for entry in models:
+        workers = ", ".join(f"{w['id']} {w['status']}" for w in entry.get("workers", [])) or "none"
+        settings = (entry.get("customizedMetadata") or {}).get("settings", {})
+        print(
+            f"{entry['modelName']} (version {entry.get('modelVersion')}): workers {workers}; "
+            f"batchSize {entry.get('batchSize')}, maxBatchDelay {entry.get('maxBatchDelay')} ms"
+        )
+        if settings:
+            print(
+                f"  arch {settings.get('arch')}, mean {settings.get('mean')}, std {settings.get('std')}, "
+                f"labels {settings.get('labels')}, T {settings.get('temperature')}, alpha {settings.get('alpha')}"
+            )
+    return EXIT_OK
+
+
+def cmd_health(client: DeepfakeClient, args: argparse.Namespace) -> int:
+    status = client.health().get("status", "?")
+    ready = client.ready()
+    if args.json:
+        print(_dump({"status": status, "model": client.config.model, "ready": ready}))
+    else:
+        print(f"server: {status}; model {client.config.model}: {'READY' if ready else 'NOT READY'}")
+    return EXIT_OK if ready else EXIT_UNAVAILABLE
+
+
+def cmd_scale(client: DeepfakeClient, args: argparse.Namespace) -> int:
+    answer = client.scale(args.workers, args.scale_model)
+    print(_dump(answer) if args.json else answer.get("status", answer))
+    return EXIT_OK
+
+
+# --- parser -----------------------------------------------------------------------------------------
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def get_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("server")
+    group.add_argument("--url", help="inference API (env DEEPFAKE_URL; default http://127.0.0.1:8080)")
+    group.add_argument("--management-url", help="management API (env DEEPFAKE_MANAGEMENT_URL; default :8081)")
+    group.add_argument("--model", default="deepfake", help="model name (default: deepfake)")
+    group.add_argument("--token", help="inference key (env DEEPFAKE_TOKEN)")
+    group.add_argument("--management-token", help="management key (env DEEPFAKE_MANAGEMENT_TOKEN)")
+    group.add_argument(
+        "--key-file",
+        type=Path,
+        help="TorchServe key_file.json (env DEEPFAKE_KEY_FILE; default: ./runtime/key_file.json)",
+    )
+    group.add_argument("--timeout", type=_positive, default=120.0, help="seconds to wait for an answer")
+    group.add_argument("--retries", type=int, default=3, help="retries on connection errors and HTTP 503")
+    group.add_argument("--max-in-flight", type=int, default=16, help="concurrent requests (default 16)")
+    group.add_argument("--json", action="store_true", help="machine-readable output")
+
+    parser = argparse.ArgumentParser(
+        prog="deepfake-detect",
+        description="Real/Fake verdicts for images and videos from a deepfake-serve TorchServe deployment.",
+        epilog="Exit codes: 0 ok, 2 bad input, 3 authentication, 4 server unavailable, 5 server error.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    image = commands.add_parser("image", parents=[common], help="classify images")
+    image.add_argument("images", nargs="+", help="image files")
+    image.set_defaults(run=cmd_image)
+    video = commands.add_parser("video", parents=[common], help="analyse a video at a fixed frame rate")
+    video.add_argument("video", help="video file (.mp4, .mov, .mkv, ...)")
+    video.add_argument("--fps", type=_positive, default=2.0, help="frames sampled per second (default 2)")
+    video.add_argument("--format", choices=["jpeg", "png"], default="jpeg", help="frame encoding on the wire")
+    video.add_argument("--plot", type=Path, help="write the fake-probability timeline to this PNG")
+    video.add_argument("--segment-threshold", type=_probability, default=0.5, help="fake probability of a segment")
+    video.add_argument(
+        "--fake-ratio-threshold", type=_probability, default=0.5, help="fake-frame ratio for the verdict"
+    )
+    video.add_argument("--top-k", type=int, default=5, help="frames in the top-k mean")
+    video.add_argument("--quiet", action="store_true", help="no progress bar")
+    video.set_defaults(run=cmd_video)
+    models = commands.add_parser("models", parents=[common], help="list models with workers and settings")
+    models.set_defaults(run=cmd_models)
+    health = commands.add_parser("health", parents=[common], help="server health and worker readiness")
+    health.set_defaults(run=cmd_health)
+    scale = commands.add_parser("scale", parents=[common], help="set a model's worker count")
+    scale.add_argument("workers", type=int)
+    scale.add_argument("scale_model", nargs="?", metavar="MODEL", help="model (default: --model)")
+    scale.set_defaults(run=cmd_scale)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    config = ClientConfig.from_env(
+        base_url=args.url,
+        management_url=args.management_url,
+        model=args.model,
+        token=args.token,
+        management_token=args.management_token,
+        key_file=args.key_file,
+        timeouts=Timeouts(read=args.timeout),
+        retries=args.retries,
+        max_in_flight=max(1, args.max_in_flight),
+    )
+    try:
+        with DeepfakeClient(config) as client:
+            return args.run(client, args)
+    except DeepfakeError as exc:
+        print(f"deepfake-detect: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("deepfake-detect: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

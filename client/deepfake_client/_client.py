@@ -1,0 +1,285 @@
+"""DeepfakeClient: images and videos in, verdicts out, over TorchServe's HTTP APIs."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import requests
+from PIL import Image
+
+from deepfake_client._aggregate import AggregationConfig, find_segments, summarise
+from deepfake_client._config import ClientConfig, resolve_token
+from deepfake_client._exceptions import (
+    AuthenticationError,
+    DeepfakeError,
+    InputError,
+    InputRejectedError,
+    ModelNotFoundError,
+    ServerError,
+    ServerUnavailableError,
+)
+from deepfake_client._results import FrameResult, ImageResult, Prediction, VideoAnalysis
+from deepfake_client._video import SampledFrame, sample_frames
+
+ImageInput = str | Path | bytes | Image.Image
+ProgressCallback = Callable[[int], None]  # called with the number of frames answered so far
+FRAME_SIZE = 224  # the model's input size: frames travel already resized, as the original app did
+
+
+def encode_frame(image: Image.Image, image_format: str = "JPEG", quality: int = 95, size: int = FRAME_SIZE) -> bytes:
+    """Resize a frame to size x size (bilinear, like the server) and encode it for the wire."""
+    buffer = io.BytesIO()
+    frame = image.convert("RGB").resize((size, size), Image.BILINEAR)
+    if image_format.upper() == "PNG":
+        frame.save(buffer, format="PNG")
+    else:
+        frame.save(buffer, format="JPEG", quality=quality, subsampling=0)
+    return buffer.getvalue()
+
+
+def _error_details(response: requests.Response) -> tuple[str, str]:
+    try:
+        data = response.json()
+        return str(data.get("type", "")), str(data.get("message", response.text))
+    except ValueError:
+        return "", response.text.strip()[:300] or response.reason
+
+
+class DeepfakeClient:
+    """A connection to one TorchServe deployment of the deepfake detector.
+
+    >>> with DeepfakeClient() as client:               # token from ./runtime/key_file.json
+    ...     client.predict_image("face.jpg").label
+    """
+
+    def __init__(self, config: ClientConfig | None = None, **overrides: Any):
+        base = config or ClientConfig.from_env()
+        self.config = dataclasses.replace(base, **overrides) if overrides else base
+        self._session = requests.Session()
+        pool = max(self.config.max_in_flight, 4) + 4
+        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._tokens: dict[str, str | None] = {}
+
+    def __enter__(self) -> DeepfakeClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    # --- HTTP -------------------------------------------------------------------------------
+    def _token(self, kind: str) -> str | None:
+        if kind not in self._tokens:
+            self._tokens[kind] = resolve_token(self.config, kind)
+        return self._tokens[kind]
+
+    def _request(self, method: str, url: str, kind: str, what: str, **kwargs: Any) -> requests.Response:
+        """Send with retries on connection errors and 503; map failures to the client's errors."""
+        headers = dict(kwargs.pop("headers", {}))
+        if token := self._token(kind):
+            headers["Authorization"] = f"Bearer {token}"
+        delay = self.config.backoff
+        for attempt in range(self.config.retries + 1):
+            last = attempt == self.config.retries
+            try:
+                response = self._session.request(
+                    method, url, headers=headers, timeout=self.config.timeouts.as_tuple(), **kwargs
+                )
+            except requests.ConnectionError as exc:
+                if last:
+                    raise ServerUnavailableError(f"cannot reach TorchServe at {url}: {type(exc).__name__}") from None
+            except requests.Timeout:
+                raise ServerUnavailableError(
+                    f"TorchServe did not answer {what} within {self.config.timeouts.read:.0f}s ({url})"
+                ) from None
+            else:
+                if response.status_code != 503 or last:
+                    return self._check(response, kind, what)
+            time.sleep(delay)  # back-off between retries
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def _check(self, response: requests.Response, kind: str, what: str) -> requests.Response:
+        status = response.status_code
+        if status < 400:
+            return response
+        error_type, message = _error_details(response)
+        if error_type == "InvalidKeyException" or status in (401, 403):
+            where = "an inference" if kind == "inference" else "a management"
+            raise AuthenticationError(
+                f"TorchServe refused the token for {what}: it needs {where} key (--token/--management-token, "
+                f"DEEPFAKE_TOKEN, or --key-file runtime/key_file.json); keys also expire"
+            )
+        if status == 404:
+            raise ModelNotFoundError(f"{what}: {message or 'not found'} on {response.url}", status)
+        if status == 413:
+            raise InputRejectedError(f"{what}: too large for the server's max_request_size", status, error_type)
+        if status == 503:
+            raise ServerUnavailableError(f"{what}: TorchServe has no worker available ({message})")
+        if status < 500:
+            raise InputRejectedError(f"{what}: {message}", status, error_type)
+        raise ServerError(f"{what}: server error {status} {error_type}: {message}", status)
+
+    # --- inference -------------------------------------------------------------------------
+    def _predict_bytes(self, payload: bytes, what: str, model: str | None = None) -> Prediction:
+        model = model or self.config.model
+        response = self._request(
+            "POST",
+            f"{self.config.base_url}/predictions/{model}",
+            "inference",
+            what,
+            data=payload,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        try:
+            return Prediction.from_json(response.json())
+        except (ValueError, KeyError, TypeError):
+            raise ServerError(f"{what}: unexpected answer from the server: {response.text[:200]!r}") from None
+
+    @staticmethod
+    def _read_image(image: ImageInput) -> tuple[bytes, str]:
+        if isinstance(image, Image.Image):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            return buffer.getvalue(), "<PIL image>"
+        if isinstance(image, (bytes, bytearray)):
+            return bytes(image), "<bytes>"
+        path = Path(image)
+        try:
+            return path.read_bytes(), str(path)
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise InputError(f"{path}: is a directory, not an image") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+
+    def predict_image(self, image: ImageInput, *, model: str | None = None) -> Prediction:
+        """Classify one image (path, bytes or PIL image). Raises InputRejectedError if refused."""
+        payload, name = self._read_image(image)
+        return self._predict_bytes(payload, name, model)
+
+    def predict_images(self, images: Iterable[ImageInput], *, model: str | None = None) -> list[ImageResult]:
+        """Classify many images concurrently; results in input order, a refused image fails alone."""
+
+        def one(image: ImageInput) -> ImageResult:
+            name = str(image) if isinstance(image, (str, Path)) else "<image>"
+            try:
+                payload, name = self._read_image(image)
+                return ImageResult(name, self._predict_bytes(payload, name, model))
+            except InputError as exc:
+                return ImageResult(name, None, str(exc))
+
+        with ThreadPoolExecutor(max_workers=self.config.max_in_flight) as pool:
+            return list(pool.map(one, list(images)))
+
+    def analyze_video(
+        self,
+        path: str | Path,
+        fps: float = 2.0,
+        *,
+        model: str | None = None,
+        aggregation: AggregationConfig | None = None,
+        image_format: str = "JPEG",
+        jpeg_quality: int = 95,
+        progress: ProgressCallback | None = None,
+    ) -> VideoAnalysis:
+        """Sample at exactly ``fps``, classify every frame, aggregate into a verdict.
+
+        Frames are decoded while earlier ones are in flight (up to ``max_in_flight``, enough for
+        TorchServe to fill its batches); memory stays bounded by that window. A frame the server
+        refuses is recorded with its error; auth and availability errors stop the analysis.
+        """
+        aggregation = aggregation or AggregationConfig()
+        in_flight: deque[tuple[SampledFrame, Future[Prediction]]] = deque()
+        results: list[FrameResult] = []
+
+        def collect_oldest() -> None:
+            sample, future = in_flight.popleft()
+            try:
+                results.append(
+                    FrameResult(sample.index, sample.time, sample.frame_time, sample.frame_number, future.result())
+                )
+            except InputRejectedError as exc:
+                results.append(
+                    FrameResult(sample.index, sample.time, sample.frame_time, sample.frame_number, None, str(exc))
+                )
+            if progress:
+                progress(len(results))
+
+        with ThreadPoolExecutor(max_workers=self.config.max_in_flight) as pool:
+            try:
+                for sample in sample_frames(path, fps):
+                    payload = encode_frame(sample.image, image_format, jpeg_quality)
+                    what = f"frame {sample.index} ({sample.time:.2f}s) of {path}"
+                    in_flight.append((sample, pool.submit(self._predict_bytes, payload, what, model)))
+                    if len(in_flight) >= self.config.max_in_flight:
+                        collect_oldest()
+                while in_flight:
+                    collect_oldest()
+            except DeepfakeError:
+                for _, future in in_flight:
+                    future.cancel()
+                raise
+        return VideoAnalysis(
+            source=str(path),
+            fps=float(fps),
+            frames=results,
+            summary=summarise(results, aggregation),
+            segments=find_segments(results, 1 / float(fps), aggregation.segment_threshold),
+            thresholds=aggregation.to_dict(),
+        )
+
+    # --- management ------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """TorchServe's /ping. "Healthy" does not mean a worker is ready: see ``ready``."""
+        return self._request("GET", f"{self.config.base_url}/ping", "inference", "health check").json()
+
+    def describe(self, model: str | None = None) -> dict[str, Any]:
+        """Model status, workers and the archive's settings (normalisation, labels, T, alpha)."""
+        model = model or self.config.model
+        url = f"{self.config.management_url}/models/{model}"
+        entries = self._request("GET", url, "management", f"describe {model}", params={"customized": "true"}).json()
+        return entries[0] if entries else {}
+
+    def ready(self, model: str | None = None) -> bool:
+        """True when the model has workers and all of them are READY."""
+        workers = self.describe(model).get("workers", [])
+        return bool(workers) and all(w.get("status") == "READY" for w in workers)
+
+    def wait_until_ready(self, model: str | None = None, timeout: float = 120.0, interval: float = 0.5) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.ready(model):
+                    return
+            except ServerUnavailableError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServerUnavailableError(f"model {model or self.config.model} not READY after {timeout:.0f}s")
+            time.sleep(interval)  # polling interval, bounded by the deadline
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every registered model, described (status, workers, settings)."""
+        listing = self._request("GET", f"{self.config.management_url}/models", "management", "list models").json()
+        return [self.describe(entry["modelName"]) for entry in listing.get("models", [])]
+
+    def scale(self, workers: int, model: str | None = None) -> dict[str, Any]:
+        """Set the model's worker count (min = max = workers) and wait for TorchServe to apply it."""
+        if workers < 1:
+            raise InputError(f"workers must be at least 1, got {workers}")
+        model = model or self.config.model
+        params = {"min_worker": workers, "max_worker": workers, "synchronous": "true"}
+        url = f"{self.config.management_url}/models/{model}"
+        return self._request("PUT", url, "management", f"scale {model}", params=params).json()

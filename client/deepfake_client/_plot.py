@@ -1,0 +1,56 @@
+"""Timeline plot: fake probability over time, the threshold, suspicious segments shaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepfake_client._exceptions import DeepfakeError
+from deepfake_client._results import VideoAnalysis
+
+
+def plot_timeline(analysis: VideoAnalysis, path: str | Path, threshold: float | None = None) -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise DeepfakeError("--plot needs matplotlib: pip install 'deepfake-client[plot]'") from None
+    threshold = analysis.thresholds.get("segment_threshold", 0.5) if threshold is None else threshold
+    answered = [f for f in analysis.frames if f.prediction is not None]
+    failed = [f for f in analysis.frames if f.prediction is None]
+    figure, axes = plt.subplots(figsize=(10, 3.2), dpi=110)
+    for index, segment in enumerate(analysis.segments):
+        axes.axvspan(
+            segment.start, segment.end, color="tab:red", alpha=0.15, label="suspicious segment" if index == 0 else None
+        )
+    axes.plot(
+        [f.time for f in answered],
+        [f.prediction.fake_probability for f in answered],  # type: ignore[union-attr]
+        marker="o",
+        markersize=3,
+        linewidth=1.2,
+        color="tab:blue",
+        label="fake probability",
+    )
+    if failed:
+        axes.plot([f.time for f in failed], [0.0] * len(failed), "x", color="black", label="frame failed")
+    axes.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold:.2f}")
+    axes.set_ylim(-0.02, 1.02)
+    end = max([s.end for s in analysis.segments] + [f.time + 1 / analysis.fps for f in analysis.frames] + [1.0])
+    axes.set_xlim(0, end)
+    axes.set_xlabel("time (s)")
+    axes.set_ylabel("P(fake)")
+    summary = analysis.summary
+    axes.set_title(
+        f"{Path(analysis.source).name}: {summary.verdict} "
+        f"(fake frames {summary.fake_frame_ratio:.0%}, top-{summary.top_k} mean {summary.top_k_mean:.2f})"
+    )
+    axes.legend(loc="upper right", fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path

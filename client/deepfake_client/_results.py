@@ -1,0 +1,131 @@
+"""Typed results that serialise to plain JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The server's answer for one image or frame."""
+
+    label: str
+    class_index: int
+    logits: list[float]
+    probabilities: dict[str, float]
+    fake_probability: float
+    softmax_confidence: float
+    adjusted_confidence: float
+    temperature: float
+    alpha: float
+
+    @property
+    def is_fake(self) -> bool:
+        return self.fake_probability > 0.5
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Prediction:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image of a batch: a prediction, or why that image alone failed."""
+
+    source: str
+    prediction: Prediction | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.prediction is None:
+            return {"source": self.source, "error": self.error}
+        return {"source": self.source, **self.prediction.to_dict()}
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One sampled frame: a prediction, or the error that frame alone ran into."""
+
+    index: int
+    time: float  # sampling time, seconds from the first frame
+    frame_time: float  # when the chosen frame starts being displayed
+    frame_number: int  # the chosen frame's position among the decoded frames
+    prediction: Prediction | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "index": self.index,
+            "time": self.time,
+            "frame_time": self.frame_time,
+            "frame_number": self.frame_number,
+        }
+        if self.prediction is not None:
+            p = self.prediction
+            data.update(
+                fake_probability=p.fake_probability,
+                label=p.label,
+                softmax_confidence=p.softmax_confidence,
+                adjusted_confidence=p.adjusted_confidence,
+                logits=p.logits,
+            )
+        else:
+            data.update(fake_probability=None, error=self.error)
+        return data
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A contiguous time range whose frames all score above the segment threshold."""
+
+    start: float
+    end: float
+    peak_time: float
+    peak_probability: float
+    mean_probability: float
+    frames: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    frames: int
+    analyzed: int
+    failed: int
+    fake_frames: int
+    fake_frame_ratio: float
+    mean_adjusted_confidence: float
+    mean_fake_probability: float
+    top_k: int
+    top_k_mean: float
+    confident_score: float
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VideoAnalysis:
+    source: str
+    fps: float
+    frames: list[FrameResult]
+    summary: VideoSummary
+    segments: list[Segment]
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "fps": self.fps,
+            "summary": self.summary.to_dict(),
+            "segments": [s.to_dict() for s in self.segments],
+            "thresholds": dict(self.thresholds),
+            "frames": [f.to_dict() for f in self.frames],
+        }

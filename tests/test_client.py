@@ -1,0 +1,218 @@
+"""The client library and CLI against the real TorchServe of the session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from deepfake_client import (
+    AuthenticationError,
+    ClientConfig,
+    DeepfakeClient,
+    InputRejectedError,
+    ModelNotFoundError,
+    ServerUnavailableError,
+    encode_frame,
+    sample_frames,
+)
+from PIL import Image
+
+from scripts.serve import observed_batches
+from tests.conftest import Server, image_bytes
+from tests.media import constant_rate, write_video
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 s at 30 fps: 20 samples at 2 fps."""
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", constant_rate(300, Fraction(30)))
+
+
+def client_for(server: Server, **overrides) -> DeepfakeClient:
+    return DeepfakeClient(
+        ClientConfig(
+            base_url=server.ts.inference_url,
+            management_url=server.ts.management_url,
+            key_file=server.ts.key_file,
+            **overrides,
+        )
+    )
+
+
+def cli(server: Server, *args: str, token: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    auth = ["--token", token] if token is not None else ["--key-file", str(server.ts.key_file)]
+    command = [
+        sys.executable,
+        "-m",
+        "deepfake_client",
+        args[0],
+        "--url",
+        server.ts.inference_url,
+        "--management-url",
+        server.ts.management_url,
+        *auth,
+        *args[1:],
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def test_video_frames_are_all_answered_in_time_order_and_batched(server: Server, video: Path):
+    batches_before = len(observed_batches(server.ts_log(), "deepfake"))
+    with client_for(server) as client:
+        analysis = client.analyze_video(video, fps=2.0)
+        assert [f.time for f in analysis.frames] == [i / 2 for i in range(20)]
+        assert [f.frame_number for f in analysis.frames] == [15 * i for i in range(20)]
+        assert all(f.prediction is not None and f.error is None for f in analysis.frames)
+        # each frame's answer is the server's answer for exactly that sampled frame
+        samples = list(sample_frames(video, 2.0))
+        for index in (0, 7, 19):
+            direct = client.predict_image(encode_frame(samples[index].image))
+            assert analysis.frames[index].prediction.logits == pytest.approx(direct.logits, abs=1e-4)
+    new_batches = observed_batches(server.ts_log(), "deepfake")[batches_before:]
+    assert sum(len(b) for b in new_batches) >= 20
+    assert max(len(b) for b in new_batches) > 1, [len(b) for b in new_batches]
+    assert analysis.summary.frames == analysis.summary.analyzed == 20
+
+
+def test_predict_image_inputs_and_refusals(server: Server, tmp_path: Path):
+    path = tmp_path / "face.png"
+    path.write_bytes(image_bytes(fmt="PNG"))
+    with client_for(server) as client:
+        from_path = client.predict_image(path)
+        assert client.predict_image(path.read_bytes()).logits == from_path.logits
+        assert client.predict_image(Image.open(path)).logits == pytest.approx(from_path.logits, abs=1e-6)
+        with pytest.raises(InputRejectedError, match="not a recognised image format") as info:
+            client.predict_image(b"definitely not an image")
+        assert info.value.status == 400
+        results = client.predict_images([path, b"junk", tmp_path / "absent.jpg"])
+        assert results[0].prediction is not None and results[0].prediction.logits == from_path.logits
+        assert "not a recognised image format" in results[1].error
+        assert "no such file" in results[2].error
+    with client_for(server, model="no_such_model") as client, pytest.raises(ModelNotFoundError):
+        client.predict_image(path)
+
+
+def test_wrong_or_missing_token_is_an_auth_error(server: Server, video: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./runtime/key_file.json to fall back on
+    for token in ("wrong", None):
+        config = ClientConfig(base_url=server.ts.inference_url, management_url=server.ts.management_url, token=token)
+        with DeepfakeClient(config) as client, pytest.raises(AuthenticationError, match="refused the token"):
+            client.predict_image(image_bytes())
+    result = cli(server, "video", str(video), "--quiet", token="wrong")
+    assert result.returncode == 3
+    assert result.stderr.count("\n") == 1 and "refused the token" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_json_matches_the_library_and_plot_is_a_png(server: Server, video: Path, tmp_path: Path):
+    plot = tmp_path / "timeline.png"
+    result = cli(server, "video", str(video), "--json", "--plot", str(plot))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    with client_for(server) as client:
+        library = client.analyze_video(video).to_dict()
+    assert [f["time"] for f in data["frames"]] == [f["time"] for f in library["frames"]]
+    assert [f["fake_probability"] for f in data["frames"]] == pytest.approx(
+        [f["fake_probability"] for f in library["frames"]], abs=1e-5
+    )
+    assert data["summary"]["verdict"] == library["summary"]["verdict"]
+    assert data["summary"]["fake_frame_ratio"] == pytest.approx(library["summary"]["fake_frame_ratio"])
+    assert set(data) >= {"frames", "summary", "segments"}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(plot) as image:
+        assert image.size[0] > 500 and image.size[1] > 200
+
+
+def test_cli_image_prints_the_original_block(server: Server, tmp_path: Path):
+    good, bad = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    good.write_bytes(image_bytes())
+    bad.write_bytes(b"not a jpeg")
+    result = cli(server, "image", str(good))
+    assert result.returncode == 0, result.stderr
+    for field in (
+        "Image:",
+        "Temperature:",
+        "Logits:",
+        "Softmax:",
+        "Predicted class:",
+        "Softmax confidence:",
+        "Adjusted confidence:",
+    ):
+        assert field in result.stdout
+    result = cli(server, "image", str(good), str(bad), "--json")
+    assert result.returncode == 2
+    first, second = json.loads(result.stdout)
+    assert first["source"] == str(good) and "logits" in first
+    assert second["source"] == str(bad) and "not a recognised image format" in second["error"]
+
+
+@pytest.mark.parametrize("kind", ["truncated", "text", "audio-only"])
+def test_cli_bad_videos_exit_2_without_traceback(server: Server, tmp_path: Path, kind: str):
+    path = tmp_path / "clip.mp4"
+    if kind == "truncated":
+        data = write_video(tmp_path / "full.mp4", constant_rate(60, Fraction(30))).read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "text":
+        path.write_text("just some notes, renamed\n" * 40)
+    else:
+        import av
+        import numpy as np
+
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("aac", rate=48000)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 48000, 0
+            for packet in [*stream.encode(frame), *stream.encode(None)]:
+                container.mux(packet)
+    result = cli(server, "video", str(path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.startswith("deepfake-detect: ")
+    assert str(path) in result.stderr
+
+
+def test_management_commands(server: Server):
+    result = cli(server, "models", "--json")
+    assert result.returncode == 0, result.stderr
+    models = {m["modelName"]: m for m in json.loads(result.stdout)}
+    assert set(models) == set(server.models)
+    assert models["deepfake"]["customizedMetadata"]["settings"]["mean"] == [0.5, 0.5, 0.5]
+    result = cli(server, "models")
+    assert "deepfake (version 1.0): workers" in result.stdout and "arch resnet18" in result.stdout
+    result = cli(server, "health")
+    assert result.returncode == 0 and "READY" in result.stdout
+    with client_for(server) as client:
+        client.scale(2, "constant")
+        assert [w["status"] for w in client.describe("constant")["workers"]] == ["READY", "READY"]
+        client.scale(1, "constant")
+        client.wait_until_ready("constant", timeout=60)
+        assert len(client.describe("constant")["workers"]) == 1
+
+
+def test_unreachable_server_is_unavailable(tmp_path: Path):
+    from scripts.serve import Ports
+
+    port = Ports.free().inference
+    config = ClientConfig(base_url=f"http://127.0.0.1:{port}", token="x", retries=1, backoff=0.01)
+    with DeepfakeClient(config) as client, pytest.raises(ServerUnavailableError, match="cannot reach TorchServe"):
+        client.predict_image(image_bytes())
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepfake_client",
+            "health",
+            "--url",
+            f"http://127.0.0.1:{port}",
+            "--token",
+            "x",
+            "--retries",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 4 and "cannot reach TorchServe" in result.stderr

@@ -1,0 +1,158 @@
+"""Frame sampling at exact rates, against videos whose frames carry their own index."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from deepfake_client import BadVideoError, sample_frames
+from PIL import Image
+
+from tests.media import constant_rate, read_index, write_video
+
+
+def taken(path: Path, fps: float = 2.0) -> list[tuple[float, int, int]]:
+    """(target time, frame number, index read from the pixels) for each sample."""
+    return [(s.time, s.frame_number, read_index(s.image)) for s in sample_frames(path, fps)]
+
+
+def by_definition(path: Path, fps: Fraction) -> list[int]:
+    """Brute force: for t = k/fps < end, the last frame whose start <= t (end = last start + its duration)."""
+    with av.open(str(path)) as container:
+        frames = [(f.pts * f.time_base, f.duration * f.time_base) for f in container.decode(video=0)]
+    origin = frames[0][0]
+    starts = [s - origin for s, _ in frames]
+    end = starts[-1] + frames[-1][1]
+    expected, k = [], 0
+    while k == 0 or Fraction(k) / fps < end:
+        expected.append(max(i for i, s in enumerate(starts) if s <= Fraction(k) / fps))
+        k += 1
+    return expected
+
+
+def test_30_fps(tmp_path: Path):
+    path = write_video(tmp_path / "a.mp4", constant_rate(45, Fraction(30)))  # 1.5 s
+    assert taken(path) == [(0.0, 0, 0), (0.5, 15, 15), (1.0, 30, 30)]
+
+
+def test_29_97_fps_does_not_drift(tmp_path: Path):
+    rate = Fraction(30000, 1001)
+    path = write_video(tmp_path / "a.mp4", constant_rate(60, rate), rate=rate)  # 2.002 s
+    # frame i starts at i * 1001/30000 s: t=0.5 -> i=14 (14.985), t=2.0 -> i=59 (59.94)
+    assert taken(path) == [(0.0, 0, 0), (0.5, 14, 14), (1.0, 29, 29), (1.5, 44, 44), (2.0, 59, 59)]
+
+
+def test_25_fps(tmp_path: Path):
+    path = write_video(tmp_path / "a.mp4", constant_rate(50, Fraction(25)), rate=Fraction(25))  # 2.0 s
+    assert taken(path) == [(0.0, 0, 0), (0.5, 12, 12), (1.0, 25, 25), (1.5, 37, 37)]
+
+
+def test_other_rates_and_long_videos_match_the_definition(tmp_path: Path):
+    rate = Fraction(24000, 1001)
+    path = write_video(tmp_path / "a.mp4", constant_rate(300, rate), rate=rate)  # 12.5 s
+    for fps in (Fraction(2), Fraction(1, 3), Fraction(5)):
+        assert [index for _, _, index in taken(path, fps)] == by_definition(path, fps)
+    assert len(taken(path, 2.0)) == 26  # 0, 0.5, ..., 12.5 (12.5 < 12.5125)
+
+
+def test_variable_frame_rate(tmp_path: Path):
+    stamps = [Fraction(ms, 1000) for ms in (0, 100, 450, 500, 1200, 1250, 2050, 2100)]
+    path = write_video(tmp_path / "vfr.mp4", stamps, time_base=Fraction(1, 1000))
+    samples = taken(path)
+    # t=0 -> frame 0; t=0.5 -> frame 3 (shown from exactly 0.5); t=1.0 -> still 3; t=1.5 -> 5; t=2.0 -> 5
+    assert samples[:5] == [(0.0, 0, 0), (0.5, 3, 3), (1.0, 3, 3), (1.5, 5, 5), (2.0, 5, 5)]
+    assert [index for _, _, index in samples] == by_definition(path, Fraction(2))
+    assert all(index == 7 for _, _, index in samples[5:])  # past 2.1 s the last frame is on screen
+
+
+def test_non_zero_start_time(tmp_path: Path):
+    path = write_video(tmp_path / "a.mp4", [Fraction(3, 2) + t for t in constant_rate(30, Fraction(30))])
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].start_time > 0  # the stream really starts at 1.5 s
+    assert taken(path) == [(0.0, 0, 0), (0.5, 15, 15)]
+
+
+def test_one_frame_video(tmp_path: Path):
+    path = write_video(tmp_path / "a.mp4", [Fraction(0)])
+    assert taken(path) == [(0.0, 0, 0)]
+
+
+def test_0_4_second_video_gives_one_frame(tmp_path: Path):
+    path = write_video(tmp_path / "a.mp4", constant_rate(12, Fraction(30)))
+    assert taken(path) == [(0.0, 0, 0)]
+
+
+def test_audio_stream_first(tmp_path: Path):
+    path = write_video(tmp_path / "a.mp4", constant_rate(30, Fraction(30)), audio_first=True)
+    with av.open(str(path)) as container:
+        assert container.streams[0].type == "audio"
+    assert taken(path) == [(0.0, 0, 0), (0.5, 15, 15)]
+
+
+def test_rotation_metadata_is_applied(tmp_path: Path):
+    path = write_video(tmp_path / "a.mp4", constant_rate(15, Fraction(30)), rotation=90)
+    [sample] = list(sample_frames(path, 2.0))
+    assert sample.image.size == (48, 160)  # 160x48 stored, shown upright as 48x160
+    # rotated 90 degrees counter-clockwise: undo it to read the bands
+    assert read_index(sample.image.transpose(Image.Transpose.ROTATE_270)) == 0
+    encoded = write_video(tmp_path / "b.mp4", [Fraction(0)], rotation=90)
+    first = next(iter(sample_frames(encoded)))
+    column = np.asarray(first.image.convert("L"))[:, 24]
+    assert column[:16].mean() < 60  # index 0: every band dark, whatever the orientation
+
+
+def test_odd_frame_size(tmp_path: Path):
+    path = write_video(
+        tmp_path / "a.mkv",
+        constant_rate(20, Fraction(20)),
+        size=(161, 47),
+        codec="mjpeg",
+        pix_fmt="yuvj444p",
+        rate=Fraction(20),
+    )
+    samples = list(sample_frames(path, 2.0))
+    assert [s.frame_number for s in samples] == [0, 10]
+    assert samples[0].image.size == (161, 47)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_text("this is not a video\n" * 50), "not a readable video"),
+        (lambda p: p.write_bytes(b""), "not a readable video"),
+    ],
+    ids=["text-renamed", "empty"],
+)
+def test_bad_files_raise_bad_video_error(tmp_path: Path, make, message):
+    path = tmp_path / "clip.mp4"
+    make(path)
+    with pytest.raises(BadVideoError, match=message):
+        list(sample_frames(path))
+
+
+def test_truncated_mp4(tmp_path: Path):
+    path = write_video(tmp_path / "a.mp4", constant_rate(60, Fraction(30)))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadVideoError, match=r"a\.mp4"):
+        list(sample_frames(path))
+
+
+def test_audio_only_file(tmp_path: Path):
+    path = tmp_path / "speech.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=48000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 48000, 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    with pytest.raises(BadVideoError, match=r"no video stream \(found audio\)"):
+        list(sample_frames(path))
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(BadVideoError, match="no such file"):
+        list(sample_frames(tmp_path / "absent.mp4"))

@@ -78,7 +78,8 @@ def expected_calibration_error(probabilities: torch.Tensor, targets: torch.Tenso
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int = 200) -> float:
     """The T > 0 minimising NLL of ``softmax(logits / T)`` (optimised in log space)."""
-    logits, targets = logits.detach().double(), targets.detach().long()
+    # clone: the logits may come from torch.inference_mode(), which autograd cannot use
+    logits, targets = logits.detach().double().clone(), targets.detach().long().clone()
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
 

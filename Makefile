@@ -1,0 +1,106 @@
+# deepfake-serve: `make run` sets everything up and runs the detector; `make test` runs the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DETECT := $(VENV)/bin/deepfake-detect
+
+# make mar / make run: which checkpoint to serve and how to read it (empty = archive default)
+MODEL ?= deepfake
+WEIGHTS ?=
+ARCH ?=
+MEAN ?=
+STD ?=
+LABELS ?=
+ALPHA ?=
+TEMPERATURE ?=
+SETTINGS ?=
+
+# the demo: generated data, a ResNet18 trained and calibrated on it (cached in artifacts/)
+DEMO ?= artifacts/demo
+DEMO_WEIGHTS := $(DEMO)/model/best_ResNet18.pth
+IMAGES ?= $(DEMO)/data/samples/real.jpg $(DEMO)/data/samples/fake.jpg
+VIDEO ?= $(DEMO)/data/demo.mp4
+TIMELINE ?= artifacts/timeline.png
+
+export PYTHONPATH := $(CURDIR)
+archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $(STD),--std $(STD)) \
+	$(if $(LABELS),--labels $(LABELS)) $(if $(ALPHA),--alpha $(ALPHA)) \
+	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(foreach f,$(SETTINGS),--settings-file $(f))
+
+.PHONY: help setup java mar start stop status run demo test lint benchmark clean
+
+help:
+	@echo "make run [WEIGHTS=ckpt.pth ...]  set up, archive (or build the demo model), serve, analyse samples"
+	@echo "make test                        run every test (starts real TorchServe instances)"
+	@echo "make setup                       create $(VENV) and install pinned dependencies + the client"
+	@echo "make mar WEIGHTS=ckpt.pth [MODEL=deepfake MEAN=0.5,0.5,0.5 STD=0.5,0.5,0.5 LABELS=Real,Fake ALPHA=6.0 TEMPERATURE=1.0]"
+	@echo "make start | stop | status       TorchServe with config.properties, runtime files in runtime/"
+	@echo "make demo                        build the demo data and model only (cached in $(DEMO))"
+	@echo "make benchmark                   throughput/latency report (docs/benchmark.md)"
+
+java:
+	@java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || { \
+		echo "TorchServe needs Java 17 or newer, and 'java' was not found or is older."; \
+		echo "Install it: sudo apt-get install -y openjdk-17-jre-headless   (Debian/Ubuntu)"; \
+		echo "        or: brew install openjdk@17                          (macOS)"; exit 1; }
+
+setup: java $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt client/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -e './client[plot]'
+	@touch $@
+
+mar: setup
+	@if [ -z "$(WEIGHTS)" ]; then \
+		echo "make mar needs a checkpoint: make mar WEIGHTS=path/to/best_ResNet50.pth [MEAN=0.5,0.5,0.5 STD=0.5,0.5,0.5]"; \
+		exit 2; fi
+	$(PY) -m scripts.archive --weights "$(WEIGHTS)" --model-name $(MODEL) $(archive_flags)
+
+start: setup
+	$(PY) -m scripts.serve start --model $(MODEL)
+
+stop:
+	@if [ -x $(PY) ]; then $(PY) -m scripts.serve stop; else echo "TorchServe was not running"; fi
+
+status: setup
+	$(PY) -m scripts.serve status
+
+demo: setup
+	$(PY) -m scripts.build_demo --out $(DEMO)
+
+run: setup
+ifeq ($(WEIGHTS),)
+	$(PY) -m scripts.build_demo --out $(DEMO)
+	$(PY) -m scripts.archive --weights $(DEMO_WEIGHTS) --model-name $(MODEL)
+else
+	$(PY) -m scripts.make_demo_data --out $(DEMO)/data --samples-only
+	$(PY) -m scripts.archive --weights "$(WEIGHTS)" --model-name $(MODEL) $(archive_flags)
+endif
+	@$(PY) -m scripts.serve stop >/dev/null
+	$(PY) -m scripts.serve start --model $(MODEL)
+	$(DETECT) image --model $(MODEL) $(IMAGES)
+	$(DETECT) video --model $(MODEL) $(VIDEO) --plot $(TIMELINE)
+	@echo
+	@echo "TorchServe is still running. Query it:"
+	@echo "  $(DETECT) image your.jpg            (or: video your.mp4 --plot timeline.png, models, health)"
+	@echo "  curl -X POST http://127.0.0.1:8080/predictions/$(MODEL) -H \"Authorization: Bearer \$$(jq -r .inference.key runtime/key_file.json)\" \\"
+	@echo "       -H 'Content-Type: image/jpeg' --data-binary @your.jpg"
+	@echo "Stop it: make stop"
+
+test: setup
+	$(PY) -m pytest tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+benchmark: setup
+	$(PY) -m scripts.benchmark --report docs/benchmark.md
+
+clean: stop
+	rm -rf runtime artifacts model_store/*.mar

@@ -1,0 +1,102 @@
+"""Fit the softmax temperature T on a validation folder (temperature scaling, Guo et al. 2017).
+
+    python -m scripts.calibrate --weights runs/r18/best_ResNet18.pth --data path/val
+
+T minimises the negative log-likelihood of softmax(logits / T) on held-out data. For two classes
+the original app's adjusted confidence sigmoid(|margin| / alpha) is that same softmax, so the
+equivalent alpha is T itself. Writes ``<weights>.calibration.json`` next to the weights, where
+``make mar`` / ``scripts.archive`` pick it up, and prints NLL, accuracy and ECE (15 bins) before
+and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from handler.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    softmax_with_temperature,
+)
+from handler.checkpoint import CheckpointError, load_model
+from handler.settings import ModelSettings, SettingsError
+from scripts.archive import settings_from_files, sidecar_files
+from scripts.data import LabelledImages, collect_logits, labelled_files
+
+ECE_BINS = 15
+
+
+def calibration_report(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, float]:
+    probs = softmax_with_temperature(logits, temperature)
+    return {
+        "temperature": temperature,
+        "nll": negative_log_likelihood(logits, labels, temperature),
+        "accuracy": float((probs.argmax(1) == labels).double().mean()),
+        "ece": expected_calibration_error(probs, labels, ECE_BINS),
+    }
+
+
+def calibrate(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    temperature = fit_temperature(logits, labels)
+    return {
+        "settings": {"temperature": temperature, "alpha": temperature},
+        "before": calibration_report(logits, labels, 1.0),
+        "after": calibration_report(logits, labels, temperature),
+        "samples": len(labels),
+        "method": "temperature scaling (NLL), Guo et al. 2017; alpha = T for two classes",
+    }
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="validation folder, one subfolder per label")
+    parser.add_argument(
+        "--settings-file",
+        type=Path,
+        action="append",
+        default=None,
+        help="settings JSON (default: train.py's <weights>.json next to the weights)",
+    )
+    parser.add_argument("--mean", help="override the normalisation mean")
+    parser.add_argument("--std", help="override the normalisation std")
+    parser.add_argument("--labels", help="override the label order, e.g. Real,Fake")
+    parser.add_argument("--out", type=Path, help="default: <weights stem>.calibration.json")
+    parser.add_argument("--batch-size", type=int, default=64)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    out = args.out or args.weights.with_name(f"{args.weights.stem}.calibration.json")
+    try:
+        files = args.settings_file if args.settings_file is not None else sidecar_files(args.weights, calibration=False)
+        values = settings_from_files(files)
+        values.update({k: v for k in ("mean", "std", "labels") if (v := getattr(args, k)) is not None})
+        settings = ModelSettings.from_mapping(values)
+        model, _ = load_model(args.weights, arch=settings.arch)
+        dataset = LabelledImages(labelled_files(args.data, settings.labels), settings)
+    except (CheckpointError, SettingsError, FileNotFoundError) as exc:
+        print(f"calibrate: {exc}", file=sys.stderr)
+        return 2
+    logits, labels = collect_logits(model, dataset, args.batch_size)  # float32, as served
+    result = calibrate(logits, labels)
+    out.write_text(json.dumps(result, indent=2))
+    before, after = result["before"], result["after"]
+    print(f"Calibrated on {result['samples']} images from {args.data}")
+    print(f"{'':8}{'T':>8}{'NLL':>10}{'accuracy':>10}{'ECE':>10}")
+    for name, row in (("before", before), ("after", after)):
+        print(f"{name:8}{row['temperature']:8.4f}{row['nll']:10.4f}{row['accuracy']:10.4f}{row['ece']:10.4f}")
+    print(f"T = {after['temperature']:.4f}; equivalent alpha = {after['temperature']:.4f} (original app: 6.0)")
+    print(f"Wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Model tooling: metrics by hand, calibration, a training smoke test, evaluation end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from handler.checkpoint import build_model, load_model
+from scripts import calibrate as calibrate_script
+from scripts import evaluate as evaluate_script
+from scripts import train as train_script
+from scripts.archive import build_archive, resolve_settings
+from scripts.archive import get_args_parser as archive_parser
+from scripts.make_demo_data import make_image
+from scripts.metrics import accuracy, equal_error_rate, roc_auc
+from tests.media import constant_rate, write_video
+
+
+def test_metrics_by_hand():
+    scores, labels = [0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]
+    assert roc_auc(scores, labels) == pytest.approx(0.75)  # 3 of 4 (real, fake) pairs ranked right
+    assert equal_error_rate(scores, labels) == pytest.approx(0.5)
+    assert accuracy(scores, labels) == pytest.approx(0.75)  # only the fake at 0.35 is missed
+    assert roc_auc([0.5, 0.5], [0, 1]) == pytest.approx(0.5)  # a tie counts half
+    assert roc_auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert equal_error_rate([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 0.0
+    # ranked fake, real, fake, real: after the first real, fpr = fnr = 0.5
+    assert equal_error_rate([0.9, 0.6, 0.7, 0.2], [1, 1, 0, 0]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="both classes"):
+        roc_auc([0.2, 0.3], [1, 1])
+
+
+def test_frame_metrics_on_fixed_predictions():
+    report = evaluate_script.frame_metrics([0.9, 0.8, 0.3, 0.6], [1, 1, 0, 0])
+    assert report["accuracy"] == pytest.approx(0.75)  # 0.6 on a real image is the one mistake
+    assert report["auc"] == pytest.approx(1.0)  # yet every fake outranks every real
+    assert report["eer"] == pytest.approx(0.0)
+    # ECE: confidences 0.9 (ok), 0.8 (ok), 0.7 (ok), 0.6 (wrong), each in its own bin of 1/15
+    assert report["ece"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.6) / 4)
+
+
+def test_calibration_of_an_overconfident_pair():
+    """Labels drawn from softmax(z / 2.5): the model's logits are 2.5x over-confident."""
+    generator = torch.Generator().manual_seed(1)
+    margins = torch.randn(30000, generator=generator, dtype=torch.float64) * 6
+    logits = torch.stack([-margins / 2, margins / 2], dim=1)
+    labels = torch.bernoulli(torch.sigmoid(margins / 2.5), generator=generator).long()
+    result = calibrate_script.calibrate(logits, labels)
+    assert result["settings"]["temperature"] == pytest.approx(2.5, rel=0.05)
+    assert result["settings"]["alpha"] == result["settings"]["temperature"]
+    assert result["after"]["ece"] < result["before"]["ece"]
+    assert result["after"]["nll"] < result["before"]["nll"]
+    assert result["after"]["accuracy"] == result["before"]["accuracy"]  # scaling never changes the argmax
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    for label in ("real", "fake"):
+        (root / label).mkdir()
+        for i in range(6):
+            make_image([7, int(label == "fake"), i], fake=label == "fake").save(root / label / f"{i}.jpg")
+    return root
+
+
+def run_train(folder: Path, out: Path, *extra: str) -> int:
+    return train_script.main(["--data", str(folder), "--out", str(out), "--arch", "resnet18", "--epochs", "1",
+                              "--batch-size", "4", "--val-split", "0.34", "--mean", "0.5,0.5,0.5",
+                              "--std", "0.5,0.5,0.5", "--workers", "0", "--seed", "3", *extra])  # fmt: skip
+
+
+def test_training_smoke_determinism_and_resume(tiny_folder: Path, tmp_path: Path):
+    assert run_train(tiny_folder, tmp_path / "a") == 0
+    assert run_train(tiny_folder, tmp_path / "b") == 0
+    weights = tmp_path / "a" / "best_ResNet18.pth"
+    record = json.loads((tmp_path / "a" / "best_ResNet18.json").read_text())
+    assert record["settings"]["mean"] == [0.5, 0.5, 0.5] and record["settings"]["arch"] == "resnet18"
+    assert set(record["validation"]) >= {"accuracy", "auc", "nll", "ece", "epoch"}
+    model, arch = load_model(weights)  # a plain state dict the server can load
+    assert arch == "resnet18"
+    same_seed = torch.load(tmp_path / "b" / "best_ResNet18.pth", weights_only=True)
+    assert all(torch.equal(v, same_seed[k]) for k, v in model.state_dict().items())  # --seed is deterministic
+    # resume: a second epoch continues from last.pth instead of starting over
+    assert run_train(tiny_folder, tmp_path / "a", "--epochs", "2", "--resume") == 0
+    assert torch.load(tmp_path / "a" / "last.pth", weights_only=False)["epoch"] == 1
+
+
+def test_init_from_an_imagenet_head_and_bad_inputs(tiny_folder: Path, tmp_path: Path, capsys):
+    init = tmp_path / "imagenet.pth"
+    torch.save({"state_dict": build_model("resnet18", 1000).state_dict()}, init)
+    assert run_train(tiny_folder, tmp_path / "ft", "--init", str(init), "--arch", "auto") == 0
+    assert (tmp_path / "ft" / "best_ResNet18.pth").exists()
+    assert run_train(tmp_path, tmp_path / "x") == 2  # no real/ and fake/ folders
+    assert "needs one folder per label" in capsys.readouterr().err
+
+
+def test_calibrate_archive_and_evaluate_chain(tiny_folder: Path, tmp_path: Path):
+    assert run_train(tiny_folder, tmp_path) == 0
+    weights = tmp_path / "best_ResNet18.pth"
+    assert calibrate_script.main(["--weights", str(weights), "--data", str(tiny_folder)]) == 0
+    calibration = json.loads((tmp_path / "best_ResNet18.calibration.json").read_text())
+    temperature = calibration["settings"]["temperature"]
+    assert temperature > 0 and set(calibration) >= {"before", "after", "samples"}
+    # make mar picks up both sidecars: train.py's settings and calibrate.py's temperature
+    settings = resolve_settings(archive_parser().parse_args(["--weights", str(weights)]))
+    assert settings.mean == (0.5, 0.5, 0.5)
+    assert settings.temperature == pytest.approx(temperature) and settings.alpha == pytest.approx(temperature)
+    mar, _ = build_archive(weights, settings, "tiny", tmp_path / "store")
+    assert mar.exists()
+    videos = tmp_path / "videos"
+    for label in ("real", "fake"):
+        (videos / label).mkdir(parents=True)
+        write_video(videos / label / "clip.mp4", constant_rate(30, Fraction(30)))
+    report_path = tmp_path / "report.json"
+    code = evaluate_script.main(["--weights", str(weights), "--images", str(tiny_folder), "--videos", str(videos),
+                                 "--json", str(report_path)])  # fmt: skip
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert report["images"]["samples"] == 12 and 0 <= report["images"]["auc"] <= 1
+    assert report["video_frames"]["samples"] == 4  # 2 videos x 2 frames at 2 fps
+    assert set(report["videos"]["per_video"]) == {
+        str((videos / label / "clip.mp4").resolve()) for label in ("fake", "real")
+    }
+    assert math.isfinite(report["videos"]["auc"])
+
+
+def test_archive_records_settings(tmp_path: Path):
+    weights = tmp_path / "w.pth"
+    torch.save(build_model("resnet34").state_dict(), weights)
+    args = archive_parser().parse_args(["--weights", str(weights), "--labels", "fake,real", "--alpha", "4"])
+    mar, settings = build_archive(weights, resolve_settings(args), "r34", tmp_path)
+    import zipfile
+
+    with zipfile.ZipFile(mar) as archive:
+        config = yaml.safe_load(archive.read("model-config.yaml"))
+        assert {"handler/checkpoint.py", "deepfake_handler.py", "model_weights.pth"} <= set(archive.namelist())
+    assert config["batchSize"] == 8 and config["maxBatchDelay"] == 20 and config["minWorkers"] == 1
+    assert config["handler"]["arch"] == "resnet34"
+    assert config["handler"]["labels"] == ["fake", "real"] and config["handler"]["fake_label"] == "fake"
+    assert config["handler"]["alpha"] == 4.0 and settings.fake_index == 0

@@ -88,8 +88,8 @@ endif
 	@echo
 	@echo "TorchServe is still running. Query it:"
 	@echo "  $(DETECT) image your.jpg            (or: video your.mp4 --plot timeline.png, models, health)"
-	@echo "  curl -X POST http://127.0.0.1:8080/predictions/$(MODEL) -H \"Authorization: Bearer \$$(jq -r .inference.key runtime/key_file.json)\" \\"
-	@echo "       -H 'Content-Type: image/jpeg' --data-binary @your.jpg"
+	@echo "  TOKEN=\$$(python3 -c \"import json; print(json.load(open('runtime/key_file.json'))['inference']['key'])\")"
+	@echo "  curl -X POST http://127.0.0.1:8080/predictions/$(MODEL) -H \"Authorization: Bearer \$$TOKEN\" -H 'Content-Type: image/jpeg' --data-binary @your.jpg"
 	@echo "Stop it: make stop"
 
 test: setup

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deepfake_client import (
+    ClientConfig,
     DeepfakeClient,
     DeepfakeError,
     FrameResult,
@@ -186,7 +187,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="settings JSON (default: <weights>.json and <weights>.calibration.json)",
     )
     parser.add_argument("--server", help="inference URL of a running TorchServe, instead of --weights")
-    parser.add_argument("--management-url", default=None)
+    parser.add_argument("--management-url", default=None, help="default: the client's (env DEEPFAKE_MANAGEMENT_URL)")
     parser.add_argument("--model", default="deepfake")
     parser.add_argument("--key-file", type=Path)
     parser.add_argument("--labels", default=None, help="label order (default: from the settings, Real,Fake)")
@@ -212,12 +213,10 @@ def main(argv: list[str] | None = None) -> int:
             settings = ModelSettings.from_mapping(values)
             predictor: InProcess | ViaServer = InProcess(args.weights, settings)
         else:
-            client = DeepfakeClient(
-                base_url=args.server,
-                management_url=args.management_url or args.server.replace(":8080", ":8081"),
-                model=args.model,
-                key_file=args.key_file,
+            config = ClientConfig.from_env(
+                base_url=args.server, management_url=args.management_url, model=args.model, key_file=args.key_file
             )
+            client = DeepfakeClient(config)
             settings = ModelSettings.from_mapping(client.describe().get("customizedMetadata", {}).get("settings", {}))
             predictor = ViaServer(client)
         report = evaluate(predictor, settings, args.images, args.videos, args.fps, args.video_score)

@@ -78,3 +78,14 @@ def write_video(
 
 def constant_rate(count: int, rate: Fraction) -> list[Fraction]:
     return [Fraction(i) / rate for i in range(count)]
+
+
+def write_audio_only(path: Path) -> Path:
+    """An .mp4 holding one AAC audio stream and no video."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=48000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 48000, 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return path

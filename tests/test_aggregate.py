@@ -92,3 +92,16 @@ def test_to_dict_shapes():
     assert d["fake_probability"] is None and d["error"] == "refused" and d["time"] == 3.0
     d = FRAMES[3].to_dict()
     assert d["fake_probability"] == 0.9 and d["label"] == "Fake" and "error" not in d
+
+
+def test_report_warns_when_a_real_verdict_hides_a_segment():
+    from deepfake_client import VideoAnalysis
+    from deepfake_client._cli import video_report
+
+    frames = [frame(i, p) for i, p in enumerate([0.1, 0.9, 0.95, 0.1, 0.1, 0.2])]  # 2 of 6 fake
+    analysis = VideoAnalysis("clip.mp4", 2.0, frames, summarise(frames), find_segments(frames, 0.5))
+    report = video_report(analysis)
+    assert "Verdict:                  likely real by fake-frame ratio, but 1 suspicious segment (1.0 s) below" in report
+    assert "0.50s -    1.50s  peak 0.950 at 1.00s (2 frames, mean 0.925)" in report
+    clean = [frame(i, 0.1) for i in range(4)]
+    assert "likely real\n" in video_report(VideoAnalysis("c.mp4", 2.0, clean, summarise(clean), []))

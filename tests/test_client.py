@@ -23,7 +23,7 @@ from PIL import Image
 
 from scripts.serve import observed_batches
 from tests.conftest import Server, image_bytes
-from tests.media import constant_rate, write_video
+from tests.media import constant_rate, write_audio_only, write_video
 
 
 @pytest.fixture(scope="module")
@@ -158,15 +158,7 @@ def test_cli_bad_videos_exit_2_without_traceback(server: Server, tmp_path: Path,
     elif kind == "text":
         path.write_text("just some notes, renamed\n" * 40)
     else:
-        import av
-        import numpy as np
-
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("aac", rate=48000)
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 48000, 0
-            for packet in [*stream.encode(frame), *stream.encode(None)]:
-                container.mux(packet)
+        write_audio_only(path)
     result = cli(server, "video", str(path))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.startswith("deepfake-detect: ")
@@ -216,3 +208,29 @@ def test_unreachable_server_is_unavailable(tmp_path: Path):
         timeout=60,
     )
     assert result.returncode == 4 and "cannot reach TorchServe" in result.stderr
+
+
+def test_evaluate_against_the_server_matches_in_process(server: Server, tmp_path: Path):
+    from scripts import evaluate
+    from scripts.make_demo_data import make_image
+
+    for label in ("real", "fake"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(3):
+            make_image([11, int(label == "fake"), i], fake=label == "fake").save(
+                tmp_path / "images" / label / f"{i}.jpg"
+            )
+    settings = tmp_path / "settings.json"  # what the "deepfake" archive was built with
+    settings.write_text(json.dumps({"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}))
+    common = ["--images", str(tmp_path / "images")]
+    via_server = ["--server", server.ts.inference_url, "--management-url", server.ts.management_url,
+                  "--key-file", str(server.ts.key_file), "--json", str(tmp_path / "server.json")]  # fmt: skip
+    in_process = ["--weights", str(server.models["deepfake"].weights), "--settings-file", str(settings),
+                  "--json", str(tmp_path / "local.json")]  # fmt: skip
+    assert evaluate.main(common + via_server) == 0
+    assert evaluate.main(common + in_process) == 0
+    remote = json.loads((tmp_path / "server.json").read_text())["images"]
+    local = json.loads((tmp_path / "local.json").read_text())["images"]
+    assert remote["samples"] == local["samples"] == 6
+    for key in ("accuracy", "auc", "eer", "ece"):
+        assert remote[key] == pytest.approx(local[key], abs=1e-4)

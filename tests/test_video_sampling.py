@@ -11,7 +11,7 @@ import pytest
 from deepfake_client import BadVideoError, sample_frames
 from PIL import Image
 
-from tests.media import constant_rate, read_index, write_video
+from tests.media import constant_rate, read_index, write_audio_only, write_video
 
 
 def taken(path: Path, fps: float = 2.0) -> list[tuple[float, int, int]]:
@@ -142,13 +142,7 @@ def test_truncated_mp4(tmp_path: Path):
 
 
 def test_audio_only_file(tmp_path: Path):
-    path = tmp_path / "speech.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=48000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 48000, 0
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            container.mux(packet)
+    path = write_audio_only(tmp_path / "speech.mp4")
     with pytest.raises(BadVideoError, match=r"no video stream \(found audio\)"):
         list(sample_frames(path))
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deepfake_client._aggregate import AggregationConfig
+from deepfake_client._aggregate import LIKELY_REAL, AggregationConfig
 from deepfake_client._client import DeepfakeClient
 from deepfake_client._config import ClientConfig, Timeouts
 from deepfake_client._exceptions import DeepfakeError
@@ -46,6 +46,15 @@ def image_block(source: str, p: Prediction) -> str:
     )
 
 
+def _segment_caveat(analysis: VideoAnalysis) -> str:
+    """The original app's verdict looks at the whole video; a short manipulated part can hide in it."""
+    if analysis.summary.verdict != LIKELY_REAL or not analysis.segments:
+        return ""
+    seconds = sum(seg.end - seg.start for seg in analysis.segments)
+    count = len(analysis.segments)
+    return f" by fake-frame ratio, but {count} suspicious segment{'s' * (count > 1)} ({seconds:.1f} s) below"
+
+
 def video_report(analysis: VideoAnalysis) -> str:
     s = analysis.summary
     seconds = analysis.frames[-1].time + 1 / analysis.fps if analysis.frames else 0.0
@@ -54,7 +63,7 @@ def video_report(analysis: VideoAnalysis) -> str:
         f"Video: {analysis.source}",
         f"  Frames:                   {s.frames} sampled at {analysis.fps:g} fps ({seconds:.1f} s), "
         f"{s.analyzed} analysed, {s.failed} failed",
-        f"  Verdict:                  {s.verdict}",
+        f"  Verdict:                  {s.verdict}{_segment_caveat(analysis)}",
         f"  Fake-frame ratio:         {_fmt(s.fake_frame_ratio)} ({s.fake_frames}/{s.analyzed})",
         f"  Mean adjusted confidence: {_fmt(s.mean_adjusted_confidence)}",
         f"  Mean fake probability:    {_fmt(s.mean_fake_probability)}",

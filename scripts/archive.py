@@ -28,11 +28,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 HANDLER_DIR = REPO_ROOT / "handler"
 WEIGHTS_NAME = "model_weights.pth"
 
-# Batching: 8 frames fill a batch while one video is analysed; TorchServe waits at most
-# MAX_BATCH_DELAY_MS for a batch to fill. A 224x224 ResNet18 batch of 8 takes hundreds of ms on
-# 2 CPU cores, so 20 ms of waiting costs a lone request under 10% while letting concurrent
-# requests from the client (which keeps 2 batches in flight) coalesce. scripts/benchmark.py
-# measures the trade-off.
+# Batching: 8 frames fill a batch while one video is analysed (the client keeps 16 requests in
+# flight). TorchServe waits at most MAX_BATCH_DELAY_MS for a batch to fill. Measured on 2 cores
+# (docs/benchmark.md): 20 ms gives a lone request 48 ms p50; 50 ms adds ~30 ms to it without a
+# clear throughput gain, and 0 ms made a lone request slower (130 ms p50).
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_BATCH_DELAY_MS = 20
 DEFAULT_WORKERS = 1  # on 2 cores, 2 workers were measured slower than 1

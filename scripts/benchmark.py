@@ -139,10 +139,11 @@ class Bench:
 
     def client_memory(self, ts: TorchServe, path: Path) -> float:
         """Peak RSS (MB) of the CLI analysing ``path``, in its own process."""
+        # VmHWM, not ru_maxrss: ru_maxrss survives exec, so it would report this torch-laden parent
         code = (
-            "import resource, sys; from deepfake_client._cli import main; "
-            "code = main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr); sys.exit(code)"
+            "import re, sys; from deepfake_client._cli import main; code = main(sys.argv[1:]); "
+            "status = open('/proc/self/status').read(); "
+            "print(int(re.search(r'VmHWM:\\s+(\\d+)', status).group(1)) / 1024, file=sys.stderr); sys.exit(code)"
         )
         command = [
             sys.executable,
@@ -180,16 +181,17 @@ def run(args: argparse.Namespace) -> dict:
     }
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         bench = Bench(Path(tmp))
-        short = write_video(Path(tmp) / "short.mp4", args.video_seconds)
+        video_720p = write_video(Path(tmp) / "720p.mp4", args.video_seconds)
+        short = write_video(Path(tmp) / "short.mp4", args.video_seconds, size=(640, 360))
         long = write_video(Path(tmp) / "long.mp4", args.video_seconds * 4, size=(640, 360))
         ts = bench.server("main")
         try:
             results["worker_rss_mb"] = worker_rss_mb(ts)
             results["load"] = [bench.load(ts, c, args.requests) for c in (1, 8, 16, 32)]
-            results["video"] = bench.video(ts, short)
-            results["client_peak_rss_mb"] = {
+            results["video"] = bench.video(ts, video_720p)
+            results["client_peak_rss_mb"] = {  # same resolution, 4x the length
                 f"{args.video_seconds * 4:g}s_360p": bench.client_memory(ts, long),
-                f"{args.video_seconds:g}s_720p": bench.client_memory(ts, short),
+                f"{args.video_seconds:g}s_360p": bench.client_memory(ts, short),
             }
             DeepfakeClient(
                 ClientConfig(base_url=ts.inference_url, management_url=ts.management_url, key_file=ts.key_file)

@@ -30,6 +30,7 @@ from scripts.archive import settings_from_files, sidecar_files
 from scripts.data import LabelledImages, collect_logits, labelled_files
 
 ECE_BINS = 15
+T_RANGE = (0.05, 20.0)  # beyond these a fit says more about the calibration set than the model
 
 
 def calibration_report(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, float]:
@@ -43,12 +44,27 @@ def calibration_report(logits: torch.Tensor, labels: torch.Tensor, temperature: 
 
 
 def calibrate(logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    temperature = fit_temperature(logits, labels)
+    """Fit T by NLL; refuse the degenerate fits a separable calibration set produces."""
+    notes = []
+    if bool((logits.argmax(1) == labels).all()):
+        # No mistake to learn from: NLL keeps falling as T -> 0 (certainty everywhere), so the
+        # "optimum" would make every later mistake maximally confident.
+        temperature = 1.0
+        notes.append(
+            "every calibration image is classified correctly, so T cannot be estimated (the NLL falls "
+            "without bound as T -> 0); kept T = 1.0. Use a larger or harder validation set."
+        )
+    else:
+        fitted = fit_temperature(logits, labels)
+        temperature = min(max(fitted, T_RANGE[0]), T_RANGE[1])
+        if temperature != fitted:
+            notes.append(f"fitted T = {fitted:.4g} is outside {T_RANGE}; clamped to {temperature:g}")
     return {
         "settings": {"temperature": temperature, "alpha": temperature},
         "before": calibration_report(logits, labels, 1.0),
         "after": calibration_report(logits, labels, temperature),
         "samples": len(labels),
+        "notes": notes,
         "method": "temperature scaling (NLL), Guo et al. 2017; alpha = T for two classes",
     }
 
@@ -93,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':8}{'T':>8}{'NLL':>10}{'accuracy':>10}{'ECE':>10}")
     for name, row in (("before", before), ("after", after)):
         print(f"{name:8}{row['temperature']:8.4f}{row['nll']:10.4f}{row['accuracy']:10.4f}{row['ece']:10.4f}")
+    for note in result["notes"]:
+        print(f"Note: {note}")
     print(f"T = {after['temperature']:.4f}; equivalent alpha = {after['temperature']:.4f} (original app: 6.0)")
     print(f"Wrote {out}")
     return 0

@@ -4,7 +4,7 @@
 
 No real face data can be downloaded here, so the demo model learns what this script plants:
 "real" images are procedural outdoor scenes with camera-like grain; "fake" ones are the same kind
-of scene with one elliptical region re-synthesised the way generators leave traces (content
+of scene with its subject's elliptical region re-synthesised the way generators leave traces (content
 up-sampled from a coarse grid, a transposed-convolution checkerboard, a colour/noise mismatch
 with its surroundings, a blending seam). Every trace is defined on the 224x224 grid the model
 sees, so it survives the resize of a 720p frame. Output:
@@ -193,10 +193,11 @@ def make_image(seed: list[int], fake: bool) -> Image.Image:
     scene = upscale(render_scene(rng, GRID, round(GRID * aspect)), height, width)
     grained = scene.pixels + camera_grain(rng, height, width)
     if fake:
+        # the subject is re-synthesised, as a face is in a face swap; the mask only roughly follows it
         cx, cy, rx, ry = scene.subject
-        if rng.random() < 0.3:  # sometimes another region than the subject
-            cx, cy = rng.uniform(0.25, 0.75) * width, rng.uniform(0.3, 0.7) * height
-        grained = resynthesise(rng, scene.pixels, grained, (cx, cy, rx, ry))
+        cx, cy = cx + rng.uniform(-0.15, 0.15) * rx, cy + rng.uniform(-0.15, 0.15) * ry
+        scale = rng.uniform(0.85, 1.15)
+        grained = resynthesise(rng, scene.pixels, grained, (cx, cy, rx * scale, ry * scale))
     return Image.fromarray(to_uint8(grained))
 
 

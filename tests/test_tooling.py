@@ -144,3 +144,15 @@ def test_archive_records_settings(tmp_path: Path):
     assert config["handler"]["arch"] == "resnet34"
     assert config["handler"]["labels"] == ["fake", "real"] and config["handler"]["fake_label"] == "fake"
     assert config["handler"]["alpha"] == 4.0 and settings.fake_index == 0
+
+
+def test_calibration_refuses_degenerate_fits():
+    separable = torch.tensor([[2.0, -1.0], [-3.0, 1.0], [1.5, 0.0]], dtype=torch.float64)
+    result = calibrate_script.calibrate(separable, torch.tensor([0, 1, 0]))
+    assert result["settings"]["temperature"] == 1.0  # no mistakes: T -> 0 would be the "optimum"
+    assert "cannot be estimated" in result["notes"][0]
+    # tiny margins, one slight mistake: the NLL optimum is T ~ 0.001, far below any sane value
+    logits = torch.tensor([[0.01, 0.0]] * 400 + [[0.0, 0.001]], dtype=torch.float64)
+    clamped = calibrate_script.calibrate(logits, torch.zeros(401, dtype=torch.long))
+    assert clamped["settings"]["temperature"] == calibrate_script.T_RANGE[0]
+    assert "clamped" in clamped["notes"][0]

@@ -36,12 +36,13 @@ def image_block(source: str, p: Prediction) -> str:
     return "\n".join(
         [
             f"Image: {source}",
-            f"  Temperature:         {p.temperature:g}",
+            f"  Temperature:         {round(p.temperature, 4)}",
             f"  Logits:              [{', '.join(f'{x:.4f}' for x in p.logits)}]",
             f"  Softmax:             {softmax}",
             f"  Predicted class:     {p.label}",
             f"  Softmax confidence:  {p.softmax_confidence:.4f}",
-            f"  Adjusted confidence: {p.adjusted_confidence:.4f}  (sigmoid(|logit margin| / alpha), alpha {p.alpha:g})",
+            f"  Adjusted confidence: {p.adjusted_confidence:.4f}  "
+            f"(sigmoid(|logit margin| / alpha), alpha {round(p.alpha, 4)})",
         ]
     )
 

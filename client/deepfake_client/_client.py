@@ -89,26 +89,26 @@ class DeepfakeClient:
         headers = dict(kwargs.pop("headers", {}))
         if token := self._token(kind):
             headers["Authorization"] = f"Bearer {token}"
-        delay = self.config.backoff
-        for attempt in range(self.config.retries + 1):
-            last = attempt == self.config.retries
+        delay, attempt = self.config.backoff, 0
+        while True:
+            out_of_retries = attempt >= self.config.retries
             try:
                 response = self._session.request(
                     method, url, headers=headers, timeout=self.config.timeouts.as_tuple(), **kwargs
                 )
-            except requests.ConnectionError as exc:
-                if last:
+            except requests.ConnectionError as exc:  # includes connect timeouts: nothing was sent
+                if out_of_retries:
                     raise ServerUnavailableError(f"cannot reach TorchServe at {url}: {type(exc).__name__}") from None
-            except requests.Timeout:
+            except requests.Timeout:  # a read timeout: the request may be running, do not send it twice
                 raise ServerUnavailableError(
                     f"TorchServe did not answer {what} within {self.config.timeouts.read:.0f}s ({url})"
                 ) from None
             else:
-                if response.status_code != 503 or last:
+                if response.status_code != 503 or out_of_retries:
                     return self._check(response, kind, what)
+            attempt += 1
             time.sleep(delay)  # back-off between retries
             delay *= 2
-        raise AssertionError("unreachable")
 
     def _check(self, response: requests.Response, kind: str, what: str) -> requests.Response:
         status = response.status_code

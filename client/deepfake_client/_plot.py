@@ -42,9 +42,10 @@ def plot_timeline(analysis: VideoAnalysis, path: str | Path, threshold: float | 
     axes.set_xlabel("time (s)")
     axes.set_ylabel("P(fake)")
     summary = analysis.summary
+    found = f"; {len(analysis.segments)} suspicious segment(s)" if analysis.segments else ""
     axes.set_title(
-        f"{Path(analysis.source).name}: {summary.verdict} "
-        f"(fake frames {summary.fake_frame_ratio:.0%}, top-{summary.top_k} mean {summary.top_k_mean:.2f})"
+        f"{Path(analysis.source).name}: {summary.verdict} (fake frames {summary.fake_frame_ratio:.0%}, "
+        f"top-{summary.top_k} mean {summary.top_k_mean:.2f}){found}"
     )
     axes.legend(loc="upper right", fontsize=8)
     axes.grid(alpha=0.3)

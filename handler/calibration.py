@@ -76,6 +76,17 @@ def expected_calibration_error(probabilities: torch.Tensor, targets: torch.Tenso
     return float(ece)
 
 
+def calibration_metrics(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> dict[str, float]:
+    """NLL, accuracy and ECE (15 bins) of softmax(logits / T): what training and calibration report."""
+    probs = softmax_with_temperature(logits, temperature)
+    return {
+        "temperature": temperature,
+        "nll": negative_log_likelihood(logits, targets, temperature),
+        "accuracy": float((probs.argmax(-1) == targets.long()).double().mean()),
+        "ece": expected_calibration_error(probs, targets),
+    }
+
+
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int = 200) -> float:
     """The T > 0 minimising NLL of ``softmax(logits / T)`` (optimised in log space)."""
     # clone: the logits may come from torch.inference_mode(), which autograd cannot use

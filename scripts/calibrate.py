@@ -18,29 +18,13 @@ from pathlib import Path
 
 import torch
 
-from handler.calibration import (
-    expected_calibration_error,
-    fit_temperature,
-    negative_log_likelihood,
-    softmax_with_temperature,
-)
+from handler.calibration import calibration_metrics, fit_temperature
 from handler.checkpoint import CheckpointError, load_model
 from handler.settings import ModelSettings, SettingsError
 from scripts.archive import settings_from_files, sidecar_files
 from scripts.data import LabelledImages, collect_logits, labelled_files
 
-ECE_BINS = 15
 T_RANGE = (0.05, 20.0)  # beyond these a fit says more about the calibration set than the model
-
-
-def calibration_report(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, float]:
-    probs = softmax_with_temperature(logits, temperature)
-    return {
-        "temperature": temperature,
-        "nll": negative_log_likelihood(logits, labels, temperature),
-        "accuracy": float((probs.argmax(1) == labels).double().mean()),
-        "ece": expected_calibration_error(probs, labels, ECE_BINS),
-    }
 
 
 def calibrate(logits: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -61,8 +45,8 @@ def calibrate(logits: torch.Tensor, labels: torch.Tensor) -> dict:
             notes.append(f"fitted T = {fitted:.4g} is outside {T_RANGE}; clamped to {temperature:g}")
     return {
         "settings": {"temperature": temperature, "alpha": temperature},
-        "before": calibration_report(logits, labels, 1.0),
-        "after": calibration_report(logits, labels, temperature),
+        "before": calibration_metrics(logits, labels, 1.0),
+        "after": calibration_metrics(logits, labels, temperature),
         "samples": len(labels),
         "notes": notes,
         "method": "temperature scaling (NLL), Guo et al. 2017; alpha = T for two classes",

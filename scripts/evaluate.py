@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from deepfake_client import (
     ClientConfig,
     DeepfakeClient,
@@ -49,8 +50,6 @@ VIDEO_SCORES = {
 
 def frame_metrics(fake_probs: Sequence[float], is_fake: Sequence[int]) -> dict[str, float]:
     """Accuracy (at 0.5), ROC AUC, EER and ECE (15 bins) of fake probabilities."""
-    import torch
-
     probs = torch.tensor([[1 - p, p] for p in fake_probs], dtype=torch.float64)
     return {
         "samples": len(fake_probs),

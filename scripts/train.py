@@ -25,11 +25,11 @@ import torch
 from PIL import Image, ImageEnhance
 from torch.utils.data import DataLoader
 
-from handler.calibration import expected_calibration_error, negative_log_likelihood, softmax_with_temperature
+from handler.calibration import calibration_metrics, softmax_with_temperature
 from handler.checkpoint import SUPPORTED_ARCHS, build_model, infer_architecture, read_state_dict
 from handler.settings import ModelSettings, SettingsError
 from scripts.data import LabelledImages, collect_logits, labelled_files
-from scripts.metrics import accuracy, roc_auc
+from scripts.metrics import roc_auc
 
 CHECKPOINT_NAMES = {arch: f"best_ResNet{arch.removeprefix('resnet')}" for arch in SUPPORTED_ARCHS}
 
@@ -131,16 +131,10 @@ def validation_metrics(
     model: torch.nn.Module, dataset: LabelledImages, fake_index: int, bf16: bool
 ) -> dict[str, float]:
     logits, labels = collect_logits(model, dataset, bf16=bf16)
-    probs = softmax_with_temperature(logits, 1.0)
-    fake_scores = probs[:, fake_index].tolist()
-    is_fake = (labels == fake_index).int().tolist()
-    return {
-        "accuracy": accuracy(fake_scores, is_fake),
-        "nll": negative_log_likelihood(logits, labels),
-        "ece": expected_calibration_error(probs, labels),
-        "auc": roc_auc(fake_scores, is_fake),
-        "samples": len(labels),
-    }
+    fake_scores = softmax_with_temperature(logits, 1.0)[:, fake_index].tolist()
+    metrics = calibration_metrics(logits, labels)
+    del metrics["temperature"]
+    return {**metrics, "auc": roc_auc(fake_scores, (labels == fake_index).int().tolist()), "samples": len(labels)}
 
 
 def get_args_parser() -> argparse.ArgumentParser:

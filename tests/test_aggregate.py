@@ -105,3 +105,23 @@ def test_report_warns_when_a_real_verdict_hides_a_segment():
     assert "0.50s -    1.50s  peak 0.950 at 1.00s (2 frames, mean 0.925)" in report
     clean = [frame(i, 0.1) for i in range(4)]
     assert "likely real\n" in video_report(VideoAnalysis("c.mp4", 2.0, clean, summarise(clean), []))
+
+
+def test_progress_bar_draws_in_place_and_stays_silent_when_disabled():
+    import io
+
+    from deepfake_client._progress import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(total=4, stream=stream)
+    bar(1)
+    bar(4)
+    bar.close()
+    text = stream.getvalue()
+    assert text.startswith("\rframes 1/4 [") and "\rframes 4/4 [========================] 100%" in text
+    assert text.endswith("\n")
+    quiet = io.StringIO()
+    silent = ProgressBar(total=4, stream=quiet, enabled=False)
+    silent(2)
+    silent.close()
+    assert quiet.getvalue() == ""

@@ -32,9 +32,9 @@ import av
 import numpy as np
 import requests
 import torch
-from deepfake_client import ClientConfig, DeepfakeClient, encode_frame
 from PIL import Image
 
+from deepfake_client import ClientConfig, DeepfakeClient, encode_frame
 from handler.checkpoint import build_model
 from handler.settings import ModelSettings
 from scripts.archive import build_archive

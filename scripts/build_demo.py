@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deepfake_client import find_segments
-
 from handler.settings import ModelSettings
 from scripts import calibrate, evaluate, make_demo_data, train
 from scripts.archive import settings_from_files, sidecar_files

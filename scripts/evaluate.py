@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from deepfake_client import (
     ClientConfig,
     DeepfakeClient,
@@ -31,7 +32,6 @@ from deepfake_client import (
     top_k_mean,
 )
 from deepfake_client._aggregate import confident_strategy
-
 from handler.calibration import expected_calibration_error
 from handler.checkpoint import CheckpointError
 from handler.service import DetectorService, ItemError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from deepfake_client import AggregationConfig, FrameResult, Prediction, confident_strategy, find_segments, summarise
 
 

@@ -9,6 +9,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from deepfake_client import (
     AuthenticationError,
     ClientConfig,
@@ -19,8 +21,6 @@ from deepfake_client import (
     encode_frame,
     sample_frames,
 )
-from PIL import Image
-
 from scripts.serve import observed_batches
 from tests.conftest import Server, image_bytes
 from tests.media import constant_rate, write_audio_only, write_video

@@ -8,9 +8,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from deepfake_client import BadVideoError, sample_frames
 from PIL import Image
 
+from deepfake_client import BadVideoError, sample_frames
 from tests.media import constant_rate, read_index, write_audio_only, write_video
 
 

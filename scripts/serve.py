@@ -127,6 +127,15 @@ def observed_batches(ts_log_text: str, model: str) -> list[set[str]]:
     return batches
 
 
+def read_from(path: Path, offset: int) -> str:
+    """What was appended to a log after ``offset`` bytes."""
+    if not path.exists():
+        return ""
+    with open(path, "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
+
+
 def tail(path: Path, lines: int = 25) -> str:
     if not path.exists():
         return f"({path} does not exist)"
@@ -217,11 +226,13 @@ class TorchServe:
             "--model-store", str(self.model_store),
             "--models", *(f"{name}={archive}" for name, archive in self.models.items()),
         ]  # fmt: skip
+        ts_log = self.log_dir / "ts_log.log"
+        log_start = ts_log.stat().st_size if ts_log.exists() else 0  # earlier runs' lines do not count
         with open(self.log_dir / "launcher.log", "ab") as launcher_log:
             subprocess.run(command, cwd=self.runtime_dir, env=self.environment(), check=True,
                            stdout=launcher_log, stderr=subprocess.STDOUT)  # fmt: skip
         try:
-            self.wait_ready(timeout)
+            self.wait_ready(timeout, log_start)
         except ServeError:
             self.stop()
             raise
@@ -235,7 +246,8 @@ class TorchServe:
         response.raise_for_status()
         return [w.get("status", "?") for entry in response.json() for w in entry.get("workers", [])]
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, log_start: int = 0) -> None:
+        """Poll until every model's workers are READY; fail fast when workers keep crashing."""
         started = time.monotonic()
         deadline = started + timeout
         pending = set(self.models)
@@ -247,7 +259,7 @@ class TorchServe:
                 )
             if time.monotonic() - started > 5 and self.pid() is None:
                 raise ServeError(f"TorchServe exited during start-up:\n{tail(ts_log)}")
-            if ts_log.exists() and ts_log.read_text(errors="replace").count(CRASH_MARKER) >= CRASHES_BEFORE_GIVING_UP:
+            if read_from(ts_log, log_start).count(CRASH_MARKER) >= CRASHES_BEFORE_GIVING_UP:
                 raise ServeError(f"model workers keep crashing while loading:\n{self.last_worker_error()}")
             for model in sorted(pending):
                 try:

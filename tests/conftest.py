@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,18 +15,19 @@ from PIL import Image
 
 from handler.checkpoint import build_model
 from handler.settings import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, ModelSettings
-from scripts.archive import build_archive
+from scripts.archive import build_archive, load_archive
 from scripts.serve import Ports, TorchServe
 
-# Archives served by the session's TorchServe: name -> (arch, normalisation).
+# Archives served by the session's TorchServe: name -> (arch, normalisation, precision; None = default).
 SERVED_MODELS = {
-    "deepfake": ("resnet18", "half"),  # like the original app: ResNet18, mean/std 0.5
-    "r18_imagenet": ("resnet18", "imagenet"),
-    "r34_half": ("resnet34", "half"),
-    "r34_imagenet": ("resnet34", "imagenet"),
-    "r50_half": ("resnet50", "half"),
-    "r50_imagenet": ("resnet50", "imagenet"),
-    "constant": ("resnet18", "half"),  # zero weights, fc bias = CONSTANT_LOGITS
+    "deepfake": ("resnet18", "half", None),  # like the original app: ResNet18, mean/std 0.5; default mode
+    "r18_imagenet": ("resnet18", "imagenet", "fp32"),
+    "r18_bf16": ("resnet18", "imagenet", "bf16"),
+    "r34_half": ("resnet34", "half", "fp32"),
+    "r34_imagenet": ("resnet34", "imagenet", "fp32"),
+    "r50_half": ("resnet50", "half", "fp32"),
+    "r50_imagenet": ("resnet50", "imagenet", "fp32"),
+    "constant": ("resnet18", "half", "fp32"),  # zero weights, fc bias = CONSTANT_LOGITS
 }
 CONSTANT_LOGITS = (0.25, 1.75)
 CONSTANT_SETTINGS = {"temperature": 2.0, "alpha": 3.0}
@@ -73,6 +75,10 @@ class ServedModel:
     name: str
     weights: Path
     settings: ModelSettings
+    archive: Path
+
+
+archive_service = functools.cache(load_archive)  # the core as a worker builds it, once per archive
 
 
 @dataclass
@@ -102,14 +108,15 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ServedMod
     root = tmp_path_factory.mktemp("models")
     store = root / "store"
     served = {}
-    for seed, (name, (arch, norm)) in enumerate(SERVED_MODELS.items()):
+    for seed, (name, (arch, norm, precision)) in enumerate(SERVED_MODELS.items()):
         state = constant_checkpoint() if name == "constant" else random_checkpoint(arch, seed)
         weights = root / f"{name}.pth"
         torch.save(state, weights)
         mean, std = NORMALISATIONS[norm]
         extra = CONSTANT_SETTINGS if name == "constant" else {}
-        _, settings = build_archive(weights, ModelSettings(mean=mean, std=std, **extra), name, store)
-        served[name] = ServedModel(name, weights, settings)
+        settings = ModelSettings(mean=mean, std=std, **extra)
+        archive, settings = build_archive(weights, settings, name, store, precision=precision)
+        served[name] = ServedModel(name, weights, settings, archive)
     return served
 
 

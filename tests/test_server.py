@@ -14,8 +14,9 @@ import torch
 
 from handler.checkpoint import load_model
 from handler.preprocessing import decode_image, to_model_input
+from scripts.archive import DEFAULT_MAX_BATCH_DELAY_MS
 from scripts.serve import observed_batches
-from tests.conftest import CONSTANT_LOGITS, SERVED_MODELS, ServedModel, Server, image_bytes
+from tests.conftest import CONSTANT_LOGITS, SERVED_MODELS, ServedModel, Server, archive_service, image_bytes
 
 IMAGES = {
     "jpeg": image_bytes((180, 40, 90), (96, 64), "JPEG"),
@@ -23,17 +24,18 @@ IMAGES = {
 }
 
 
-@functools.cache
-def reference_model(weights: Path) -> torch.nn.Module:
-    return load_model(weights)[0]
-
-
 def reference_logits(served: ServedModel, payload: bytes) -> list[float]:
-    """The in-process computation: same checkpoint, same preprocessing, plain NCHW forward."""
-    model = reference_model(served.weights)
-    tensor = to_model_input(decode_image(payload), served.settings.mean, served.settings.std)
+    """The in-process computation: the archive's own artefacts and runtime, the same preprocessing."""
+    service = archive_service(served.archive)
+    return service.logits(service.decode(payload).unsqueeze(0))[0].tolist()
+
+
+@functools.cache
+def torch_reference_logits(weights: Path, mean: tuple, std: tuple, payload: bytes) -> list[float]:
+    """The checkpoint in plain torch fp32, NCHW: what every mode is an approximation of."""
+    model = load_model(weights)[0]
     with torch.inference_mode():
-        return model(tensor.unsqueeze(0))[0].tolist()
+        return model(to_model_input(decode_image(payload), mean, std).unsqueeze(0))[0].tolist()
 
 
 @pytest.mark.parametrize("model", [m for m in SERVED_MODELS if m != "constant"])
@@ -43,6 +45,23 @@ def test_served_logits_equal_the_in_process_reference(server: Server, model: str
         response = server.predict(model, payload)
         assert response.status_code == 200, response.text
         assert response.json()["logits"] == pytest.approx(reference_logits(served, payload), abs=1e-4)
+        if served.settings.precision == "fp32":  # OpenVINO fp32 is the checkpoint's own arithmetic
+            expected = torch_reference_logits(served.weights, served.settings.mean, served.settings.std, payload)
+            assert response.json()["logits"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+
+
+def test_each_archive_runs_the_mode_it_was_built_for(server: Server):
+    for name, (_, _, precision) in SERVED_MODELS.items():
+        response = requests.get(
+            f"{server.ts.management_url}/models/{name}?customized=true",
+            headers=server.headers("management"),
+            timeout=60,
+        )
+        runtime = response.json()[0]["customizedMetadata"]["runtime"]
+        expected = precision or server.models[name].settings.precision
+        assert runtime == {"engine": "openvino", "precision": expected, "requested": expected}  # no fallback (null)
+    report = server.models["deepfake"].settings.extra["precision_report"]
+    assert report["chosen"] == "int8" and report["agreement"]["int8"]["passes"]  # the default, verified
 
 
 def test_constant_model_answer_is_exact(server: Server):
@@ -132,6 +151,6 @@ def test_describe_shows_the_archive_settings(server: Server):
         f"{server.ts.management_url}/models/r34_half?customized=true", headers=server.headers("management"), timeout=60
     )
     [entry] = response.json()
-    assert entry["batchSize"] == 8 and entry["maxBatchDelay"] == 20
+    assert entry["batchSize"] == 8 and entry["maxBatchDelay"] == DEFAULT_MAX_BATCH_DELAY_MS
     assert entry["customizedMetadata"]["settings"]["arch"] == "resnet34"
     assert entry["customizedMetadata"]["settings"]["mean"] == [0.5, 0.5, 0.5]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from handler.checkpoint import load_model
+from handler.runtimes import TorchRuntime
 from handler.service import DetectorService, ItemError
 from handler.settings import ModelSettings
 from tests.conftest import CONSTANT_LOGITS, constant_checkpoint, image_bytes
@@ -16,11 +17,11 @@ from tests.conftest import CONSTANT_LOGITS, constant_checkpoint, image_bytes
 @pytest.fixture(scope="module")
 def service() -> DetectorService:
     model, _ = load_model(constant_checkpoint())
-    return DetectorService(model, ModelSettings(temperature=2.0, alpha=3.0))
+    return DetectorService(TorchRuntime(model), ModelSettings(temperature=2.0, alpha=3.0))
 
 
 def test_fixed_weights_give_exact_answers(service: DetectorService):
-    [answer] = service.predict([{"body": image_bytes()}])
+    [answer] = service.predict([image_bytes()])
     p_fake = 1 / (1 + math.exp(-(CONSTANT_LOGITS[1] - CONSTANT_LOGITS[0]) / 2.0))
     assert answer["logits"] == pytest.approx(list(CONSTANT_LOGITS), abs=1e-7)
     assert answer["label"] == "Fake"
@@ -29,7 +30,7 @@ def test_fixed_weights_give_exact_answers(service: DetectorService):
 
 
 def test_one_bad_item_fails_alone(service: DetectorService):
-    results = service.predict([{"body": image_bytes()}, {"body": b"garbage"}, {"data": image_bytes(fmt="PNG")}])
+    results = service.predict([image_bytes(), b"garbage", image_bytes(fmt="PNG")])
     assert isinstance(results[1], ItemError)
     assert results[1].status == 400
     assert results[1].to_json()["type"] == "InvalidImage"
@@ -37,8 +38,11 @@ def test_one_bad_item_fails_alone(service: DetectorService):
 
 
 def test_a_batch_of_only_bad_items_runs_no_forward_pass(service: DetectorService):
-    results = service.predict([{"body": b""}, {"body": {"caption": "x"}}])
+    rejected = ItemError(400, "InvalidImage", "no image in request")  # what the wire layer hands over
+    results = service.predict([b"", rejected])
     assert [r.status for r in results] == [400, 400]
+    assert results[1] is rejected
+    assert service.last_timing.size == 0
 
 
 def test_from_checkpoint_resolves_the_architecture(tmp_path):
@@ -46,4 +50,10 @@ def test_from_checkpoint_resolves_the_architecture(tmp_path):
     torch.save(constant_checkpoint(), path)
     service = DetectorService.from_checkpoint(path, ModelSettings())
     assert service.describe()["settings"]["arch"] == "resnet18"
-    assert service.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert service.runtime.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert service.describe()["runtime"] == {
+        "engine": "torch",
+        "precision": "fp32",
+        "requested": "fp32",
+        "fallback": None,
+    }

@@ -15,7 +15,7 @@ from handler.checkpoint import build_model, load_model
 from scripts import calibrate as calibrate_script
 from scripts import evaluate as evaluate_script
 from scripts import train as train_script
-from scripts.archive import build_archive, resolve_settings
+from scripts.archive import DEFAULT_MAX_BATCH_DELAY_MS, build_archive, resolve_settings
 from scripts.archive import get_args_parser as archive_parser
 from scripts.make_demo_data import make_image
 from scripts.metrics import accuracy, equal_error_rate, roc_auc
@@ -133,14 +133,26 @@ def test_calibrate_archive_and_evaluate_chain(tiny_folder: Path, tmp_path: Path)
 def test_archive_records_settings(tmp_path: Path):
     weights = tmp_path / "w.pth"
     torch.save(build_model("resnet34").state_dict(), weights)
-    args = archive_parser().parse_args(["--weights", str(weights), "--labels", "fake,real", "--alpha", "4"])
-    mar, settings = build_archive(weights, resolve_settings(args), "r34", tmp_path)
+    argv = ["--weights", str(weights), "--labels", "fake,real", "--alpha", "4", "--precision", "bf16"]
+    args = archive_parser().parse_args(argv)
+    mar, settings = build_archive(weights, resolve_settings(args), "r34", tmp_path, precision=args.precision)
     import zipfile
 
     with zipfile.ZipFile(mar) as archive:
         config = yaml.safe_load(archive.read("model-config.yaml"))
-        assert {"handler/checkpoint.py", "deepfake_handler.py", "model_weights.pth"} <= set(archive.namelist())
-    assert config["batchSize"] == 8 and config["maxBatchDelay"] == 20 and config["minWorkers"] == 1
+        packed = {
+            "handler/checkpoint.py",
+            "deepfake_handler.py",
+            "model_weights.pth",
+            "model_fp32.xml",
+            "model_fp32.bin",
+        }
+        assert packed <= set(archive.namelist())
+    assert config["batchSize"] == 8 and config["maxBatchDelay"] == DEFAULT_MAX_BATCH_DELAY_MS
+    assert config["minWorkers"] == 1
+    assert config["handler"]["precision"] == settings.precision == "bf16"
+    report = config["handler"]["precision_report"]
+    assert report["explicit"] and report["agreement"]["bf16"]["images"] > 0
     assert config["handler"]["arch"] == "resnet34"
     assert config["handler"]["labels"] == ["fake", "real"] and config["handler"]["fake_label"] == "fake"
     assert config["handler"]["alpha"] == 4.0 and settings.fake_index == 0

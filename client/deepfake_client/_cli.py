@@ -146,7 +146,8 @@ def cmd_models(client: DeepfakeClient, args: argparse.Namespace) -> int:
         return EXIT_OK
     for entry in models:
         workers = ", ".join(f"{w['id']} {w['status']}" for w in entry.get("workers", [])) or "none"
-        settings = (entry.get("customizedMetadata") or {}).get("settings", {})
+        metadata = entry.get("customizedMetadata") or {}
+        settings, runtime = metadata.get("settings", {}), metadata.get("runtime", {})
         print(
             f"{entry['modelName']} (version {entry.get('modelVersion')}): workers {workers}; "
             f"batchSize {entry.get('batchSize')}, maxBatchDelay {entry.get('maxBatchDelay')} ms"
@@ -154,7 +155,14 @@ def cmd_models(client: DeepfakeClient, args: argparse.Namespace) -> int:
         if settings:
             print(
                 f"  arch {settings.get('arch')}, mean {settings.get('mean')}, std {settings.get('std')}, "
-                f"labels {settings.get('labels')}, T {settings.get('temperature')}, alpha {settings.get('alpha')}"
+                f"labels {settings.get('labels')}, T {settings.get('temperature')}, alpha {settings.get('alpha')}, "
+                f"input {settings.get('image_size')}px"
+            )
+        if runtime:
+            line = f"  runs {runtime.get('precision')} on {runtime.get('engine')}"
+            print(
+                f"{line} (archive built for {runtime.get('requested')})"
+                + (f"; fallback: {runtime['fallback']}" if runtime.get("fallback") else "")
             )
     return EXIT_OK
 

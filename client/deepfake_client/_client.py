@@ -30,13 +30,20 @@ from deepfake_client._video import SampledFrame, sample_frames
 
 ImageInput = str | Path | bytes | Image.Image
 ProgressCallback = Callable[[int], None]  # called with the number of frames answered so far
-FRAME_SIZE = 224  # the model's input size: frames travel already resized, as the original app did
+FRAME_SIZE = 224  # the usual input size; the client asks the archive for its own (DeepfakeClient.input_size)
 
 
-def encode_frame(image: Image.Image, image_format: str = "JPEG", quality: int = 95, size: int = FRAME_SIZE) -> bytes:
-    """Resize a frame to size x size (bilinear, like the server) and encode it for the wire."""
+def encode_frame(
+    image: Image.Image, image_format: str = "JPEG", quality: int = 95, size: int | None = FRAME_SIZE
+) -> bytes:
+    """Resize a frame to size x size (bilinear, like the server) and encode it for the wire.
+
+    ``size=None`` keeps the frame's own size: the server then resizes it.
+    """
     buffer = io.BytesIO()
-    frame = image.convert("RGB").resize((size, size), Image.BILINEAR)
+    frame = image.convert("RGB")
+    if size is not None and frame.size != (size, size):
+        frame = frame.resize((size, size), Image.BILINEAR)
     if image_format.upper() == "PNG":
         frame.save(buffer, format="PNG")
     else:
@@ -68,6 +75,7 @@ class DeepfakeClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._tokens: dict[str, str | None] = {}
+        self._input_sizes: dict[str, int | None] = {}
 
     def __enter__(self) -> DeepfakeClient:
         return self
@@ -218,10 +226,11 @@ class DeepfakeClient:
             if progress:
                 progress(len(results))
 
+        size = self.input_size(model)
         with ThreadPoolExecutor(max_workers=self.config.max_in_flight) as pool:
             try:
                 for sample in sample_frames(path, fps):
-                    payload = encode_frame(sample.image, image_format, jpeg_quality)
+                    payload = encode_frame(sample.image, image_format, jpeg_quality, size)
                     what = f"frame {sample.index} ({sample.time:.2f}s) of {path}"
                     in_flight.append((sample, pool.submit(self._predict_bytes, payload, what, model)))
                     if len(in_flight) >= self.config.max_in_flight:
@@ -240,6 +249,21 @@ class DeepfakeClient:
             segments=find_segments(results, 1 / float(fps), aggregation.segment_threshold),
             thresholds=aggregation.to_dict(),
         )
+
+    def input_size(self, model: str | None = None) -> int | None:
+        """The model's input size from its archive's metadata, so frames travel already resized.
+
+        None when the metadata cannot be read (no management access): frames then travel at their
+        own size and the server resizes them, which is exact for any model, only slower.
+        """
+        model = model or self.config.model
+        if model not in self._input_sizes:
+            try:
+                settings = (self.describe(model).get("customizedMetadata") or {}).get("settings") or {}
+                self._input_sizes[model] = int(settings["image_size"])
+            except (DeepfakeError, KeyError, TypeError, ValueError):
+                self._input_sizes[model] = None
+        return self._input_sizes[model]
 
     # --- management ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

@@ -1,0 +1,152 @@
+"""Runtimes: how a batch of model inputs becomes logits, chosen per archive (fp32, bf16 or int8).
+
+Measured on this project's 2-core Zen 4 CPU (docs/runtimes.md, docs/benchmark.md), OpenVINO's CPU
+plugin was the fastest engine in every mode and compiles a stored model in a fraction of a second,
+so all three modes run on it from an IR that ``make mar`` builds and packs in the archive:
+
+* ``fp32``: the checkpoint's float32 graph, executed in float32 (the reference);
+* ``bf16``: the same graph, executed in bfloat16 (needs the CPU's BF16 instructions);
+* ``int8``: post-training quantized with NNCF on calibration images; what stays in float runs in
+  float32 (as fast here as bfloat16, and closer to the reference).
+
+Torch eager is the fallback when OpenVINO cannot be imported, and the runtime of the training and
+evaluation scripts. Each runtime takes a float32 NCHW batch and returns float32 (N, 2) logits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from handler.settings import PRECISIONS
+
+logger = logging.getLogger(__name__)
+
+MORE_EXACT = {"int8": "bf16", "bf16": "fp32"}  # the fallback chain, nearest mode first
+REQUIRED_CAPABILITY = {"bf16": "BF16", "int8": "INT8"}  # names in OpenVINO's OPTIMIZATION_CAPABILITIES
+IR_FILES = {"fp32": "model_fp32.xml", "bf16": "model_fp32.xml", "int8": "model_int8.xml"}
+INFERENCE_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What really runs, for ``describe`` and the worker log."""
+
+    engine: str  # "openvino" or "torch"
+    precision: str  # the mode that runs
+    requested: str  # the mode the archive asked for
+    fallback: str | None = None  # why ``precision`` differs from ``requested``
+
+    def to_mapping(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Runtime(Protocol):
+    info: RuntimeInfo
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class TorchRuntime:
+    """Eager PyTorch in float32, channels-last (the reference, and the fallback)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", info: RuntimeInfo | None = None):
+        self.device = torch.device(device)
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.info = info or RuntimeInfo("torch", "fp32", "fp32")
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        tensor = torch.as_tensor(batch).to(self.device).contiguous(memory_format=torch.channels_last)
+        return self.model(tensor).float().cpu().numpy()
+
+
+class OpenVINORuntime:
+    """A model compiled by OpenVINO's CPU plugin at the precision its mode needs."""
+
+    def __init__(self, model: Any, info: RuntimeInfo):
+        import openvino as ov
+
+        config = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION_HINT[info.precision], "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.info = info
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        result = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        return np.array(result[0], dtype=np.float32)  # a copy: the request reuses its output buffer
+
+
+def to_openvino(model: torch.nn.Module, image_size: int) -> Any:
+    """Convert an eval-mode torch model to an OpenVINO model with a dynamic batch dimension."""
+    import openvino as ov
+
+    example = torch.zeros(1, 3, image_size, image_size)
+    with torch.no_grad():
+        return ov.convert_model(model, example_input=example, input=[(-1, 3, image_size, image_size)])
+
+
+def save_openvino(model: Any, path: Path) -> Path:
+    """Write ``path`` (.xml) and its .bin, weights kept in float32 (OpenVINO compresses to f16 by default)."""
+    import openvino as ov
+
+    ov.save_model(model, str(path), compress_to_fp16=False)
+    return path
+
+
+def cpu_capabilities() -> set[str]:
+    """OpenVINO's view of the CPU: {"FP32", "BF16", "INT8", ...}; empty without OpenVINO."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return set()
+    return set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def plan_precision(requested: str, capabilities: Collection[str]) -> tuple[str, str | None]:
+    """The nearest mode at or above ``requested`` in exactness that this CPU supports, and why."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    precision, reasons = requested, []
+    while (needed := REQUIRED_CAPABILITY.get(precision)) and needed not in capabilities:
+        reasons.append(f"{precision} needs the CPU capability {needed}, which this CPU lacks")
+        precision = MORE_EXACT[precision]
+    return precision, "; ".join(reasons) or None
+
+
+def load_runtime(
+    model_dir: Path,
+    requested: str,
+    torch_model: Callable[[], torch.nn.Module],
+    image_size: int,
+    capabilities: Collection[str] | None = None,
+) -> Runtime:
+    """The runtime for an unpacked archive: its packed IR for the mode this CPU can run.
+
+    ``torch_model`` loads the checkpoint (the source of truth); it is called only on a fallback.
+    """
+    try:
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        reason = f"OpenVINO cannot be imported ({exc}); running torch eager fp32"
+        logger.warning(reason)
+        return TorchRuntime(torch_model(), info=RuntimeInfo("torch", "fp32", requested, reason))
+    caps = cpu_capabilities() if capabilities is None else set(capabilities)
+    precision, reason = plan_precision(requested, caps)
+    if reason:
+        logger.warning("Falling back from %s to %s: %s", requested, precision, reason)
+    ir = Path(model_dir) / IR_FILES[precision]
+    if ir.is_file():
+        import openvino as ov
+
+        model = ov.Core().read_model(str(ir))
+    else:  # a fallback to a mode whose IR the archive does not carry: convert the checkpoint now
+        logger.warning("%s not in the archive: converting the checkpoint at start-up", ir.name)
+        model = to_openvino(torch_model(), image_size)
+    return OpenVINORuntime(model, RuntimeInfo("openvino", precision, requested, reason))

@@ -1,0 +1,177 @@
+"""Archive-time runtime artefacts: the OpenVINO IR for a precision mode, checked against fp32.
+
+``scripts/archive.py`` calls ``build_runtime`` with the checkpoint's torch model. fp32 and bf16
+share the float32 IR (bf16 is an execution precision); int8 is that IR quantized by NNCF on
+calibration images. Every mode other than fp32 is compared with fp32 on held-out images the
+calibration never saw: the default mode must agree on >= 99% of labels with a mean |fake
+probability difference| <= 0.02, or the next more exact mode is tried, saying why. A mode the
+user names is honoured, with a warning when it misses that bar.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from handler.runtimes import IR_FILES, MORE_EXACT, OpenVINORuntime, RuntimeInfo, save_openvino, to_openvino
+from handler.service import DetectorService
+from handler.settings import PRECISIONS, ModelSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PRECISION = "int8"  # fastest mode that agreed with fp32 on both demo models (docs/benchmark.md)
+MIN_LABEL_AGREEMENT = 0.99
+MAX_MEAN_FAKE_PROBABILITY_DIFF = 0.02
+CALIBRATION_LIMIT = 300  # NNCF's default subset size
+HELD_OUT_LIMIT = 200
+GENERATED_PER_SPLIT = 64  # images per split when neither CALIBRATION_IMAGES nor the demo data exist
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+DEMO_IMAGES = REPO_ROOT / "artifacts" / "demo" / "data" / "images"
+
+
+class PrecisionError(ValueError):
+    """Calibration images are missing or unusable."""
+
+
+@dataclass
+class ImageSets:
+    """Calibration and held-out images (encoded bytes), and where they came from."""
+
+    source: str
+    calibration: list[bytes]
+    held_out: list[bytes]
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _generated(count: int, first_seed: int) -> list[bytes]:
+    from scripts.make_demo_data import make_image
+
+    images = []
+    for i in range(count):
+        buffer = io.BytesIO()
+        make_image([7, first_seed + i], fake=i % 2 == 1).save(buffer, format="JPEG", quality=92)
+        images.append(buffer.getvalue())
+    return images
+
+
+def image_sets(folder: Path | None = None, demo_images: Path = DEMO_IMAGES) -> ImageSets:
+    """CALIBRATION_IMAGES split in two (a fixed shuffle), else the demo's val/test images, else generated ones."""
+    if folder is not None:
+        files = _image_files(Path(folder))
+        if len(files) < 20:
+            raise PrecisionError(f"{folder}: {len(files)} images found; int8 calibration needs at least 20")
+        random.Random(0).shuffle(files)
+        held = min(HELD_OUT_LIMIT, len(files) // 3)
+        held_out, calibration = files[:held], files[held : held + CALIBRATION_LIMIT]
+        source = f"CALIBRATION_IMAGES={folder} ({len(calibration)} to calibrate, {held} held out, never calibrated on)"
+        return ImageSets(source, [p.read_bytes() for p in calibration], [p.read_bytes() for p in held_out])
+    if (demo_images / "val").is_dir() and (demo_images / "test").is_dir():
+        calibration = _image_files(demo_images / "val")
+        held_out = _image_files(demo_images / "test")
+        random.Random(0).shuffle(calibration)
+        random.Random(1).shuffle(held_out)
+        calibration, held_out = calibration[:CALIBRATION_LIMIT], held_out[:HELD_OUT_LIMIT]
+        source = f"demo images in {demo_images} ({len(calibration)} val to calibrate, {len(held_out)} test held out)"
+        return ImageSets(source, [p.read_bytes() for p in calibration], [p.read_bytes() for p in held_out])
+    source = (
+        f"{2 * GENERATED_PER_SPLIT} generated demo-style images (no CALIBRATION_IMAGES given and no demo data "
+        "built): give your own with CALIBRATION_IMAGES=folder for a faithful int8 model"
+    )
+    return ImageSets(source, _generated(GENERATED_PER_SPLIT, 0), _generated(GENERATED_PER_SPLIT, 10_000))
+
+
+def agreement(reference: DetectorService, candidate: DetectorService, images: list[bytes]) -> dict[str, Any]:
+    """How often the candidate's label equals fp32's, and the mean |fake probability difference|."""
+    batch = torch.stack([reference.decode(image) for image in images])
+    fake = reference.settings.fake_index
+    ref = torch.softmax(reference.logits(batch).double() / reference.settings.temperature, -1)
+    cand = torch.softmax(candidate.logits(batch).double() / candidate.settings.temperature, -1)
+    labels = float((ref.argmax(-1) == cand.argmax(-1)).double().mean())
+    diff = (ref[:, fake] - cand[:, fake]).abs()
+    return {
+        "images": len(images),
+        "label_agreement": round(labels, 4),
+        "mean_abs_fake_probability_diff": round(float(diff.mean()), 5),
+        "max_abs_fake_probability_diff": round(float(diff.max()), 5),
+        "passes": labels >= MIN_LABEL_AGREEMENT and float(diff.mean()) <= MAX_MEAN_FAKE_PROBABILITY_DIFF,
+    }
+
+
+def quantize_int8(fp32_model: Any, calibration: list[np.ndarray]) -> Any:
+    """NNCF post-training quantization of the float32 OpenVINO model (default preset: symmetric)."""
+    import nncf
+
+    return nncf.quantize(fp32_model, nncf.Dataset(calibration), subset_size=len(calibration))
+
+
+@dataclass
+class RuntimeBuild:
+    """The chosen mode, its files (to pack in the archive), and the record of how it was chosen."""
+
+    precision: str
+    files: list[Path]
+    report: dict[str, Any]
+
+
+def build_runtime(
+    model: torch.nn.Module,
+    settings: ModelSettings,
+    out_dir: Path,
+    precision: str | None = None,
+    calibration_images: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> RuntimeBuild:
+    """Build the IR for ``precision`` (None: DEFAULT_PRECISION, verified) into ``out_dir``."""
+    explicit = precision is not None
+    requested = precision or DEFAULT_PRECISION
+    if requested not in PRECISIONS:
+        raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    fp32_model = to_openvino(model, settings.image_size)
+    report: dict[str, Any] = {"requested": requested, "explicit": explicit, "agreement": {}, "notes": []}
+    candidate, chosen_model = requested, fp32_model
+    if candidate != "fp32":
+        images = image_sets(calibration_images)
+        report["images"] = images.source
+        log(f"Precision check images: {images.source}")
+        reference = DetectorService(OpenVINORuntime(fp32_model, RuntimeInfo("openvino", "fp32", "fp32")), settings)
+        while candidate != "fp32":
+            if candidate == "int8":
+                inputs = [reference.decode(image).unsqueeze(0).numpy() for image in images.calibration]
+                chosen_model = quantize_int8(fp32_model, inputs)
+            else:
+                chosen_model = fp32_model
+            runtime = OpenVINORuntime(chosen_model, RuntimeInfo("openvino", candidate, requested))
+            measured = agreement(reference, DetectorService(runtime, settings), images.held_out)
+            report["agreement"][candidate] = measured
+            summary = (
+                f"{candidate} vs fp32 on {measured['images']} held-out images: labels agree "
+                f"{measured['label_agreement']:.2%}, mean |fake probability diff| "
+                f"{measured['mean_abs_fake_probability_diff']:.4f}"
+            )
+            if measured["passes"]:
+                log(f"{summary}: within the bar")
+                break
+            bar = f"(bar: >= {MIN_LABEL_AGREEMENT:.0%} and <= {MAX_MEAN_FAKE_PROBABILITY_DIFF})"
+            if explicit:
+                note = f"WARNING: {summary} misses the bar {bar}; keeping {candidate} because it was asked for"
+                report["notes"].append(note)
+                log(note)
+                break
+            note = f"{summary} misses the bar {bar}: falling back to {MORE_EXACT[candidate]}"
+            report["notes"].append(note)
+            log(note)
+            candidate = MORE_EXACT[candidate]
+            chosen_model = fp32_model
+    report["chosen"] = candidate
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = save_openvino(chosen_model, out_dir / IR_FILES[candidate])
+    return RuntimeBuild(candidate, [path, path.with_suffix(".bin")], report)

@@ -1,0 +1,137 @@
+"""Runtimes and precision modes in-process: fallbacks, agreement checks, faithfulness to torch fp32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from handler.checkpoint import load_model
+from handler.runtimes import OpenVINORuntime, RuntimeInfo, TorchRuntime, plan_precision, to_openvino
+from handler.service import DetectorService
+from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
+from scripts.precision import MIN_LABEL_AGREEMENT, build_runtime, image_sets
+from tests.conftest import image_bytes, random_checkpoint
+
+SETTINGS = ModelSettings(mean=HALF_MEAN, std=HALF_STD)
+
+
+@pytest.fixture(scope="module")
+def calibration_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 distinct small images: enough for a quick int8 calibration and a held-out third."""
+    folder = tmp_path_factory.mktemp("calibration")
+    for i in range(30):
+        (folder / f"{i:02d}.jpg").write_bytes(image_bytes(((i * 37) % 256, (i * 91) % 256, (i * 53) % 256), (72, 56)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def r18() -> torch.nn.Module:
+    return load_model(random_checkpoint("resnet18", 3))[0]
+
+
+def test_plan_precision_falls_back_to_the_nearest_mode_the_cpu_runs():
+    every = {"FP32", "BF16", "INT8"}
+    assert plan_precision("int8", every) == ("int8", None)
+    assert plan_precision("bf16", every) == ("bf16", None)
+    precision, reason = plan_precision("bf16", {"FP32", "INT8"})
+    assert precision == "fp32" and "BF16" in reason
+    precision, reason = plan_precision("int8", {"FP32", "BF16"})
+    assert precision == "bf16" and "INT8" in reason
+    precision, reason = plan_precision("int8", {"FP32"})
+    assert precision == "fp32" and "INT8" in reason and "BF16" in reason
+    with pytest.raises(ValueError, match="fp16"):
+        plan_precision("fp16", every)
+
+
+def test_openvino_fp32_is_the_checkpoints_own_arithmetic(r18: torch.nn.Module):
+    batch = torch.stack(
+        [DetectorService(TorchRuntime(r18), SETTINGS).decode(image_bytes((i * 40, 90, 30))) for i in range(5)]
+    )
+    with torch.inference_mode():
+        expected = r18(batch).numpy()
+    runtime = OpenVINORuntime(to_openvino(r18, 224), RuntimeInfo("openvino", "fp32", "fp32"))
+    np.testing.assert_allclose(runtime(batch.numpy()), expected, rtol=1e-4, atol=1e-4)
+    for size in (1, 3):  # any batch size: the IR's batch dimension is dynamic
+        np.testing.assert_allclose(runtime(batch[:size].numpy()), expected[:size], rtol=1e-4, atol=1e-4)
+
+
+def test_default_mode_is_int8_when_it_agrees_and_records_why(r18, calibration_folder: Path, tmp_path: Path):
+    build = build_runtime(r18, SETTINGS, tmp_path, None, calibration_folder, log=lambda _: None)
+    assert build.precision == "int8"
+    assert [p.name for p in build.files] == ["model_int8.xml", "model_int8.bin"]
+    assert all(p.is_file() for p in build.files)
+    measured = build.report["agreement"]["int8"]
+    assert measured["images"] == 10 and measured["passes"]  # a third of 30 held out, never calibrated on
+    assert "CALIBRATION_IMAGES" in build.report["images"]
+
+
+def tiny_margin_model() -> torch.nn.Module:
+    """Two nearly equal logits (rows differ by 1e-4 noise): any rounding flips labels, only fp32 agrees."""
+    state = random_checkpoint("resnet18", 5)
+    first = state["fc.weight"][0]
+    state["fc.weight"] = torch.stack([first, first + 1e-4 * torch.randn_like(first)])
+    state["fc.bias"] = torch.zeros(2)
+    return load_model(state)[0]
+
+
+def test_default_mode_falls_back_when_it_misses_the_bar(calibration_folder: Path, tmp_path: Path):
+    lines: list[str] = []
+    build = build_runtime(tiny_margin_model(), SETTINGS, tmp_path, None, calibration_folder, log=lines.append)
+    assert build.precision == "fp32"
+    assert build.report["agreement"]["int8"]["label_agreement"] < MIN_LABEL_AGREEMENT
+    assert build.report["agreement"]["bf16"]["label_agreement"] < MIN_LABEL_AGREEMENT
+    assert any("falling back to bf16" in line for line in lines)
+    assert any("falling back to fp32" in line for line in lines)
+    assert [p.name for p in build.files] == ["model_fp32.xml", "model_fp32.bin"]
+
+
+def test_an_explicit_mode_is_kept_with_a_warning(calibration_folder: Path, tmp_path: Path):
+    lines: list[str] = []
+    build = build_runtime(tiny_margin_model(), SETTINGS, tmp_path, "int8", calibration_folder, log=lines.append)
+    assert build.precision == "int8"
+    assert any(line.startswith("WARNING") and "misses the bar" in line for line in lines)
+
+
+def test_a_worker_on_a_cpu_without_the_feature_falls_back_and_says_so(
+    r18: torch.nn.Module, calibration_folder: Path, tmp_path: Path, caplog
+):
+    weights = tmp_path / "weights.pth"
+    torch.save(r18.state_dict(), weights)
+    build = build_runtime(r18, SETTINGS, tmp_path, "int8", calibration_folder, log=lambda _: None)
+    settings = ModelSettings(mean=HALF_MEAN, std=HALF_STD, precision=build.precision)
+    payload = image_bytes((10, 200, 30))
+    with caplog.at_level("WARNING"):
+        service = DetectorService.from_model_dir(tmp_path, weights.name, settings, capabilities={"FP32"})
+    info = service.describe()["runtime"]
+    assert (info["precision"], info["requested"]) == ("fp32", "int8")
+    assert "INT8" in info["fallback"] and "INT8" in caplog.text
+    reference = DetectorService(TorchRuntime(r18), SETTINGS)
+    expected = reference.logits(reference.decode(payload).unsqueeze(0))
+    torch.testing.assert_close(service.logits(service.decode(payload).unsqueeze(0)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_warm_up_runs_every_batch_size_once():
+    class Recording:
+        info = RuntimeInfo("torch", "fp32", "fp32")
+
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def __call__(self, batch: np.ndarray) -> np.ndarray:
+            self.sizes.append(batch.shape[0])
+            return np.zeros((batch.shape[0], 2), np.float32)
+
+    runtime = Recording()
+    DetectorService(runtime, SETTINGS).warm_up(8)
+    assert runtime.sizes == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_calibration_images_are_split_without_overlap(calibration_folder: Path):
+    sets = image_sets(calibration_folder)
+    assert len(sets.held_out) == 10 and len(sets.calibration) == 20
+    assert not set(sets.held_out) & set(sets.calibration)
+    with pytest.raises(ValueError, match="at least 20"):
+        image_sets(calibration_folder / "missing")

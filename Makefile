@@ -21,6 +21,8 @@ SETTINGS ?=
 PRECISION ?=
 # images for int8 calibration (a third held out for the agreement check); default: demo or generated images
 CALIBRATION_IMAGES ?=
+# JPEG_DRAFT=1: decode large JPEG uploads at reduced scale (faster, not pixel-exact; see docs/benchmark.md)
+JPEG_DRAFT ?=
 
 # the demo: generated data, a ResNet18 trained and calibrated on it (cached in artifacts/)
 DEMO ?= artifacts/demo
@@ -33,7 +35,8 @@ export PYTHONPATH := $(CURDIR)
 archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $(STD),--std $(STD)) \
 	$(if $(LABELS),--labels $(LABELS)) $(if $(ALPHA),--alpha $(ALPHA)) \
 	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(foreach f,$(SETTINGS),--settings-file $(f)) \
-	$(if $(PRECISION),--precision $(PRECISION)) $(if $(CALIBRATION_IMAGES),--calibration-images "$(CALIBRATION_IMAGES)")
+	$(if $(PRECISION),--precision $(PRECISION)) $(if $(CALIBRATION_IMAGES),--calibration-images "$(CALIBRATION_IMAGES)") \
+	$(if $(JPEG_DRAFT),--jpeg-draft)
 
 .PHONY: help setup java mar start stop status run demo test lint benchmark clean
 

@@ -79,7 +79,9 @@ class DetectorService:
 
     def decode(self, payload: bytes) -> torch.Tensor:
         """Image bytes -> the model's input tensor; raises InvalidImageError."""
-        return to_model_input(decode_image(payload), self.settings.mean, self.settings.std, self.settings.image_size)
+        size = self.settings.image_size
+        image = decode_image(payload, size if self.settings.jpeg_draft else None)
+        return to_model_input(image, self.settings.mean, self.settings.std, size)
 
     def logits(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
         """One forward pass for a whole (N, 3, H, W) batch: (N, 2) float32 logits."""

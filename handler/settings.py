@@ -69,6 +69,7 @@ class ModelSettings:
     alpha: float = DEFAULT_ALPHA
     image_size: int = IMAGE_SIZE
     precision: str = "fp32"  # the runtime mode the archive was built for (scripts/archive.py)
+    jpeg_draft: bool = False  # decode large JPEGs at a reduced scale (faster, not pixel-exact)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +94,7 @@ class ModelSettings:
         if precision not in PRECISIONS:
             raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         object.__setattr__(self, "precision", precision)
+        object.__setattr__(self, "jpeg_draft", str(self.jpeg_draft).lower() in ("true", "1", "yes"))
 
     @property
     def fake_index(self) -> int:

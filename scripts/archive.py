@@ -64,7 +64,7 @@ def resolve_settings(args: argparse.Namespace) -> ModelSettings:
     for path in files:
         print(f"Settings from {path}")
     values = settings_from_files(files)
-    for key in ("arch", "mean", "std", "labels", "fake_label", "temperature", "alpha"):
+    for key in ("arch", "mean", "std", "labels", "fake_label", "temperature", "alpha", "jpeg_draft"):
         value = getattr(args, key)
         if value is not None:
             values[key] = value
@@ -175,6 +175,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fake-label", default=None, help="which label means fake (default: 'Fake')")
     parser.add_argument("--temperature", type=float, default=None, help="softmax temperature T (default 1.0)")
     parser.add_argument("--alpha", type=float, default=None, help="adjusted-confidence scale (default 6.0)")
+    parser.add_argument(
+        "--jpeg-draft",
+        action="store_const",
+        const=True,
+        default=None,
+        help="decode large JPEG uploads at reduced scale: faster, not pixel-exact (deviation: docs/benchmark.md)",
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--max-batch-delay", type=int, default=DEFAULT_MAX_BATCH_DELAY_MS, help="ms")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)

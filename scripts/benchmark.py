@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import multiprocessing
 import os
@@ -348,6 +349,36 @@ def in_fresh_process(function: Any, *args: Any) -> Any:
         return pool.submit(function, *args).result()
 
 
+def _jpeg_draft(weights: str, settings: dict[str, Any], sources: list[str], size: tuple[int, int]) -> dict[str, float]:
+    """Large JPEG uploads decoded exactly and in draft mode: decode+resize time, and the deviation."""
+    from handler.runtimes import TorchRuntime
+    from handler.service import DetectorService
+
+    model = load_model(weights)[0]
+    exact = DetectorService(TorchRuntime(model), ModelSettings.from_mapping(settings))
+    draft = DetectorService(exact.runtime, ModelSettings.from_mapping({**settings, "jpeg_draft": True}))
+    uploads = []
+    for source in sources:  # upscaled, then re-encoded as a camera would (quality 90)
+        buffer = io.BytesIO()
+        Image.open(source).convert("RGB").resize(size, Image.BICUBIC).save(buffer, format="JPEG", quality=90)
+        uploads.append(buffer.getvalue())
+    result: dict[str, float] = {"images": len(uploads), "width": size[0], "height": size[1]}
+    probabilities = {}
+    for name, service in (("exact", exact), ("draft", draft)):
+        started = time.perf_counter()
+        batch = torch.stack([service.decode(upload) for upload in uploads])
+        result[f"{name}_decode_ms"] = (time.perf_counter() - started) * 1e3 / len(uploads)
+        logits = service.logits(batch).double() / service.settings.temperature
+        probabilities[name] = torch.softmax(logits, -1)[:, service.settings.fake_index]
+    diff = (probabilities["exact"] - probabilities["draft"]).abs()
+    result["mean_abs_fake_probability_diff"] = float(diff.mean())
+    result["max_abs_fake_probability_diff"] = float(diff.max())
+    result["label_agreement"] = float(
+        ((probabilities["exact"] > 0.5) == (probabilities["draft"] > 0.5)).double().mean()
+    )
+    return result
+
+
 # --- video ------------------------------------------------------------------------------------------
 def video_ours(ts: TorchServe, clip: Path, workdir: Path) -> dict[str, float]:
     """``deepfake-detect video`` end to end, plus its two halves measured apart."""
@@ -458,6 +489,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # 4. the original app's path, in-process
         results["original_app"] = in_fresh_process(
             _original_app, str(subject.weights), subject.settings.mean, subject.settings.std, payloads
+        )
+
+        # large uploads: the opt-in JPEG draft decode against the exact one
+        sources = [str(p) for p in test_images(64)] if not quick else []
+        if quick:
+            for i, payload in enumerate(payloads[:8]):
+                (workdir / f"q{i}.jpg").write_bytes(payload)
+                sources.append(str(workdir / f"q{i}.jpg"))
+        results["jpeg_draft"] = in_fresh_process(
+            _jpeg_draft, str(subject.weights), subject.settings.to_mapping(), sources, (3840, 2160)
         )
 
         # 2 + 6. served per mode: crowd, lone request, cold start, worker memory
@@ -679,6 +720,19 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{a['mean_abs_fake_probability_diff']:.4f} | {a['max_abs_fake_probability_diff']:.4f} | "
                 f"{'yes' if a['passes'] else 'no'} |"
             )
+    j = results["jpeg_draft"]
+    lines += [
+        "",
+        f"## Large uploads: JPEG draft decode ({j['images']} {j['width']}x{j['height']} JPEGs, opt-in `JPEG_DRAFT=1`)",
+        "",
+        "| decode | decode + resize ms per image |",
+        "| --- | --- |",
+        f"| exact (default) | {j['exact_decode_ms']:.1f} |",
+        f"| draft (libjpeg DCT scaling) | {j['draft_decode_ms']:.1f} |",
+        "",
+        f"Deviation of the draft decode (fp32): labels agree {j['label_agreement']:.2%}, mean |fake probability "
+        f"diff| {j['mean_abs_fake_probability_diff']:.4f}, max {j['max_abs_fake_probability_diff']:.4f}.",
+    ]
     if results["batch_delay"]:
         lines += [
             "",

@@ -25,9 +25,12 @@ from scripts.archive import settings_from_files, sidecar_files
 
 ARCH = "resnet18"
 NORMALISATION = ["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"]  # the original app's convention
-EPOCHS = 6
-LEARNING_RATE = "4e-4"
-BATCH_SIZE = 16  # more, smaller steps: the demo's budget is minutes of CPU
+# The demo's budget is about two minutes of CPU: 4 epochs over 1,200 images reach >= 95% held-out
+# accuracy (measured: 3 epochs or 1,000 images fell short; a higher learning rate diverged).
+EPOCHS = 4
+LEARNING_RATE = "6e-4"
+BATCH_SIZE = 16  # more, smaller steps
+BN_SAMPLES = "256"
 
 
 def step(name: str, output: Path, force: bool, run: Callable[[], int]) -> None:
@@ -57,7 +60,7 @@ def train_arguments(data: Path, out: Path, arch: str = ARCH, epochs: int = EPOCH
     return [
         "--data", str(images / "train"), "--val-data", str(images / "val"), "--out", str(out), "--arch", arch,
         *NORMALISATION, "--epochs", str(epochs), "--batch-size", str(BATCH_SIZE), "--lr", LEARNING_RATE,
-        "--bf16", "--print-freq", "25",
+        "--bn-samples", BN_SAMPLES, "--bf16", "--print-freq", "25",
     ]  # fmt: skip
 
 

@@ -244,8 +244,8 @@ def write_clip(
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("artifacts/demo/data"))
-    parser.add_argument("--train", type=int, default=800, help="training images per class")
-    parser.add_argument("--val", type=int, default=200, help="validation (calibration) images per class")
+    parser.add_argument("--train", type=int, default=600, help="training images per class")
+    parser.add_argument("--val", type=int, default=100, help="validation (calibration) images per class")
     parser.add_argument("--test", type=int, default=200, help="held-out test images per class")
     parser.add_argument("--videos", type=int, default=4, help="labelled short clips per class")
     parser.add_argument("--demo-seconds", type=float, default=15.0)

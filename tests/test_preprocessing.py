@@ -101,3 +101,17 @@ def test_request_without_an_image_names_its_fields():
         extract_image_bytes({"body": {"caption": "x", "id": 3}})
     with pytest.raises(InvalidImageError, match="not valid base64"):
         extract_image_bytes({"body": {"image": "***"}})
+
+
+def test_jpeg_draft_decodes_large_jpegs_at_reduced_scale_only_when_asked():
+    photo = io.BytesIO()
+    Image.new("RGB", (1920, 1080), (120, 80, 40)).save(photo, format="JPEG")
+    assert decode_image(photo.getvalue()).size == (1920, 1080)  # exact by default
+    drafted = decode_image(photo.getvalue(), draft_size=224)
+    assert drafted.size == (480, 270)  # 1/4 scale: the smallest libjpeg scale keeping both sides >= 224
+    small = io.BytesIO()
+    Image.new("RGB", (300, 200), (1, 2, 3)).save(small, format="JPEG")
+    assert decode_image(small.getvalue(), draft_size=224).size == (300, 200)  # no scale keeps 224
+    png = io.BytesIO()
+    Image.new("RGB", (1920, 1080)).save(png, format="PNG")
+    assert decode_image(png.getvalue(), draft_size=224).size == (1920, 1080)  # JPEG only

@@ -1,0 +1,29 @@
+"""The benchmark's smoke run (`--quick`): every section runs against real servers and lands in the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scripts import benchmark
+
+
+def test_quick_benchmark_measures_every_section(tmp_path: Path):
+    report = tmp_path / "bench.md"
+    assert benchmark.main(["--quick", "--report", str(report), "--requests", "24"]) == 0
+    text = report.read_text()
+    for heading in ("## Targets", "## 1. In-process ceiling", "## 2-4. Served", "## 5. Video", "## 6. Cold start",
+                    "## 7. Agreement"):  # fmt: skip
+        assert heading in text
+    results = json.loads(report.with_suffix(".json").read_text())
+    assert set(results["served"]) == {"fp32", "bf16", "int8"}
+    for mode, served in results["served"].items():
+        assert served["crowd"]["images_per_s"] > 0 and served["cold_start_s"] > 0, mode
+        assert served["crowd"]["max_batch"] > 1, f"{mode}: TorchServe never batched under 16 concurrent clients"
+        assert served["crowd"]["inference_ms_per_batch"] > 0  # read back from the worker's own log
+    assert results["stock"]["crowd"]["images_per_s"] > 0
+    assert set(results["ceiling"]) == {"openvino fp32", "openvino bf16", "openvino int8", "torch eager fp32",
+                                       "torch eager bf16"}  # fmt: skip
+    video = results["video"]
+    assert video["ours"]["frames"] == video["original"]["frames"] == 8  # 4 s at 2 fps
+    assert {"int8", "bf16"} == set(results["agreement"]["resnet18 (random)"])

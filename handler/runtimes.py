@@ -16,6 +16,7 @@ evaluation scripts. Each runtime takes a float32 NCHW batch and returns float32 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,7 +89,8 @@ def to_openvino(model: torch.nn.Module, image_size: int) -> Any:
     import openvino as ov
 
     example = torch.zeros(1, 3, image_size, image_size)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace", category=FutureWarning)  # OpenVINO traces
         return ov.convert_model(model, example_input=example, input=[(-1, 3, image_size, image_size)])
 
 

@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import io
 import json
-import multiprocessing
 import os
 import platform
 import re
@@ -40,7 +39,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,15 +140,18 @@ def ensure_demo() -> None:
         raise SystemExit("benchmark: building the demo failed")
 
 
+R50_EPOCHS = 8  # the demo's recipe, trained to convergence: 4 epochs left it at 95% validation accuracy
+
+
 def ensure_resnet50() -> Path:
-    """A ResNet50 trained on the demo data with the demo's recipe (cached)."""
+    """A ResNet50 trained on the demo data with the demo's recipe, for longer (cached)."""
     from scripts import build_demo, train
 
     out = BENCH / "resnet50"
     weights = out / f"{train.CHECKPOINT_NAMES['resnet50']}.pth"
     if not weights.exists():
         print("[bench] training a ResNet50 on the demo data (cached in artifacts/bench)", flush=True)
-        if train.main(build_demo.train_arguments(DEMO / "data", out, "resnet50")) != 0:
+        if train.main(build_demo.train_arguments(DEMO / "data", out, "resnet50", R50_EPOCHS)) != 0:
             raise SystemExit("benchmark: training the ResNet50 failed")
     return weights
 
@@ -278,10 +280,12 @@ def load(ts: TorchServe, payloads: list[bytes], concurrency: int, total: int) ->
     latencies.clear()
     ids.clear()
     offset = log_size(ts)
+    cpu_before = cpu_seconds(ts)
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(total)))
     elapsed = time.perf_counter() - started
+    cpu_after = cpu_seconds(ts)
     sizes = [
         len(b & ids) for b in observed_batches((ts.log_dir / "ts_log.log").read_text(errors="replace"), MODEL_NAME)
     ]
@@ -293,8 +297,20 @@ def load(ts: TorchServe, payloads: list[bytes], concurrency: int, total: int) ->
         "p50_ms": percentile(latencies, 50) * 1e3,
         "p99_ms": percentile(latencies, 99) * 1e3,
         "max_batch": max(sizes, default=0),
+        "cores": {k: (cpu_after[k] - cpu_before[k]) / elapsed for k in cpu_after},
         **batch_times(ts, offset),
     }
+
+
+def cpu_seconds(ts: TorchServe) -> dict[str, float]:
+    """CPU seconds used so far by the model worker, TorchServe's Java frontend and this process (the clients)."""
+    root = psutil.Process(ts.pid())
+    used = {"worker": 0.0, "frontend": 0.0}
+    for process in [root, *root.children(recursive=True)]:
+        times = process.cpu_times()
+        used["frontend" if "java" in process.name() else "worker"] += times.user + times.system
+    own = psutil.Process().cpu_times()
+    return {**used, "clients": own.user + own.system}
 
 
 # --- in-process rows (each in a fresh process, so that its memory is its own) ---------------------
@@ -326,9 +342,10 @@ def _ceiling(kind: str, source: str, batch: int, iterations: int) -> dict[str, f
     }
 
 
-def _original_app(weights: str, mean: tuple, std: tuple, payloads: list[bytes]) -> dict[str, float]:
+def _original_app(weights: str, mean: list[float], std: list[float], paths: list[str]) -> dict[str, float]:
     """The original Flask app's path: decode, resize to 224, fp32 forward of a batch of one."""
     model = load_model(weights)[0]
+    payloads = [Path(p).read_bytes() for p in paths]
     times = []
     for i, payload in enumerate([*payloads[:3], *payloads]):
         started = time.perf_counter()
@@ -345,8 +362,18 @@ def _original_app(weights: str, mean: tuple, std: tuple, payloads: list[bytes]) 
 
 
 def in_fresh_process(function: Any, *args: Any) -> Any:
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
+    """``function(*args)`` in a new interpreter (JSON in and out), so that its memory is its own.
+
+    A plain subprocess: a ``multiprocessing`` spawn child ran OpenVINO at half speed here.
+    """
+    code = (
+        "import json, sys; from scripts import benchmark; "
+        f"print(json.dumps(benchmark.{function.__name__}(*json.loads(sys.stdin.read()))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(args), capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _jpeg_draft(weights: str, settings: dict[str, Any], sources: list[str], size: tuple[int, int]) -> dict[str, float]:
@@ -487,16 +514,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
 
         # 4. the original app's path, in-process
+        frames_dir = workdir / "frames224"
+        frames_dir.mkdir()
+        for i, payload in enumerate(payloads):
+            (frames_dir / f"{i:03d}.jpg").write_bytes(payload)
+        frame_paths = [str(p) for p in sorted(frames_dir.glob("*.jpg"))]
         results["original_app"] = in_fresh_process(
-            _original_app, str(subject.weights), subject.settings.mean, subject.settings.std, payloads
+            _original_app, str(subject.weights), subject.settings.mean, subject.settings.std, frame_paths
         )
 
         # large uploads: the opt-in JPEG draft decode against the exact one
-        sources = [str(p) for p in test_images(64)] if not quick else []
-        if quick:
-            for i, payload in enumerate(payloads[:8]):
-                (workdir / f"q{i}.jpg").write_bytes(payload)
-                sources.append(str(workdir / f"q{i}.jpg"))
+        sources = frame_paths[:8] if quick else [str(p) for p in test_images(64)]
         results["jpeg_draft"] = in_fresh_process(
             _jpeg_draft, str(subject.weights), subject.settings.to_mapping(), sources, (3840, 2160)
         )
@@ -557,11 +585,13 @@ def checks(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
         rate, target = served[mode]["crowd"]["images_per_s"], TARGETS["served_images_per_s"][mode]
         inproc = ceiling[f"openvino {mode}"]["images_per_s"]
         rows.append((f"{mode} served >= {target:g} images/s", rate >= target, f"{rate:.1f} images/s"))
+        cores = served[mode]["crowd"]["cores"]
         rows.append(
             (
                 f"{mode} served >= {TARGETS['served_vs_in_process']:.0%} of in-process",
                 rate >= TARGETS["served_vs_in_process"] * inproc,
-                f"{rate:.1f} / {inproc:.1f} = {rate / inproc:.0%}",
+                f"{rate:.1f} / {inproc:.1f} = {rate / inproc:.0%} (the worker had {cores['worker']:.2f} of 2 cores; "
+                f"Java {cores['frontend']:.2f}, clients {cores['clients']:.2f})",
             )
         )
     stock_rate = stock["crowd"]["images_per_s"]
@@ -584,11 +614,14 @@ def checks(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
         )
     )
     speedup = original["end_to_end_s"] / ours["end_to_end_s"]
+    # decoding and inference share the 2 cores: their times alone, added, bound what overlap can reach
+    floor = ours["decode_s"] + ours["frames"] / ceiling[f"openvino {DEFAULT_PRECISION}"]["images_per_s"]
     rows.append(
         (
             f"video >= {TARGETS['video_vs_original']:g}x the original path",
             speedup >= TARGETS["video_vs_original"],
-            f"{speedup:.1f}x",
+            f"{speedup:.1f}x ({original['end_to_end_s']:.2f} s vs {ours['end_to_end_s']:.2f} s; decode alone + "
+            f"inference alone = {floor:.2f} s on these 2 cores bounds it at {original['end_to_end_s'] / floor:.1f}x)",
         )
     )
     cold = default["cold_start_s"]
@@ -683,6 +716,17 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {mode} | {c['mean_batch']:.1f} | {c['decode_ms_per_batch']:.1f} | "
                 f"{c['inference_ms_per_batch']:.1f} |"
             )
+    lines += [
+        "",
+        "CPU cores used during the crowd load (2 in all): the worker cannot have the whole machine that the "
+        "in-process ceiling has, because TorchServe's Java frontend and the clients share it.",
+        "",
+        "| path | worker | Java frontend | clients (this process) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, r in [*((f"ours, {m}", r) for m, r in results["served"].items()), ("stock", results["stock"])]:
+        cores = r["crowd"]["cores"]
+        lines.append(f"| {name} | {cores['worker']:.2f} | {cores['frontend']:.2f} | {cores['clients']:.2f} |")
     v = results["video"]
     ours, orig = v["ours"], v["original"]
     lines += [

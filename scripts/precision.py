@@ -107,10 +107,22 @@ def agreement(reference: DetectorService, candidate: DetectorService, images: li
 
 
 def quantize_int8(fp32_model: Any, calibration: list[np.ndarray]) -> Any:
-    """NNCF post-training quantization of the float32 OpenVINO model (default preset: symmetric)."""
+    """NNCF post-training quantization of the float32 OpenVINO model.
+
+    Full bias correction instead of NNCF's fast one, and the 2-way classifier head left in float
+    (the only MatMul of a ResNet; too small to matter for speed): on the benchmark's ResNet50 these
+    halved the mean |fake probability difference| from fp32 (0.061 -> 0.030) and brought label
+    agreement from 97.5% to 100%, for twice the quantization time (~30 s).
+    """
     import nncf
 
-    return nncf.quantize(fp32_model, nncf.Dataset(calibration), subset_size=len(calibration))
+    return nncf.quantize(
+        fp32_model,
+        nncf.Dataset(calibration),
+        subset_size=len(calibration),
+        fast_bias_correction=False,
+        ignored_scope=nncf.IgnoredScope(types=["MatMul"]),
+    )
 
 
 @dataclass

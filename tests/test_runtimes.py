@@ -68,18 +68,28 @@ def test_default_mode_is_int8_when_it_agrees_and_records_why(r18, calibration_fo
     assert "CALIBRATION_IMAGES" in build.report["images"]
 
 
-def tiny_margin_model() -> torch.nn.Module:
-    """Two nearly equal logits (rows differ by 1e-4 noise): any rounding flips labels, only fp32 agrees."""
+def tiny_margin_model(images: Path) -> torch.nn.Module:
+    """A model whose decisions hinge on tiny feature differences: only fp32 agrees with fp32.
+
+    Its two logit rows differ by 1e-4 noise (equal in bfloat16), and the bias centres the margins
+    of the test images on zero, so about half of them are Fake and rounding anywhere flips labels.
+    """
     state = random_checkpoint("resnet18", 5)
     first = state["fc.weight"][0]
     state["fc.weight"] = torch.stack([first, first + 1e-4 * torch.randn_like(first)])
     state["fc.bias"] = torch.zeros(2)
+    model = load_model(state)[0]
+    service = DetectorService(TorchRuntime(model), SETTINGS)
+    batch = torch.stack([service.decode(p.read_bytes()) for p in sorted(images.glob("*.jpg"))])
+    margins = service.logits(batch) @ torch.tensor([-1.0, 1.0])
+    state["fc.bias"] = torch.tensor([0.0, -float(margins.median())])
     return load_model(state)[0]
 
 
 def test_default_mode_falls_back_when_it_misses_the_bar(calibration_folder: Path, tmp_path: Path):
     lines: list[str] = []
-    build = build_runtime(tiny_margin_model(), SETTINGS, tmp_path, None, calibration_folder, log=lines.append)
+    model = tiny_margin_model(calibration_folder)
+    build = build_runtime(model, SETTINGS, tmp_path, None, calibration_folder, log=lines.append)
     assert build.precision == "fp32"
     assert build.report["agreement"]["int8"]["label_agreement"] < MIN_LABEL_AGREEMENT
     assert build.report["agreement"]["bf16"]["label_agreement"] < MIN_LABEL_AGREEMENT
@@ -90,8 +100,9 @@ def test_default_mode_falls_back_when_it_misses_the_bar(calibration_folder: Path
 
 def test_an_explicit_mode_is_kept_with_a_warning(calibration_folder: Path, tmp_path: Path):
     lines: list[str] = []
-    build = build_runtime(tiny_margin_model(), SETTINGS, tmp_path, "int8", calibration_folder, log=lines.append)
-    assert build.precision == "int8"
+    model = tiny_margin_model(calibration_folder)
+    build = build_runtime(model, SETTINGS, tmp_path, "bf16", calibration_folder, log=lines.append)
+    assert build.precision == "bf16"
     assert any(line.startswith("WARNING") and "misses the bar" in line for line in lines)
 
 

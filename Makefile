@@ -38,11 +38,12 @@ archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $
 	$(if $(PRECISION),--precision $(PRECISION)) $(if $(CALIBRATION_IMAGES),--calibration-images "$(CALIBRATION_IMAGES)") \
 	$(if $(JPEG_DRAFT),--jpeg-draft)
 
-.PHONY: help setup java mar start stop status run demo test lint benchmark clean
+.PHONY: help setup java mar start stop status run demo test test-fast lint benchmark clean
 
 help:
 	@echo "make run [WEIGHTS=ckpt.pth ...]  set up, archive (or build the demo model), serve, analyse samples"
 	@echo "make test                        run every test (starts real TorchServe instances)"
+	@echo "make test-fast                   unit tests only: no Java, no TorchServe, no demo build"
 	@echo "make setup                       create $(VENV) and install pinned dependencies + the client"
 	@echo "make mar WEIGHTS=ckpt.pth [MODEL=deepfake MEAN=0.5,0.5,0.5 STD=0.5,0.5,0.5 LABELS=Real,Fake ALPHA=6.0 TEMPERATURE=1.0]"
 	@echo "         [PRECISION=fp32|bf16|int8 CALIBRATION_IMAGES=folder]   (default: int8 if it agrees with fp32)"
@@ -101,6 +102,9 @@ endif
 
 test: setup
 	$(PY) -m pytest tests
+
+test-fast: setup
+	$(PY) -m pytest -m "not integration" tests
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,6 @@
 """Runtimes: how a batch of model inputs becomes logits, chosen per archive (fp32, bf16 or int8).
 
-Measured on this project's 2-core Zen 4 CPU (docs/runtimes.md, docs/benchmark.md), OpenVINO's CPU
+Measured on this project's 2-core Zen 4 CPU (docs/benchmark.md, section 1), OpenVINO's CPU
 plugin was the fastest engine in every mode and compiles a stored model in a fraction of a second,
 so all three modes run on it from an IR that ``make mar`` builds and packs in the archive:
 

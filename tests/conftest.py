@@ -131,3 +131,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_store: dict[str, Serv
         yield Server(ts, model_store)
     finally:
         ts.stop()
+
+
+# Tests that start TorchServe or build the demo model: `make test` runs them, `make test-fast` does not.
+INTEGRATION_MODULES = {"test_serve_lifecycle", "test_demo", "test_benchmark"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if (
+            "server" in getattr(item, "fixturenames", ())
+            or item.module.__name__.rsplit(".", 1)[-1] in INTEGRATION_MODULES
+        ):
+            item.add_marker(pytest.mark.integration)

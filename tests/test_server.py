@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -95,9 +96,18 @@ def send_concurrently(server: Server, payloads: list[bytes]) -> list[requests.Re
         return list(pool.map(lambda p: server.predict("deepfake", p), payloads))
 
 
-def batches_of(server: Server, request_ids: set[str]) -> list[set[str]]:
-    """TorchServe's own record of how it batched these requests."""
-    return [batch & request_ids for batch in observed_batches(server.ts_log(), "deepfake") if batch & request_ids]
+def batches_of(server: Server, request_ids: set[str], timeout: float = 15.0) -> list[set[str]]:
+    """TorchServe's own record of how it batched these requests.
+
+    TorchServe may write a batch's closing log line after sending its responses, so the log is read
+    until every request sits in a finished batch, or the deadline passes (then what is there).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        batches = [b & request_ids for b in observed_batches(server.ts_log(), "deepfake") if b & request_ids]
+        if set().union(*batches) >= request_ids or time.monotonic() > deadline:
+            return batches
+        time.sleep(0.1)  # polling interval, bounded by the deadline
 
 
 def test_concurrent_requests_are_served_in_batches(server: Server):

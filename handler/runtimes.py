@@ -15,6 +15,7 @@ evaluation scripts. Each runtime takes a float32 NCHW batch and returns float32 
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable, Collection
@@ -68,14 +69,20 @@ class TorchRuntime:
         return self.model(tensor).float().cpu().numpy()
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """One OpenVINO Core per process: it holds the plugins and their caches."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVINORuntime:
     """A model compiled by OpenVINO's CPU plugin at the precision its mode needs."""
 
     def __init__(self, model: Any, info: RuntimeInfo):
-        import openvino as ov
-
         config = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION_HINT[info.precision], "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        self.compiled = openvino_core().compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.info = info
 
@@ -105,10 +112,10 @@ def save_openvino(model: Any, path: Path) -> Path:
 def cpu_capabilities() -> set[str]:
     """OpenVINO's view of the CPU: {"FP32", "BF16", "INT8", ...}; empty without OpenVINO."""
     try:
-        import openvino as ov
+        core = openvino_core()
     except ImportError:
         return set()
-    return set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 def plan_precision(requested: str, capabilities: Collection[str]) -> tuple[str, str | None]:
@@ -145,9 +152,7 @@ def load_runtime(
         logger.warning("Falling back from %s to %s: %s", requested, precision, reason)
     ir = Path(model_dir) / IR_FILES[precision]
     if ir.is_file():
-        import openvino as ov
-
-        model = ov.Core().read_model(str(ir))
+        model = openvino_core().read_model(str(ir))
     else:  # a fallback to a mode whose IR the archive does not carry: convert the checkpoint now
         logger.warning("%s not in the archive: converting the checkpoint at start-up", ir.name)
         model = to_openvino(torch_model(), image_size)

@@ -147,12 +147,15 @@ def build_archive(
 
 def load_archive(archive: Path, into: Path | None = None) -> DetectorService:
     """The model core exactly as a TorchServe worker builds it from ``archive``: the same artefacts,
-    settings and runtime, unpacked into ``into`` (a new temporary folder by default)."""
-    into = Path(tempfile.mkdtemp(prefix="unpacked-")) if into is None else Path(into)
+    settings and runtime. Unpacked into ``into``, or a temporary folder removed once the runtime is
+    loaded (it holds the model in memory from then on)."""
+    if into is None:
+        with tempfile.TemporaryDirectory(prefix="unpacked-") as tmp:
+            return load_archive(archive, Path(tmp))
     with zipfile.ZipFile(archive) as mar:
         mar.extractall(into)
-    settings = settings_from_model_config(yaml.safe_load((into / "model-config.yaml").read_text()))
-    return DetectorService.from_model_dir(into, WEIGHTS_NAME, settings)
+    settings = settings_from_model_config(yaml.safe_load((Path(into) / "model-config.yaml").read_text()))
+    return DetectorService.from_model_dir(Path(into), WEIGHTS_NAME, settings)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

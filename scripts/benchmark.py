@@ -286,10 +286,8 @@ def load(ts: TorchServe, payloads: list[bytes], concurrency: int, total: int) ->
         list(pool.map(one, range(total)))
     elapsed = time.perf_counter() - started
     cpu_after = cpu_seconds(ts)
-    sizes = [
-        len(b & ids) for b in observed_batches((ts.log_dir / "ts_log.log").read_text(errors="replace"), MODEL_NAME)
-    ]
-    sizes = [s for s in sizes if s]
+    ts_log = (ts.log_dir / "ts_log.log").read_text(errors="replace")
+    sizes = [len(b & ids) for b in observed_batches(ts_log, MODEL_NAME) if b & ids]
     return {
         "concurrency": concurrency,
         "requests": total,
@@ -342,15 +340,19 @@ def _ceiling(kind: str, source: str, batch: int, iterations: int) -> dict[str, f
     }
 
 
+@torch.inference_mode()
+def classify_like_the_original_app(model: torch.nn.Module, payload: bytes, mean: Any, std: Any) -> torch.Tensor:
+    """The original Flask app's path for one image: decode, resize to 224, fp32 forward of a batch of one."""
+    return model(to_model_input(decode_image(payload), mean, std).unsqueeze(0))
+
+
 def _original_app(weights: str, mean: list[float], std: list[float], paths: list[str]) -> dict[str, float]:
-    """The original Flask app's path: decode, resize to 224, fp32 forward of a batch of one."""
     model = load_model(weights)[0]
     payloads = [Path(p).read_bytes() for p in paths]
     times = []
     for i, payload in enumerate([*payloads[:3], *payloads]):
         started = time.perf_counter()
-        with torch.inference_mode():
-            model(to_model_input(decode_image(payload), mean, std).unsqueeze(0))
+        classify_like_the_original_app(model, payload, mean, std)
         if i >= 3:
             times.append(time.perf_counter() - started)
     return {
@@ -439,8 +441,7 @@ def video_original(subject: Subject, clip: Path, workdir: Path) -> dict[str, flo
     model = load_model(subject.weights)[0]
     started = time.perf_counter()
     for payload in payloads:
-        with torch.inference_mode():
-            model(to_model_input(decode_image(payload), subject.settings.mean, subject.settings.std).unsqueeze(0))
+        classify_like_the_original_app(model, payload, subject.settings.mean, subject.settings.std)
     classify_s = time.perf_counter() - started
     return {
         "frames": len(payloads),

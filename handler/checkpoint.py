@@ -40,6 +40,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated zips, non-weights objects
+        if pickled := re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc)):
+            raise CheckpointError(
+                f"{path} pickles a Python object ({pickled.group(1)}), not just weights; loading it could run "
+                "arbitrary code, so it is refused. Save the weights instead: torch.save(model.state_dict(), path)"
+            ) from None
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read {path} as a weights-only PyTorch checkpoint: {first_line}") from None
     return clean_state_dict(loaded, source=str(path))

@@ -49,12 +49,22 @@ class DeepfakeHandler(BaseHandler):
 
     def preprocess(self, data: list[Any]) -> list[bytes | ItemError]:
         payloads: list[bytes | ItemError] = []
-        for request in data:
+        for index, request in enumerate(data):
             try:
-                payloads.append(extract_image_bytes(request))
+                payloads.append(extract_image_bytes(request, self._content_types(index, request)))
             except InvalidImageError as exc:
-                payloads.append(ItemError(400, "InvalidImage", str(exc)))
+                payloads.append(ItemError.from_exception(exc))
         return payloads
+
+    def _content_types(self, index: int, request: Any) -> dict[str, str | None]:
+        """The content type TorchServe recorded for each field of request ``index``."""
+        if not isinstance(request, dict):
+            return {}
+        declared = {}
+        for name in request:
+            header = self.context.get_request_header(index, name)
+            declared[name] = header.get("content-type") if isinstance(header, dict) else None
+        return declared
 
     def inference(self, data: list[bytes | ItemError], *args: Any, **kwargs: Any) -> list[Any]:
         results = self.service.predict(data)

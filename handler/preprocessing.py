@@ -15,14 +15,35 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# The largest image decoded, in pixels: a 61 MP full-frame photo, a 48 MP phone photo and an 8K frame
+# (33 MP) pass; a decompression bomb (a few KB of PNG or JPEG declaring gigapixels) is refused from
+# its header, before any pixel is decoded. Only one image is decoded at a time, so a worker needs
+# about 3 bytes x MAX_IMAGE_PIXELS (~200 MB) for it, whatever the batch.
+MAX_IMAGE_PIXELS = 64_000_000
+
+# Modes whose values are wider than 8 bits: Pillow's convert("RGB") clips them at 255.
+_WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 255.0}
+
 
 class InvalidImageError(ValueError):
-    """The request did not contain a decodable image."""
+    """The request did not contain a decodable image (HTTP 400)."""
+
+    status = 400
+    error_type = "InvalidImage"
+
+
+class ImageTooLargeError(InvalidImageError):
+    """The image declares more pixels than MAX_IMAGE_PIXELS (HTTP 413)."""
+
+    status = 413
+    error_type = "ImageTooLarge"
 
 
 def decode_image(payload: bytes, draft_size: int | None = None) -> Image.Image:
     """Decode image bytes to an RGB image with its EXIF orientation applied.
 
+    Any format Pillow reads is accepted and converted: grayscale, 16-bit, CMYK, palette, RGBA (alpha
+    dropped, as torchvision's loaders do in training) and the first frame of an animation.
     ``draft_size``: let a large JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), never
     below ``draft_size`` on either side. Several times faster for photos and 4K frames, but not the
     exact pixels: an archive opts in with ``jpeg_draft`` (deviation in docs/benchmark.md).
@@ -31,19 +52,41 @@ def decode_image(payload: bytes, draft_size: int | None = None) -> Image.Image:
         raise InvalidImageError("empty request body: send the image bytes")
     try:
         image = Image.open(io.BytesIO(payload))
+        check_pixel_count(*image.size)
         if draft_size and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))
         image.load()
         image = ImageOps.exif_transpose(image)
-    except Image.DecompressionBombError as exc:
-        raise InvalidImageError(f"image too large to decode safely: {exc}") from None
+        return to_rgb(image)
+    except Image.DecompressionBombError:  # Pillow's own check, at twice its default limit
+        raise ImageTooLargeError(_too_large_message("far more than")) from None
     except UnidentifiedImageError:
         raise InvalidImageError(
-            f"not a recognised image format ({len(payload)} bytes); send JPEG, PNG, WebP, BMP or TIFF"
+            f"not a recognised image format ({len(payload)} bytes); send JPEG, PNG, WebP, BMP, GIF or TIFF"
         ) from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except InvalidImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImageError(f"cannot decode image ({len(payload)} bytes): {exc}") from None
-    return image.convert("RGB")
+
+
+def check_pixel_count(width: int, height: int) -> None:
+    """Refuse an image (or video frame) larger than MAX_IMAGE_PIXELS before decoding it."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLargeError(_too_large_message(f"{width}x{height} = {width * height / 1e6:.1f} MP,"))
+
+
+def _too_large_message(size: str) -> str:
+    return f"image too large: {size} over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any Pillow mode; 16-bit and float images are scaled, not clipped."""
+    if image.mode in _WIDE_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        scaled = np.clip(values * (255.0 / _WIDE_MODES[image.mode]), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(scaled, mode="L").convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def resize_for_model(image: Image.Image, size: int) -> Image.Image:

@@ -33,6 +33,10 @@ class ItemError:
     error: str
     message: str
 
+    @classmethod
+    def from_exception(cls, exc: InvalidImageError) -> ItemError:
+        return cls(exc.status, exc.error_type, str(exc))
+
     def to_json(self) -> dict[str, Any]:
         return {"code": self.status, "type": self.error, "message": self.message}
 
@@ -100,7 +104,7 @@ class DetectorService:
                 tensors.append(self.decode(payload))
                 positions.append(index)
             except InvalidImageError as exc:
-                results[index] = ItemError(400, "InvalidImage", str(exc))
+                results[index] = ItemError.from_exception(exc)
         decoded = time.perf_counter()
         if tensors:
             answers = predictions_from_logits(self.logits(torch.stack(tensors)), self.settings)

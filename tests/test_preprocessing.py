@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,6 +14,7 @@ from handler.preprocessing import InvalidImageError, decode_image, to_model_inpu
 from handler.settings import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
 from handler.wire import extract_image_bytes
 from tests.conftest import image_bytes
+from tests.inputs import ImageCase, as_torchserve_item, image_cases
 
 PIXELS = [(0, 128, 255), (255, 0, 51), (10, 20, 30), (200, 100, 50)]  # a 2x2 image, row-major
 
@@ -115,3 +117,17 @@ def test_jpeg_draft_decodes_large_jpegs_at_reduced_scale_only_when_asked():
     png = io.BytesIO()
     Image.new("RGB", (1920, 1080)).save(png, format="PNG")
     assert decode_image(png.getvalue(), draft_size=224).size == (1920, 1080)  # JPEG only
+
+
+@pytest.mark.parametrize("case", [c for c in image_cases() if c.error_type or c.valid], ids=lambda c: c.name)
+def test_the_input_battery_in_process(case: ImageCase):
+    """Valid images decode to exactly the reference pixels; broken ones raise the case's error."""
+    item, content_types = as_torchserve_item(case)
+    if case.valid:
+        decoded = decode_image(extract_image_bytes(item, content_types))
+        assert np.array_equal(np.asarray(decoded), np.asarray(Image.open(io.BytesIO(case.reference)).convert("RGB")))
+        return
+    with pytest.raises(InvalidImageError) as info:
+        decode_image(extract_image_bytes(item, content_types))
+    assert (info.value.status, info.value.error_type) == (case.status, case.error_type)
+    assert case.message in str(info.value)

@@ -17,10 +17,12 @@ from deepfake_client._exceptions import (
     InputRejectedError,
     ModelNotFoundError,
     ServerError,
+    ServerTimeoutError,
     ServerUnavailableError,
 )
 from deepfake_client._plot import plot_timeline
 from deepfake_client._results import FrameResult, ImageResult, Prediction, Segment, VideoAnalysis, VideoSummary
+from deepfake_client._transport import MockTransport, make_response
 from deepfake_client._video import SampledFrame, sample_frames
 
 __all__ = [
@@ -34,11 +36,13 @@ __all__ = [
     "ImageResult",
     "InputError",
     "InputRejectedError",
+    "MockTransport",
     "ModelNotFoundError",
     "Prediction",
     "SampledFrame",
     "Segment",
     "ServerError",
+    "ServerTimeoutError",
     "ServerUnavailableError",
     "Timeouts",
     "VideoAnalysis",
@@ -47,6 +51,7 @@ __all__ = [
     "encode_frame",
     "find_key_file",
     "find_segments",
+    "make_response",
     "plot_timeline",
     "read_key_file",
     "sample_frames",

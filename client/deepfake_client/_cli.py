@@ -16,7 +16,16 @@ from typing import Any
 
 from deepfake_client._aggregate import LIKELY_REAL, AggregationConfig
 from deepfake_client._client import DeepfakeClient
-from deepfake_client._config import ClientConfig, Timeouts
+from deepfake_client._config import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MODEL,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_RETRIES,
+    DEFAULT_RETRY_DEADLINE,
+    RETRY_STATUSES,
+    ClientConfig,
+    Timeouts,
+)
 from deepfake_client._exceptions import DeepfakeError
 from deepfake_client._plot import plot_timeline
 from deepfake_client._progress import ProgressBar
@@ -203,7 +212,7 @@ def get_parser() -> argparse.ArgumentParser:
     group = common.add_argument_group("server")
     group.add_argument("--url", help="inference API (env DEEPFAKE_URL; default http://127.0.0.1:8080)")
     group.add_argument("--management-url", help="management API (env DEEPFAKE_MANAGEMENT_URL; default :8081)")
-    group.add_argument("--model", default="deepfake", help="model name (default: deepfake)")
+    group.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL})")
     group.add_argument("--token", help="inference key (env DEEPFAKE_TOKEN)")
     group.add_argument("--management-token", help="management key (env DEEPFAKE_MANAGEMENT_TOKEN)")
     group.add_argument(
@@ -211,9 +220,25 @@ def get_parser() -> argparse.ArgumentParser:
         type=Path,
         help="TorchServe key_file.json (env DEEPFAKE_KEY_FILE; default: ./runtime/key_file.json)",
     )
-    group.add_argument("--timeout", type=_positive, default=120.0, help="seconds to wait for an answer")
-    group.add_argument("--retries", type=int, default=3, help="retries on connection errors and HTTP 503")
-    group.add_argument("--max-in-flight", type=int, default=16, help="concurrent requests (default 16)")
+    group.add_argument(
+        "--timeout", type=_positive, default=DEFAULT_READ_TIMEOUT, help="seconds to wait for an answer (read timeout)"
+    )
+    statuses = "/".join(map(str, sorted(RETRY_STATUSES)))
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help=f"retries of connection errors and HTTP {statuses}, with capped exponential backoff",
+    )
+    group.add_argument(
+        "--retry-deadline",
+        type=_positive,
+        default=DEFAULT_RETRY_DEADLINE,
+        help="no retry starts later than this many seconds after the first try",
+    )
+    group.add_argument(
+        "--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT, help="concurrent requests (default %(default)s)"
+    )
     group.add_argument("--json", action="store_true", help="machine-readable output")
 
     parser = argparse.ArgumentParser(
@@ -258,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         management_token=args.management_token,
         key_file=args.key_file,
         timeouts=Timeouts(read=args.timeout),
-        retries=args.retries,
+        retries=max(0, args.retries),
+        retry_deadline=args.retry_deadline,
         max_in_flight=max(1, args.max_in_flight),
     )
     try:

@@ -13,9 +13,10 @@ from typing import Any
 
 import requests
 from PIL import Image
+from requests.adapters import BaseAdapter
 
 from deepfake_client._aggregate import AggregationConfig, find_segments, summarise
-from deepfake_client._config import ClientConfig, resolve_token
+from deepfake_client._config import RETRY_STATUSES, ClientConfig, Token, resolve_token
 from deepfake_client._exceptions import (
     AuthenticationError,
     DeepfakeError,
@@ -23,9 +24,11 @@ from deepfake_client._exceptions import (
     InputRejectedError,
     ModelNotFoundError,
     ServerError,
+    ServerTimeoutError,
     ServerUnavailableError,
 )
 from deepfake_client._results import FrameResult, ImageResult, Prediction, VideoAnalysis
+from deepfake_client._transport import pooled_transport
 from deepfake_client._video import SampledFrame, sample_frames
 
 ImageInput = str | Path | bytes | Image.Image
@@ -51,6 +54,13 @@ def encode_frame(
     return buffer.getvalue()
 
 
+def _token_refused(response: requests.Response) -> bool:
+    """TorchServe answers a missing, wrong or expired key with 400 InvalidKeyException."""
+    if response.status_code in (401, 403):
+        return True
+    return response.status_code == 400 and _error_details(response)[0] == "InvalidKeyException"
+
+
 def _error_details(response: requests.Response) -> tuple[str, str]:
     try:
         data = response.json()
@@ -66,15 +76,14 @@ class DeepfakeClient:
     ...     client.predict_image("face.jpg").label
     """
 
-    def __init__(self, config: ClientConfig | None = None, **overrides: Any):
+    def __init__(self, config: ClientConfig | None = None, *, transport: BaseAdapter | None = None, **overrides: Any):
         base = config or ClientConfig.from_env()
         self.config = dataclasses.replace(base, **overrides) if overrides else base
         self._session = requests.Session()
-        pool = max(self.config.max_in_flight, 4) + 4
-        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=pool)
+        adapter = transport or pooled_transport(self.config.max_in_flight)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._tokens: dict[str, str | None] = {}
+        self._tokens: dict[str, Token] = {}
         self._input_sizes: dict[str, int | None] = {}
 
     def __enter__(self) -> DeepfakeClient:
@@ -87,43 +96,62 @@ class DeepfakeClient:
         self._session.close()
 
     # --- HTTP -------------------------------------------------------------------------------
-    def _token(self, kind: str) -> str | None:
-        if kind not in self._tokens:
+    def _token(self, kind: str, reread: bool = False) -> Token:
+        if reread or kind not in self._tokens:
             self._tokens[kind] = resolve_token(self.config, kind)
         return self._tokens[kind]
 
-    def _request(self, method: str, url: str, kind: str, what: str, **kwargs: Any) -> requests.Response:
-        """Send with retries on connection errors and 503; map failures to the client's errors."""
+    def _request(
+        self, method: str, url: str, kind: str, what: str, *, retry: bool = True, **kwargs: Any
+    ) -> requests.Response:
+        """Send one idempotent request and map failures to the client's errors.
+
+        Connection errors and RETRY_STATUSES (a full queue, a worker that died mid-batch) are retried
+        with capped exponential backoff, up to ``config.retries`` times and never past
+        ``config.retry_deadline``. A refused token read from a key file is re-read once: TorchServe
+        writes a renewed key there. A read timeout is not retried: the server may still be working.
+        """
         headers = dict(kwargs.pop("headers", {}))
-        if token := self._token(kind):
-            headers["Authorization"] = f"Bearer {token}"
-        delay, attempt = self.config.backoff, 0
+        started, retries, reread = time.monotonic(), 0, False
         while True:
-            out_of_retries = attempt >= self.config.retries
+            token = self._token(kind)
+            if token.value:
+                headers["Authorization"] = f"Bearer {token.value}"
+            response, failure = None, ""
             try:
                 response = self._session.request(
                     method, url, headers=headers, timeout=self.config.timeouts.as_tuple(), **kwargs
                 )
-            except requests.ConnectionError as exc:  # includes connect timeouts: nothing was sent
-                if out_of_retries:
-                    raise ServerUnavailableError(f"cannot reach TorchServe at {url}: {type(exc).__name__}") from None
-            except requests.Timeout:  # a read timeout: the request may be running, do not send it twice
-                raise ServerUnavailableError(
-                    f"TorchServe did not answer {what} within {self.config.timeouts.read:.0f}s ({url})"
+            except requests.ConnectionError as exc:  # includes connect timeouts: nothing was processed
+                failure = f"cannot reach TorchServe at {url}: {type(exc).__name__}"
+            except requests.Timeout:
+                raise ServerTimeoutError(
+                    f"TorchServe did not answer {what} within the read timeout of "
+                    f"{self.config.timeouts.read:g} s ({url})"
                 ) from None
             else:
-                if response.status_code != 503 or out_of_retries:
+                if _token_refused(response) and token.key_file is not None and not reread:
+                    reread = True  # a renewed key is in the key file: read it again, once
+                    if self._token(kind, reread=True).value != token.value:
+                        continue
+                if response.status_code not in RETRY_STATUSES:
                     return self._check(response, kind, what)
-            attempt += 1
-            time.sleep(delay)  # back-off between retries
-            delay *= 2
+            elapsed = time.monotonic() - started
+            delay = self.config.backoff_delay(retries)
+            if not retry or retries >= self.config.retries or elapsed + delay > self.config.retry_deadline:
+                attempts = f"{retries + 1} attempt{'s' * (retries > 0)} in {elapsed:.1f} s"
+                if response is None:
+                    raise ServerUnavailableError(f"{failure} ({attempts})")
+                return self._check(response, kind, what, attempts)
+            retries += 1
+            time.sleep(delay)  # backoff between retries, bounded by the retry deadline
 
-    def _check(self, response: requests.Response, kind: str, what: str) -> requests.Response:
+    def _check(self, response: requests.Response, kind: str, what: str, attempts: str = "") -> requests.Response:
         status = response.status_code
         if status < 400:
             return response
         error_type, message = _error_details(response)
-        if error_type == "InvalidKeyException" or status in (401, 403):
+        if _token_refused(response):
             where = "an inference" if kind == "inference" else "a management"
             raise AuthenticationError(
                 f"TorchServe refused the token for {what}: it needs {where} key (--token/--management-token, "
@@ -131,10 +159,16 @@ class DeepfakeClient:
             )
         if status == 404:
             raise ModelNotFoundError(f"{what}: {message or 'not found'} on {response.url}", status)
-        if status == 413:
-            raise InputRejectedError(f"{what}: too large for the server's max_request_size", status, error_type)
-        if status == 503:
-            raise ServerUnavailableError(f"{what}: TorchServe has no worker available ({message})")
+        if status == 413 and not error_type.startswith("Image"):  # TorchServe's own body-size limit
+            raise InputRejectedError(
+                f"{what}: the request is larger than the server's max_request_size", status, error_type or None
+            )
+        if status in RETRY_STATUSES:
+            reason = "the worker died" if status == 507 else "no worker available" if status == 503 else "gateway"
+            raise ServerUnavailableError(
+                f"{what}: TorchServe answered {status} ({reason}: {message})"
+                + (f" after {attempts}" if attempts else "")
+            )
         if status < 500:
             raise InputRejectedError(f"{what}: {message}", status, error_type)
         raise ServerError(f"{what}: server error {status} {error_type}: {message}", status)
@@ -279,19 +313,33 @@ class DeepfakeClient:
 
     def ready(self, model: str | None = None) -> bool:
         """True when the model has workers and all of them are READY."""
-        workers = self.describe(model).get("workers", [])
-        return bool(workers) and all(w.get("status") == "READY" for w in workers)
+        statuses = self._worker_statuses(model)
+        return bool(statuses) and all(status == "READY" for status in statuses)
+
+    def _worker_statuses(self, model: str | None, retry: bool = True) -> list[str]:
+        model = model or self.config.model
+        url = f"{self.config.management_url}/models/{model}"
+        entries = self._request("GET", url, "management", f"describe {model}", retry=retry).json()
+        return [w.get("status", "?") for w in (entries[0] if entries else {}).get("workers", [])]
 
     def wait_until_ready(self, model: str | None = None, timeout: float = 120.0, interval: float = 0.5) -> None:
+        """Poll the workers' state until all are READY; ServerUnavailableError after ``timeout``."""
         deadline = time.monotonic() + timeout
+        last = "no answer"
         while True:
             try:
-                if self.ready(model):
+                statuses = self._worker_statuses(model, retry=False)
+                if statuses and all(s == "READY" for s in statuses):
                     return
-            except ServerUnavailableError:
-                pass
-            if time.monotonic() > deadline:
-                raise ServerUnavailableError(f"model {model or self.config.model} not READY after {timeout:.0f}s")
+                last = f"workers {', '.join(statuses) or 'none'}"
+            except (ServerUnavailableError, ServerError) as exc:
+                if isinstance(exc, ModelNotFoundError):
+                    raise
+                last = str(exc)
+            if time.monotonic() + interval > deadline:  # the next poll would end past the deadline
+                raise ServerUnavailableError(
+                    f"model {model or self.config.model} not READY after {timeout:g} s (last seen: {last})"
+                )
             time.sleep(interval)  # polling interval, bounded by the deadline
 
     def models(self) -> list[dict[str, Any]]:

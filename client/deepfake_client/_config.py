@@ -16,11 +16,26 @@ URL_ENV = "DEEPFAKE_URL"
 MANAGEMENT_URL_ENV = "DEEPFAKE_MANAGEMENT_URL"
 RUNTIME_KEY_FILE = Path("runtime") / "key_file.json"  # where `make start` keeps TorchServe's keys
 
+# Defaults, defined once: the dataclasses below and the CLI's options use these.
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
+DEFAULT_MODEL = "deepfake"
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 120.0  # a cold worker or a long queue can take a while
+DEFAULT_RETRIES = 8
+DEFAULT_BACKOFF = 0.25  # seconds before the first retry, doubled after each one ...
+DEFAULT_MAX_BACKOFF = 4.0  # ... up to this
+DEFAULT_RETRY_DEADLINE = 60.0  # no retry starts later than this many seconds after the first try
+DEFAULT_MAX_IN_FLIGHT = 16  # two TorchServe batches of 8: the next one fills while one runs
+# Answers worth retrying: the request never reached a working model. 502/504 come from proxies in
+# front of TorchServe, 503 from a full queue or no worker, 507 from a worker that died mid-batch.
+RETRY_STATUSES = frozenset({502, 503, 504, 507})
+
 
 @dataclass(frozen=True)
 class Timeouts:
-    connect: float = 5.0
-    read: float = 120.0  # a cold worker or a long queue can take a while
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+    read: float = DEFAULT_READ_TIMEOUT
 
     def as_tuple(self) -> tuple[float, float]:
         return (self.connect, self.read)
@@ -30,16 +45,24 @@ class Timeouts:
 class ClientConfig:
     """Where the server is and how to talk to it; every field has a working default."""
 
-    base_url: str = "http://127.0.0.1:8080"
-    management_url: str = "http://127.0.0.1:8081"
-    model: str = "deepfake"
+    base_url: str = DEFAULT_URL
+    management_url: str = DEFAULT_MANAGEMENT_URL
+    model: str = DEFAULT_MODEL
     token: str | None = None  # inference key
     management_token: str | None = None
     key_file: Path | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
-    retries: int = 3  # for connection errors and HTTP 503 only; never for 4xx
-    backoff: float = 0.5  # seconds, doubled after each retry
-    max_in_flight: int = 16  # two TorchServe batches of 8: the next one fills while one runs
+    # Retries of connection errors and RETRY_STATUSES (every call the client makes is idempotent),
+    # with capped exponential backoff and a total deadline; never of 4xx or read timeouts.
+    retries: int = DEFAULT_RETRIES
+    backoff: float = DEFAULT_BACKOFF
+    max_backoff: float = DEFAULT_MAX_BACKOFF
+    retry_deadline: float = DEFAULT_RETRY_DEADLINE
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+
+    def backoff_delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (0-based): capped exponential."""
+        return min(self.max_backoff, self.backoff * 2**retry)
 
     @classmethod
     def from_env(cls, **overrides) -> ClientConfig:
@@ -79,12 +102,20 @@ def read_key_file(path: Path) -> dict[str, str]:
         raise AuthenticationError(f"{path} is not a TorchServe key_file.json") from None
 
 
-def resolve_token(config: ClientConfig, kind: str) -> str | None:
+@dataclass(frozen=True)
+class Token:
+    """A key and the key file it was read from (None when it was given explicitly)."""
+
+    value: str | None
+    key_file: Path | None = None
+
+
+def resolve_token(config: ClientConfig, kind: str) -> Token:
     """The token for ``kind`` ("inference" or "management"): option, env, key file, ./runtime."""
     explicit = config.token if kind == "inference" else config.management_token
     if explicit:
-        return explicit
+        return Token(explicit)
     key_file = config.key_file or find_key_file()
     if key_file is None:
-        return None
-    return read_key_file(key_file).get(kind)
+        return Token(None)
+    return Token(read_key_file(key_file).get(kind), key_file)

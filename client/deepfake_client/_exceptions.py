@@ -6,6 +6,7 @@ DeepfakeError
 │   └── BadVideoError       the video cannot be read
 ├── AuthenticationError     missing, wrong or expired token  (CLI exit 3)
 ├── ServerUnavailableError  cannot reach the server / no worker (CLI exit 4)
+│   └── ServerTimeoutError  no answer within the read timeout
 └── ServerError             the server failed or answered nonsense (CLI exit 5)
     └── ModelNotFoundError  no such model on the server
 """
@@ -48,6 +49,10 @@ class ServerUnavailableError(DeepfakeError):
     """The server cannot be reached, or has no ready worker, even after retries."""
 
     exit_code = 4
+
+
+class ServerTimeoutError(ServerUnavailableError):
+    """The server took the request but did not answer within the read timeout (not retried)."""
 
 
 class ServerError(DeepfakeError):

@@ -19,6 +19,10 @@ from PIL import Image
 
 from deepfake_client._exceptions import BadVideoError
 
+# The largest frame the client decodes: 8K (33 MP) and beyond pass; a stream declaring more is
+# refused before its first frame is decoded (the server applies the same limit to images).
+MAX_FRAME_PIXELS = 64_000_000
+
 _TRANSPOSE_FOR_ROTATION = {
     90: Image.Transpose.ROTATE_90,
     180: Image.Transpose.ROTATE_180,
@@ -66,12 +70,27 @@ def sample_frames(path: str | Path, fps: float | Fraction = 2.0) -> Iterator[Sam
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise BadVideoError(f"{path}: not a readable video ({_reason(exc)})") from None
     with container:
-        if not container.streams.video:
-            kinds = ", ".join(s.type for s in container.streams) or "no streams"
-            raise BadVideoError(f"{path}: no video stream (found {kinds})")
-        stream = container.streams.video[0]  # not streams[0]: audio often comes first
+        stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         yield from _sample_stream(container, stream, rate, path)
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+    """The first video stream, if this FFmpeg can decode it and its frames are of a sane size."""
+    if not container.streams.video:
+        kinds = ", ".join(s.type for s in container.streams)
+        found = f"only {kinds}" if kinds else "no streams at all: an empty or zero-duration file"
+        raise BadVideoError(f"{path}: no video stream ({found})")
+    stream = container.streams.video[0]  # not streams[0]: audio often comes first
+    if stream.codec_context is None:
+        raise BadVideoError(f"{path}: its video codec is unknown to this FFmpeg build, so it cannot be decoded")
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width * height > MAX_FRAME_PIXELS:
+        raise BadVideoError(
+            f"{path}: {width}x{height} frames ({width * height / 1e6:.1f} MP) are over the limit of "
+            f"{MAX_FRAME_PIXELS / 1e6:.0f} megapixels"
+        )
+    return stream
 
 
 def _sample_stream(container: av.container.InputContainer, stream: av.VideoStream, rate: Fraction, path: Path):

@@ -1,0 +1,66 @@
+"""The client's HTTP seam: a requests transport adapter, and an in-memory one for tests.
+
+``DeepfakeClient(transport=...)`` mounts any ``requests`` adapter for http:// and https://. The
+default is a pooled ``HTTPAdapter``; ``MockTransport`` (after httpx's) answers each request with a
+function, so the client's failure paths (retries, timeouts, 5xx, auth) are tested without sockets.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import requests
+from requests.adapters import BaseAdapter, HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+
+Handler = Callable[[requests.PreparedRequest], requests.Response]
+
+
+def pooled_transport(max_in_flight: int) -> HTTPAdapter:
+    """Keep-alive connections for every request the client may have in flight."""
+    return HTTPAdapter(pool_connections=2, pool_maxsize=max(max_in_flight, 4) + 4)
+
+
+def make_response(
+    status_code: int = 200,
+    *,
+    json: Any = None,
+    content: bytes = b"",
+    headers: Mapping[str, str] | None = None,
+    request: requests.PreparedRequest | None = None,
+) -> requests.Response:
+    """A ``requests.Response`` built in memory (``json`` wins over ``content``)."""
+    response = requests.Response()
+    response.status_code = status_code
+    response.headers = CaseInsensitiveDict(headers or {})
+    if json is not None:
+        content = jsonlib.dumps(json).encode()
+        response.headers.setdefault("Content-Type", "application/json")
+    response._content = content
+    response.encoding = "utf-8"
+    response.reason = requests.status_codes._codes.get(status_code, ("",))[0].replace("_", " ").upper()
+    if request is not None:
+        response.request, response.url = request, request.url or ""
+    return response
+
+
+class MockTransport(BaseAdapter):
+    """Answer every request with ``handler(request)``; the handler may raise requests' exceptions
+    (``ConnectionError``, ``ReadTimeout``) to play a server that is down or slow."""
+
+    def __init__(self, handler: Handler):
+        super().__init__()
+        self.handler = handler
+        self.requests: list[requests.PreparedRequest] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.requests.append(request)
+        response = self.handler(request)
+        if response.request is None:
+            response.request, response.url = request, request.url or ""
+        return response
+
+    def close(self) -> None:
+        pass

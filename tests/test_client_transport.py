@@ -1,0 +1,267 @@
+"""The client's failure paths through an injected transport: no sockets, no server.
+
+What TorchServe itself answers is tested against a real TorchServe (test_server.py,
+test_reliability.py); here a MockTransport plays each failure exactly, so retries, backoff,
+deadlines, timeouts and token handling are pinned down.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from deepfake_client import (
+    AuthenticationError,
+    ClientConfig,
+    DeepfakeClient,
+    InputRejectedError,
+    MockTransport,
+    ServerError,
+    ServerTimeoutError,
+    ServerUnavailableError,
+    make_response,
+)
+from deepfake_client._config import DEFAULT_MAX_BACKOFF, RETRY_STATUSES
+from tests.conftest import image_bytes
+from tests.media import constant_rate, read_index, write_video
+
+URL = "http://127.0.0.1:9"  # never contacted: the transport answers
+
+
+def answer(fake_probability: float = 0.25) -> dict:
+    p = fake_probability
+    return {"label": "Fake" if p >= 0.5 else "Real", "class_index": int(p >= 0.5), "logits": [0.0, p],
+            "probabilities": {"Real": 1 - p, "Fake": p}, "fake_probability": p,
+            "softmax_confidence": max(p, 1 - p), "adjusted_confidence": 0.6,
+            "temperature": 1.0, "alpha": 6.0}  # fmt: skip
+
+
+DESCRIBE = [{"modelName": "deepfake", "workers": [{"id": "9000", "status": "READY"}],
+             "customizedMetadata": {"settings": {"image_size": 224}}}]  # fmt: skip
+
+
+def frame_index(request: requests.PreparedRequest) -> int | None:
+    """The index written in the pixels of the frame a request carries (None: a describe call)."""
+    return None if request.method == "GET" else read_index(Image.open(io.BytesIO(request.body)))
+
+
+def fast_client(handler: Callable, **overrides) -> tuple[DeepfakeClient, MockTransport]:
+    transport = MockTransport(handler)
+    values = {"base_url": URL, "management_url": URL, "token": "t", "management_token": "m",
+              "backoff": 0.001, "max_backoff": 0.004} | overrides  # fmt: skip
+    return DeepfakeClient(ClientConfig(**values), transport=transport), transport
+
+
+def sequence(*responses: object) -> Callable:
+    """A handler answering with each item in turn: a status code, a response, or an exception."""
+    remaining = list(responses)
+
+    def handle(request: requests.PreparedRequest) -> requests.Response:
+        item = remaining.pop(0) if len(remaining) > 1 else remaining[0]
+        if isinstance(item, BaseException):
+            raise item
+        if isinstance(item, int):
+            body = answer() if item == 200 else {"code": item, "type": "ServiceUnavailableException", "message": "x"}
+            return make_response(item, json=body)
+        return item
+
+    return handle
+
+
+@pytest.mark.parametrize("status", sorted(RETRY_STATUSES))
+def test_retryable_statuses_are_retried_until_an_answer(status: int):
+    client, transport = fast_client(sequence(status, status, 200))
+    assert client.predict_image(image_bytes()).fake_probability == 0.25
+    assert len(transport.requests) == 3
+    assert all(r.headers["Authorization"] == "Bearer t" for r in transport.requests)
+
+
+def test_connection_errors_are_retried_and_then_reported():
+    client, transport = fast_client(sequence(requests.ConnectionError("refused"), 200))
+    assert client.predict_image(image_bytes()).label == "Real"
+    client, transport = fast_client(sequence(requests.ConnectionError("refused")), retries=3)
+    with pytest.raises(ServerUnavailableError, match=r"cannot reach TorchServe .* \(4 attempts in"):
+        client.predict_image(image_bytes())
+    assert len(transport.requests) == 4
+
+
+def test_a_worker_that_keeps_dying_is_reported_with_the_attempts():
+    died = make_response(507, json={"code": 507, "type": "InternalServerException", "message": "Worker died."})
+    client, _transport = fast_client(sequence(died), retries=2)
+    with pytest.raises(
+        ServerUnavailableError, match=r"answered 507 \(the worker died: Worker died.\) after 3 attempts"
+    ):
+        client.predict_image(image_bytes())
+
+
+def test_client_errors_and_other_server_errors_are_not_retried():
+    bad = make_response(400, json={"code": 400, "type": "InvalidImage", "message": "cannot decode image"})
+    client, transport = fast_client(sequence(bad))
+    with pytest.raises(InputRejectedError, match="cannot decode image") as info:
+        client.predict_image(b"junk")
+    assert (info.value.status, info.value.error_type, len(transport.requests)) == (400, "InvalidImage", 1)
+    client, transport = fast_client(sequence(make_response(500, json={"type": "X", "message": "boom"})))
+    with pytest.raises(ServerError, match="server error 500"):
+        client.predict_image(image_bytes())
+    assert len(transport.requests) == 1
+    too_big = make_response(413, json={"code": 413, "type": "ImageTooLarge", "message": "over 64 megapixels"})
+    client, _ = fast_client(sequence(too_big))
+    with pytest.raises(InputRejectedError, match="over 64 megapixels"):
+        client.predict_image(image_bytes())
+    client, _ = fast_client(sequence(413))  # TorchServe's own body limit, whatever its body says
+    with pytest.raises(InputRejectedError, match="larger than the server's max_request_size"):
+        client.predict_image(image_bytes())
+
+
+def test_backoff_is_exponential_capped_and_stops_at_the_deadline():
+    config = ClientConfig(backoff=0.25, max_backoff=DEFAULT_MAX_BACKOFF)
+    assert [config.backoff_delay(i) for i in range(7)] == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    stamps: list[float] = []
+
+    def unavailable(request: requests.PreparedRequest) -> requests.Response:
+        stamps.append(time.monotonic())
+        return make_response(503, json={"code": 503, "type": "ServiceUnavailableException", "message": "busy"})
+
+    client, _ = fast_client(unavailable, retries=100, backoff=0.02, max_backoff=0.08, retry_deadline=0.6)
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError, match="no worker available"):
+        client.predict_image(image_bytes())
+    assert time.monotonic() - started < 0.6 + 0.2  # the deadline holds
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert gaps[0] >= 0.02 and gaps[1] >= 0.04 and all(gap >= 0.08 for gap in gaps[2:])
+    assert max(gaps) < 0.08 + 0.05  # capped
+    assert 5 < len(stamps) < 12
+
+
+def test_a_read_timeout_is_a_clear_error_and_not_retried():
+    client, transport = fast_client(sequence(requests.ReadTimeout("slow")))
+    with pytest.raises(ServerTimeoutError, match=r"did not answer .* within the read timeout of 120 s"):
+        client.predict_image(image_bytes())
+    assert len(transport.requests) == 1
+
+
+def test_a_read_timeout_against_a_silent_socket_fires_within_its_deadline():
+    """The one test here with a socket: a listener that accepts and never answers."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        config = ClientConfig(base_url=f"http://127.0.0.1:{listener.getsockname()[1]}", token="t")
+        from deepfake_client import Timeouts
+
+        with DeepfakeClient(config, timeouts=Timeouts(connect=1.0, read=0.5)) as client:
+            started = time.monotonic()
+            with pytest.raises(ServerTimeoutError, match=r"read timeout of 0\.5 s"):
+                client.predict_image(image_bytes())
+            assert time.monotonic() - started < 3.0
+
+
+def refused_token() -> requests.Response:
+    return make_response(
+        400, json={"code": 400, "type": "InvalidKeyException", "message": "Token Authorization failed"}
+    )
+
+
+def test_an_expired_key_from_a_key_file_is_reread_once(tmp_path: Path):
+    key_file = tmp_path / "key_file.json"
+
+    def write_keys(inference: str) -> None:
+        key_file.write_text(
+            json.dumps({"inference": {"key": inference}, "management": {"key": "m"}, "API": {"key": "a"}})
+        )
+
+    write_keys("old")
+
+    def server(request: requests.PreparedRequest) -> requests.Response:
+        return (
+            make_response(200, json=answer()) if request.headers["Authorization"] == "Bearer new" else refused_token()
+        )
+
+    transport = MockTransport(server)
+    config = ClientConfig(base_url=URL, management_url=URL, key_file=key_file)
+    with DeepfakeClient(config, transport=transport) as client:
+        with pytest.raises(AuthenticationError, match="refused the token"):  # the file still holds the old key
+            client.predict_image(image_bytes())
+        assert len(transport.requests) == 1  # re-read, same key: not sent again
+        write_keys("new")  # TorchServe renewed the key
+        assert client.predict_image(image_bytes()).label == "Real"
+        assert [r.headers["Authorization"] for r in transport.requests[1:]] == ["Bearer old", "Bearer new"]
+
+
+def test_an_explicit_token_that_is_refused_is_not_retried():
+    client, transport = fast_client(sequence(refused_token()))
+    with pytest.raises(AuthenticationError, match="needs an inference key"):
+        client.predict_image(image_bytes())
+    assert len(transport.requests) == 1
+
+
+def test_a_server_that_never_becomes_ready_fails_within_the_deadline():
+    starting = make_response(200, json=[{"modelName": "deepfake", "workers": [{"id": "9000", "status": "UNLOADING"}]}])
+    client, _transport = fast_client(sequence(starting))
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError, match=r"not READY after 0.5 s \(last seen: workers UNLOADING\)"):
+        client.wait_until_ready(timeout=0.5, interval=0.05)
+    assert time.monotonic() - started < 0.5 + 0.1
+    client, _ = fast_client(sequence(requests.ConnectionError("refused")), retries=100, retry_deadline=60)
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError, match="last seen: cannot reach TorchServe"):
+        client.wait_until_ready(timeout=0.3, interval=0.05)
+    assert time.monotonic() - started < 0.3 + 0.1  # polls are not retried past the deadline
+
+
+def test_a_video_survives_a_worker_crash_and_every_frame_is_answered(tmp_path: Path):
+    """Frames whose batch died get 507; retried, each still gets the answer for its own pixels."""
+    video = write_video(tmp_path / "clip.mp4", constant_rate(300, Fraction(30)))  # 20 samples at 2 fps
+    lock, died = threading.Lock(), set()
+
+    def server(request: requests.PreparedRequest) -> requests.Response:
+        index = frame_index(request)
+        if index is None:
+            return make_response(200, json=DESCRIBE)
+        with lock:
+            first_time = index not in died
+            died.add(index)
+        if 60 <= index <= 150 and first_time:  # the worker died with these frames' batch
+            return make_response(507, json={"code": 507, "type": "InternalServerException", "message": "Worker died."})
+        return make_response(200, json=answer(index / 1000))
+
+    client, transport = fast_client(server, max_in_flight=6)
+    analysis = client.analyze_video(video, 2.0, image_format="PNG")
+    assert [f.index for f in analysis.frames] == list(range(20))
+    assert all(f.error is None for f in analysis.frames)
+    assert [f.prediction.fake_probability for f in analysis.frames] == [f.frame_number / 1000 for f in analysis.frames]
+    assert len(transport.requests) == 1 + 20 + 7  # describe; frames 60, 75, ..., 150 were sent twice
+
+
+def test_refused_frames_are_recorded_in_order_and_none_is_lost(tmp_path: Path):
+    video = write_video(tmp_path / "clip.mp4", constant_rate(300, Fraction(30)))
+
+    def server(request: requests.PreparedRequest) -> requests.Response:
+        index = frame_index(request)
+        if index is None:
+            return make_response(200, json=DESCRIBE)
+        if index % 2:
+            return make_response(400, json={"code": 400, "type": "InvalidImage", "message": f"frame {index} refused"})
+        return make_response(200, json=answer(index / 1000))
+
+    client, _ = fast_client(server, max_in_flight=6)
+    analysis = client.analyze_video(video, 2.0, image_format="PNG")
+    assert [f.index for f in analysis.frames] == list(range(20))
+    for frame in analysis.frames:
+        if frame.frame_number % 2:
+            assert frame.prediction is None and frame.error.endswith(f"frame {frame.frame_number} refused")
+        else:
+            assert frame.error is None and frame.prediction.fake_probability == frame.frame_number / 1000
+    assert (analysis.summary.frames, analysis.summary.failed) == (20, 10)
+    assert analysis.to_dict()["frames"][1]["fake_probability"] is None

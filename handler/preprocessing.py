@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,8 +59,10 @@ def decode_image(payload: bytes, draft_size: int | None = None) -> Image.Image:
         image.load()
         image = ImageOps.exif_transpose(image)
         return to_rgb(image)
-    except Image.DecompressionBombError:  # Pillow's own check, at twice its default limit
-        raise ImageTooLargeError(_too_large_message("far more than")) from None
+    except Image.DecompressionBombError as exc:  # Pillow's own check, at twice its default limit
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(declared.group(1)) / 1e6:.1f} MP" if declared else "a decompression bomb"
+        raise ImageTooLargeError(_too_large_message(size + ",")) from None
     except UnidentifiedImageError:
         raise InvalidImageError(
             f"not a recognised image format ({len(payload)} bytes); send JPEG, PNG, WebP, BMP, GIF or TIFF"

@@ -51,14 +51,17 @@ VIDEO_SCORES = {
 
 
 def frame_metrics(fake_probs: Sequence[float], is_fake: Sequence[int]) -> dict[str, float]:
-    """Accuracy (at 0.5), ROC AUC, EER and ECE (15 bins) of fake probabilities."""
+    """Accuracy (at 0.5), ROC AUC, EER, ECE (15 bins) and NLL of fake probabilities."""
     probs = torch.tensor([[1 - p, p] for p in fake_probs], dtype=torch.float64)
+    targets = torch.tensor(is_fake)
+    true_class = probs[torch.arange(len(targets)), targets].clamp_min(1e-12)
     return {
         "samples": len(fake_probs),
         "accuracy": accuracy(fake_probs, is_fake),
         "auc": roc_auc(fake_probs, is_fake),
         "eer": equal_error_rate(fake_probs, is_fake),
-        "ece": expected_calibration_error(probs, torch.tensor(is_fake)),
+        "ece": expected_calibration_error(probs, targets),
+        "nll": float(-true_class.log().mean()),  # over-confident mistakes weigh heavily here
     }
 
 
@@ -166,7 +169,7 @@ def format_report(report: dict[str, Any]) -> str:
             r = report[key]
             lines.append(
                 f"{title} ({r['samples']} from {r['folder']}): accuracy {r['accuracy']:.4f}  "
-                f"AUC {r['auc']:.4f}  EER {r['eer']:.4f}  ECE {r['ece']:.4f}"
+                f"AUC {r['auc']:.4f}  EER {r['eer']:.4f}  ECE {r['ece']:.4f}  NLL {r['nll']:.4f}"
             )
     if "videos" in report:
         r = report["videos"]

@@ -232,7 +232,8 @@ class TorchServe:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(
+        env.update(  # TEMP becomes the frontend's java.io.tmpdir (archives unpack there), TMPDIR the workers'
+            TEMP=str(self.tmp_dir),
             TMPDIR=str(self.tmp_dir),
             LOG_LOCATION=str(self.log_dir),
             METRICS_LOCATION=str(self.log_dir),

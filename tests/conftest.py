@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import io
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,8 @@ from PIL import Image
 from handler.checkpoint import build_model
 from handler.settings import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, ModelSettings
 from scripts.archive import build_archive, load_archive
-from scripts.serve import Ports, TorchServe
+from scripts.serve import Ports, TorchServe, observed_batches
+from tests.reliability_report import reliability  # noqa: F401  (a session fixture)
 
 # Archives served by the session's TorchServe: name -> (arch, normalisation, precision; None = default).
 SERVED_MODELS = {
@@ -29,6 +33,7 @@ SERVED_MODELS = {
     "r50_imagenet": ("resnet50", "imagenet", "fp32"),
     "constant": ("resnet18", "half", "fp32"),  # zero weights, fc bias = CONSTANT_LOGITS
 }
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CONSTANT_LOGITS = (0.25, 1.75)
 CONSTANT_SETTINGS = {"temperature": 2.0, "alpha": 3.0}
 NORMALISATIONS = {"half": (HALF_MEAN, HALF_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
@@ -102,6 +107,19 @@ class Server:
     def ts_log(self) -> str:
         return (self.ts.log_dir / "ts_log.log").read_text(errors="replace")
 
+    def batches_of(self, request_ids: set[str], model: str = "deepfake", timeout: float = 15.0) -> list[set[str]]:
+        """TorchServe's own record of how it batched these requests.
+
+        TorchServe may write a batch's closing log line after sending its responses, so the log is read
+        until every request sits in a finished batch, or the deadline passes (then what is there).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            batches = [b & request_ids for b in observed_batches(self.ts_log(), model) if b & request_ids]
+            if set().union(*batches) >= request_ids or time.monotonic() > deadline:
+                return batches
+            time.sleep(0.1)  # polling interval, bounded by the deadline
+
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ServedModel]:
@@ -133,14 +151,25 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_store: dict[str, Serv
         ts.stop()
 
 
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo (data, model, evaluation), built once per test run exactly as `make run` builds it.
+
+    In its own process, as `make run` does: training forks DataLoader and generator workers, and
+    forking this test process, where OpenVINO's thread pools already run, crashed it (SIGSEGV)."""
+    out = tmp_path_factory.mktemp("demo")
+    command = [sys.executable, "-m", "scripts.build_demo", "--out", str(out)]
+    assert subprocess.run(command, cwd=REPO_ROOT, timeout=1800).returncode == 0
+    return out
+
+
 # Tests that start TorchServe or build the demo model: `make test` runs them, `make test-fast` does not.
-INTEGRATION_MODULES = {"test_serve_lifecycle", "test_demo", "test_benchmark"}
+INTEGRATION_MODULES = {"test_serve_lifecycle", "test_demo", "test_benchmark", "test_reliability"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if (
-            "server" in getattr(item, "fixturenames", ())
-            or item.module.__name__.rsplit(".", 1)[-1] in INTEGRATION_MODULES
-        ):
+        if {"server", "demo"} & set(getattr(item, "fixturenames", ())) or item.module.__name__.rsplit(".", 1)[
+            -1
+        ] in INTEGRATION_MODULES:
             item.add_marker(pytest.mark.integration)

@@ -83,3 +83,18 @@ def test_non_resnet_and_unreadable_files_are_refused(tmp_path: Path):
         read_state_dict(broken)
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         read_state_dict(tmp_path / "absent.pth")
+
+
+def test_a_pickled_whole_model_is_refused_at_make_mar(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """torch.save(model) pickles code references; loading it could run anything, so it is refused
+    (weights_only=True) with a message saying how to save the weights instead."""
+    from scripts import archive
+
+    whole = tmp_path / "whole_model.pth"
+    torch.save(build_model("resnet18"), whole)
+    with pytest.raises(CheckpointError, match=r"pickles a Python object \(torchvision\.models\.resnet\.ResNet\)"):
+        read_state_dict(whole)
+    assert archive.main(["--weights", str(whole), "--export-path", str(tmp_path / "store")]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("archive: ") and "torch.save(model.state_dict(), path)" in line
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").iterdir())

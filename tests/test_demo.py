@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+SCALE = 4.0
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built in its own process, as `make run` does: training forks DataLoader and generator workers,
-    and forking this test process, where OpenVINO's thread pools already run, crashed it (SIGSEGV)."""
-    out = tmp_path_factory.mktemp("demo")
-    command = [sys.executable, "-m", "scripts.build_demo", "--out", str(out)]
-    assert subprocess.run(command, cwd=REPO_ROOT, timeout=1800).returncode == 0
-    return out
 
 
 def test_demo_model_held_out_accuracy(demo: Path):
@@ -39,7 +33,47 @@ def test_demo_video_flags_the_manipulated_segment(demo: Path):
     assert sum(inside) / len(inside) > sum(outside) / len(outside) + 0.3
 
 
-def test_demo_calibration_was_fitted(demo: Path):
-    calibration = json.loads((demo / "model" / "best_ResNet18.calibration.json").read_text())
-    assert calibration["after"]["nll"] <= calibration["before"]["nll"]
-    assert calibration["settings"]["alpha"] == calibration["settings"]["temperature"]
+def run(module: str, *args: str) -> None:
+    """A script in its own process, as make runs it (training forks; see the demo fixture)."""
+    command = [sys.executable, "-m", module, *args]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def held_out(weights: Path, images: Path, out: Path, *settings_files: Path) -> dict:
+    run("scripts.evaluate", "--weights", str(weights), *(f"--settings-file={f}" for f in settings_files),
+        "--images", str(images), "--json", str(out))  # fmt: skip
+    return json.loads(out.read_text())["images"]
+
+
+def test_calibration_repairs_a_deliberately_overconfident_model(demo: Path, tmp_path: Path):
+    """The trained demo model with its logits multiplied by 4 (what training without weight decay does
+    to a head): over-confident on held-out images. Temperature scaling fitted on the validation images
+    must find T = 4 x the demo's own T and bring held-out calibration back.
+
+    Over-fitting a ResNet18 on a few demo images was tried first and measured: from scratch on 24
+    images it ranked held-out images at chance (51%, T clamped at 20); fine-tuned from the demo model
+    it reached 90% with an ECE of 0.045 before and after, which no temperature can fix. Neither says
+    whether the calibration code works; this does.
+    """
+    weights = demo / "model" / "best_ResNet18.pth"
+    demo_temperature = json.loads(weights.with_name("best_ResNet18.calibration.json").read_text())["settings"][
+        "temperature"
+    ]
+    state = torch.load(weights, weights_only=True)
+    state["fc.weight"], state["fc.bias"] = state["fc.weight"] * SCALE, state["fc.bias"] * SCALE
+    overconfident = tmp_path / "best_ResNet18.pth"
+    torch.save(state, overconfident)
+    settings = shutil.copy(weights.with_suffix(".json"), overconfident.with_suffix(".json"))  # T = 1
+    images = demo / "data" / "images"
+    before = held_out(overconfident, images / "test", tmp_path / "before.json", Path(settings))
+    run("scripts.calibrate", "--weights", str(overconfident), "--data", str(images / "val"))
+    calibration = json.loads(overconfident.with_name("best_ResNet18.calibration.json").read_text())
+    temperature = calibration["settings"]["temperature"]
+    after = held_out(overconfident, images / "test", tmp_path / "after.json")  # picks up the calibration
+    assert before["samples"] == after["samples"] == 400  # the test split: neither trained nor calibrated on
+    assert temperature == pytest.approx(SCALE * demo_temperature, rel=0.02), calibration  # the expected range
+    assert calibration["settings"]["alpha"] == temperature
+    assert after["accuracy"] == before["accuracy"]  # scaling never changes a label
+    assert before["nll"] > 2 * after["nll"], (before, after)  # confidently wrong before
+    assert after["ece"] <= 0.03 and after["ece"] < before["ece"], (before, after)

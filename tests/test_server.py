@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import functools
 import math
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 from handler.checkpoint import load_model
 from handler.preprocessing import decode_image, to_model_input
 from scripts.archive import DEFAULT_MAX_BATCH_DELAY_MS
-from scripts.serve import observed_batches
+from scripts.loadtest import distinct_images
 from tests.conftest import CONSTANT_LOGITS, SERVED_MODELS, ServedModel, Server, archive_service, image_bytes
 
 IMAGES = {
@@ -96,25 +95,16 @@ def send_concurrently(server: Server, payloads: list[bytes]) -> list[requests.Re
         return list(pool.map(lambda p: server.predict("deepfake", p), payloads))
 
 
-def batches_of(server: Server, request_ids: set[str], timeout: float = 15.0) -> list[set[str]]:
-    """TorchServe's own record of how it batched these requests.
-
-    TorchServe may write a batch's closing log line after sending its responses, so the log is read
-    until every request sits in a finished batch, or the deadline passes (then what is there).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        batches = [b & request_ids for b in observed_batches(server.ts_log(), "deepfake") if b & request_ids]
-        if set().union(*batches) >= request_ids or time.monotonic() > deadline:
-            return batches
-        time.sleep(0.1)  # polling interval, bounded by the deadline
-
-
 def test_concurrent_requests_are_served_in_batches(server: Server):
-    responses = send_concurrently(server, [IMAGES["jpeg"]] * 16)
+    """16 different images at once: batched, and each answer is its own image's."""
+    payloads = distinct_images(16, seed=3)
+    expected = [reference_logits(server.models["deepfake"], p) for p in payloads]
+    responses = send_concurrently(server, payloads)
     assert [r.status_code for r in responses] == [200] * 16
+    for response, logits in zip(responses, expected, strict=True):
+        assert response.json()["logits"] == pytest.approx(logits, abs=1e-4)
     ids = {r.headers["x-request-id"] for r in responses}
-    batches = batches_of(server, ids)
+    batches = server.batches_of(ids)
     assert set().union(*batches) == ids  # every request accounted for, each in one batch
     assert sum(len(b) for b in batches) == 16
     assert max(len(b) for b in batches) > 1, f"batch sizes {[len(b) for b in batches]}"
@@ -122,21 +112,21 @@ def test_concurrent_requests_are_served_in_batches(server: Server):
 
 
 def test_a_corrupt_image_fails_alone_inside_a_batch(server: Server):
-    expected = reference_logits(server.models["deepfake"], IMAGES["jpeg"])
+    good = distinct_images(7, seed=5)
+    expected = [reference_logits(server.models["deepfake"], p) for p in good]
     for _attempt in range(5):  # until the corrupt request shares a batch (first try, in practice)
-        payloads = [IMAGES["jpeg"]] * 3 + [b"\xff\xd8\xff\xe0 not really a jpeg"] + [IMAGES["jpeg"]] * 4
+        payloads = [*good[:3], b"\xff\xd8\xff\xe0 not really a jpeg", *good[3:]]
         responses = send_concurrently(server, payloads)
         bad = responses[3]
-        good = responses[:3] + responses[4:]
         assert bad.status_code == 400
         assert bad.headers["content-type"].startswith("application/json")
         assert bad.json()["type"] == "InvalidImage"
         assert "cannot decode image" in bad.json()["message"] or "not a recognised" in bad.json()["message"]
-        for response in good:
+        for response, logits in zip(responses[:3] + responses[4:], expected, strict=True):
             assert response.status_code == 200
-            assert response.json()["logits"] == pytest.approx(expected, abs=1e-4)
+            assert response.json()["logits"] == pytest.approx(logits, abs=1e-4)
         ids = {r.headers["x-request-id"] for r in responses}
-        shared = [b for b in batches_of(server, ids) if bad.headers["x-request-id"] in b]
+        shared = [b for b in server.batches_of(ids) if bad.headers["x-request-id"] in b]
         if shared and len(shared[0]) > 1:
             return
     pytest.fail("the corrupt request never shared a batch with good ones")

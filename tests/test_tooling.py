@@ -43,6 +43,7 @@ def test_frame_metrics_on_fixed_predictions():
     assert report["eer"] == pytest.approx(0.0)
     # ECE: confidences 0.9 (ok), 0.8 (ok), 0.7 (ok), 0.6 (wrong), each in its own bin of 1/15
     assert report["ece"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.6) / 4)
+    assert report["nll"] == pytest.approx(-(math.log(0.9) + math.log(0.8) + math.log(0.7) + math.log(0.4)) / 4)
 
 
 def test_calibration_of_an_overconfident_pair():
@@ -111,7 +112,7 @@ def test_calibrate_archive_and_evaluate_chain(tiny_folder: Path, tmp_path: Path)
     settings = resolve_settings(archive_parser().parse_args(["--weights", str(weights)]))
     assert settings.mean == (0.5, 0.5, 0.5)
     assert settings.temperature == pytest.approx(temperature) and settings.alpha == pytest.approx(temperature)
-    mar, _ = build_archive(weights, settings, "tiny", tmp_path / "store")
+    mar, _ = build_archive(weights, settings, "tiny", tmp_path / "store", precision="fp32")
     assert mar.exists()
     videos = tmp_path / "videos"
     for label in ("real", "fake"):
@@ -132,10 +133,10 @@ def test_calibrate_archive_and_evaluate_chain(tiny_folder: Path, tmp_path: Path)
 
 def test_archive_records_settings(tmp_path: Path):
     weights = tmp_path / "w.pth"
-    torch.save(build_model("resnet34").state_dict(), weights)
+    torch.save(build_model("resnet18").state_dict(), weights)
     argv = ["--weights", str(weights), "--labels", "fake,real", "--alpha", "4", "--precision", "bf16"]
     args = archive_parser().parse_args(argv)
-    mar, settings = build_archive(weights, resolve_settings(args), "r34", tmp_path, precision=args.precision)
+    mar, settings = build_archive(weights, resolve_settings(args), "r18", tmp_path, precision=args.precision)
     import zipfile
 
     with zipfile.ZipFile(mar) as archive:
@@ -153,7 +154,7 @@ def test_archive_records_settings(tmp_path: Path):
     assert config["handler"]["precision"] == settings.precision == "bf16"
     report = config["handler"]["precision_report"]
     assert report["explicit"] and report["agreement"]["bf16"]["images"] > 0
-    assert config["handler"]["arch"] == "resnet34"
+    assert config["handler"]["arch"] == "resnet18"
     assert config["handler"]["labels"] == ["fake", "real"] and config["handler"]["fake_label"] == "fake"
     assert config["handler"]["alpha"] == 4.0 and settings.fake_index == 0
 

@@ -259,21 +259,21 @@ def test_worker_killed_mid_video(fault_server: TorchServe, tmp_path: Path, relia
 
 
 def test_a_renewed_key_is_picked_up_from_the_key_file(fault_server: TorchServe, reliability: ReliabilityRecord):
-    old = fault_server.keys()["inference"]
-    renewed = requests.post(
-        f"{fault_server.management_url}/token?type=inference",
-        headers={"Authorization": f"Bearer {fault_server.keys()['api']}"},
-        timeout=30,
-    )
-    assert renewed.status_code == 200, renewed.text
-    assert fault_server.keys()["inference"] != old  # TorchServe wrote the new key to key_file.json
     payload = loadtest.distinct_images(1)[0]
+    old = fault_server.keys()["inference"]
+    with client_for(fault_server) as client:
+        client.predict_image(payload)  # the client has read the current key from the key file
+        renewed = requests.post(
+            f"{fault_server.management_url}/token?type=inference",
+            headers={"Authorization": f"Bearer {fault_server.keys()['api']}"},
+            timeout=30,
+        )
+        assert renewed.status_code == 200, renewed.text
+        assert fault_server.keys()["inference"] != old  # TorchServe wrote the new key to key_file.json
+        assert client.predict_image(payload).label in ("Real", "Fake")  # refused once, re-read, accepted
     config = ClientConfig(base_url=fault_server.inference_url, management_url=fault_server.management_url)
     with DeepfakeClient(config, token=old) as client, pytest.raises(AuthenticationError, match="keys also expire"):
         client.predict_image(payload)
-    with client_for(fault_server) as client:
-        client._tokens["inference"] = type(client._token("inference"))(old, fault_server.key_file)  # read before
-        assert client.predict_image(payload).label in ("Real", "Fake")
     reliability.add("faults", "**Expired key**: after `POST /token?type=inference` renewed the inference key, a "
                     "client holding the old key from the key file re-read the file once and went on; one given "
                     "the old key explicitly got `AuthenticationError` (exit 3): \"TorchServe refused the token "

@@ -19,6 +19,7 @@ from scripts.archive import DEFAULT_MAX_BATCH_DELAY_MS, build_archive, resolve_s
 from scripts.archive import get_args_parser as archive_parser
 from scripts.make_demo_data import make_image
 from scripts.metrics import accuracy, equal_error_rate, roc_auc
+from tests.conftest import image_bytes
 from tests.media import constant_rate, write_video
 
 
@@ -136,7 +137,12 @@ def test_archive_records_settings(tmp_path: Path):
     torch.save(build_model("resnet18").state_dict(), weights)
     argv = ["--weights", str(weights), "--labels", "fake,real", "--alpha", "4", "--precision", "bf16"]
     args = archive_parser().parse_args(argv)
-    mar, settings = build_archive(weights, resolve_settings(args), "r18", tmp_path, precision=args.precision)
+    images = tmp_path / "calibration"  # the fewest images allowed (21): the default is 128 generated
+    images.mkdir()
+    for i in range(21):
+        (images / f"{i}.jpg").write_bytes(image_bytes(((i * 37) % 256, (i * 91) % 256, 40), (72, 56)))
+    mar, settings = build_archive(weights, resolve_settings(args), "r18", tmp_path, precision=args.precision,
+                                  calibration_images=images)  # fmt: skip
     import zipfile
 
     with zipfile.ZipFile(mar) as archive:

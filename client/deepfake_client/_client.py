@@ -241,7 +241,9 @@ class DeepfakeClient:
 
         Frames are decoded while earlier ones are in flight (up to ``max_in_flight``, enough for
         TorchServe to fill its batches); memory stays bounded by that window. A frame the server
-        refuses is recorded with its error; auth and availability errors stop the analysis.
+        refuses is recorded with its error; a frame whose worker died (507) or that found no worker
+        is retried like any request; auth errors, and availability errors that outlast the retries,
+        stop the analysis.
         """
         aggregation = aggregation or AggregationConfig()
         in_flight: deque[tuple[SampledFrame, Future[Prediction]]] = deque()

@@ -95,6 +95,13 @@ def test_connection_errors_are_retried_and_then_reported():
     assert len(transport.requests) == 4
 
 
+def test_a_500_from_a_dying_worker_is_retried_and_no_other_500():
+    died = make_response(500, json={"code": 500, "type": "InternalServerException", "message": "Worker died."})
+    client, transport = fast_client(sequence(died, 200))
+    assert client.predict_image(image_bytes()).label == "Real"
+    assert len(transport.requests) == 2
+
+
 def test_a_worker_that_keeps_dying_is_reported_with_the_attempts():
     died = make_response(507, json={"code": 507, "type": "InternalServerException", "message": "Worker died."})
     client, _transport = fast_client(sequence(died), retries=2)

@@ -29,7 +29,7 @@ from deepfake_client._config import (
 from deepfake_client._exceptions import DeepfakeError
 from deepfake_client._plot import plot_timeline
 from deepfake_client._progress import ProgressBar
-from deepfake_client._results import ImageResult, Prediction, VideoAnalysis
+from deepfake_client._results import ImageResult, Prediction, VideoAnalysis, json_safe
 from deepfake_client._video import probe_duration
 
 EXIT_OK, EXIT_INPUT, EXIT_UNAVAILABLE = 0, 2, 4
@@ -96,17 +96,7 @@ def video_report(analysis: VideoAnalysis) -> str:
 
 def _dump(data: Any) -> str:
     """JSON with NaN (no frame analysed) written as null, which every JSON parser accepts."""
-
-    def clean(x: Any) -> Any:
-        if isinstance(x, float) and math.isnan(x):
-            return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [clean(v) for v in x]
-        return x
-
-    return json.dumps(clean(data), indent=2, default=str)
+    return json.dumps(json_safe(data), indent=2, default=str)
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -228,7 +218,7 @@ def get_parser() -> argparse.ArgumentParser:
         "--retries",
         type=int,
         default=DEFAULT_RETRIES,
-        help=f"retries of connection errors and HTTP {statuses}, with capped exponential backoff",
+        help=f"retries of connection errors, HTTP {statuses} and 500 'Worker died', with capped exponential backoff",
     )
     group.add_argument(
         "--retry-deadline",

@@ -16,7 +16,7 @@ from PIL import Image
 from requests.adapters import BaseAdapter
 
 from deepfake_client._aggregate import AggregationConfig, find_segments, summarise
-from deepfake_client._config import RETRY_STATUSES, ClientConfig, Token, resolve_token
+from deepfake_client._config import RETRY_STATUSES, WORKER_DIED_MESSAGE, ClientConfig, Token, resolve_token
 from deepfake_client._exceptions import (
     AuthenticationError,
     DeepfakeError,
@@ -59,6 +59,13 @@ def _token_refused(response: requests.Response) -> bool:
     if response.status_code in (401, 403):
         return True
     return response.status_code == 400 and _error_details(response)[0] == "InvalidKeyException"
+
+
+def _retryable(response: requests.Response) -> bool:
+    """An answer that says the request never reached a working model: worth sending again."""
+    if response.status_code in RETRY_STATUSES:
+        return True
+    return response.status_code == 500 and WORKER_DIED_MESSAGE in _error_details(response)[1]
 
 
 def _error_details(response: requests.Response) -> tuple[str, str]:
@@ -106,7 +113,7 @@ class DeepfakeClient:
     ) -> requests.Response:
         """Send one idempotent request and map failures to the client's errors.
 
-        Connection errors and RETRY_STATUSES (a full queue, a worker that died mid-batch) are retried
+        Connection errors and retryable answers (a full queue, a worker that died mid-batch) are retried
         with capped exponential backoff, up to ``config.retries`` times and never past
         ``config.retry_deadline``. A refused token read from a key file is re-read once: TorchServe
         writes a renewed key there. A read timeout is not retried: the server may still be working.
@@ -134,7 +141,7 @@ class DeepfakeClient:
                     reread = True  # a renewed key is in the key file: read it again, once
                     if self._token(kind, reread=True).value != token.value:
                         continue
-                if response.status_code not in RETRY_STATUSES:
+                if not _retryable(response):
                     return self._check(response, kind, what)
             elapsed = time.monotonic() - started
             delay = self.config.backoff_delay(retries)
@@ -163,8 +170,9 @@ class DeepfakeClient:
             raise InputRejectedError(
                 f"{what}: the request is larger than the server's max_request_size", status, error_type or None
             )
-        if status in RETRY_STATUSES:
-            reason = "the worker died" if status == 507 else "no worker available" if status == 503 else "gateway"
+        if _retryable(response):
+            died = status == 507 or WORKER_DIED_MESSAGE in message
+            reason = "the worker died" if died else "no worker available" if status == 503 else "gateway"
             raise ServerUnavailableError(
                 f"{what}: TorchServe answered {status} ({reason}: {message})"
                 + (f" after {attempts}" if attempts else "")
@@ -236,6 +244,7 @@ class DeepfakeClient:
         image_format: str = "JPEG",
         jpeg_quality: int = 95,
         progress: ProgressCallback | None = None,
+        on_frame: Callable[[SampledFrame], None] | None = None,
     ) -> VideoAnalysis:
         """Sample at exactly ``fps``, classify every frame, aggregate into a verdict.
 
@@ -243,7 +252,7 @@ class DeepfakeClient:
         TorchServe to fill its batches); memory stays bounded by that window. A frame the server
         refuses is recorded with its error; a frame whose worker died (507) or that found no worker
         is retried like any request; auth errors, and availability errors that outlast the retries,
-        stop the analysis.
+        stop the analysis. ``on_frame`` sees each sampled frame as it is sent (thumbnails, previews).
         """
         aggregation = aggregation or AggregationConfig()
         in_flight: deque[tuple[SampledFrame, Future[Prediction]]] = deque()
@@ -266,6 +275,8 @@ class DeepfakeClient:
         with ThreadPoolExecutor(max_workers=self.config.max_in_flight) as pool:
             try:
                 for sample in sample_frames(path, fps):
+                    if on_frame:
+                        on_frame(sample)
                     payload = encode_frame(sample.image, image_format, jpeg_quality, size)
                     what = f"frame {sample.index} ({sample.time:.2f}s) of {path}"
                     in_flight.append((sample, pool.submit(self._predict_bytes, payload, what, model)))

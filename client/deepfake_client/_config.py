@@ -30,6 +30,9 @@ DEFAULT_MAX_IN_FLIGHT = 16  # two TorchServe batches of 8: the next one fills wh
 # Answers worth retrying: the request never reached a working model. 502/504 come from proxies in
 # front of TorchServe, 503 from a full queue or no worker, 507 from a worker that died mid-batch.
 RETRY_STATUSES = frozenset({502, 503, 504, 507})
+# TorchServe answers the requests of a batch whose worker was killed with 507 or, depending on the
+# moment of the crash, 500; both carry this message, and only that 500 is retried.
+WORKER_DIED_MESSAGE = "Worker died"
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -129,3 +130,14 @@ class VideoAnalysis:
             "thresholds": dict(self.thresholds),
             "frames": [f.to_dict() for f in self.frames],
         }
+
+
+def json_safe(data: Any) -> Any:
+    """``data`` with NaN (no frame analysed) as None, which every JSON parser accepts."""
+    if isinstance(data, float) and math.isnan(data):
+        return None
+    if isinstance(data, dict):
+        return {key: json_safe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(value) for value in data]
+    return data

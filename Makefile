@@ -30,6 +30,8 @@ DEMO_WEIGHTS := $(DEMO)/model/best_ResNet18.pth
 IMAGES ?= $(DEMO)/data/samples/real.jpg $(DEMO)/data/samples/fake.jpg
 VIDEO ?= $(DEMO)/data/demo.mp4
 TIMELINE ?= artifacts/timeline.png
+# the web page (make web), against the TorchServe that make start runs
+WEB_PORT ?= 8000
 
 export PYTHONPATH := $(CURDIR)
 archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $(STD),--std $(STD)) \
@@ -38,7 +40,7 @@ archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $
 	$(if $(PRECISION),--precision $(PRECISION)) $(if $(CALIBRATION_IMAGES),--calibration-images "$(CALIBRATION_IMAGES)") \
 	$(if $(JPEG_DRAFT),--jpeg-draft)
 
-.PHONY: help setup java mar start stop status run demo test test-fast lint benchmark loadtest clean
+.PHONY: help setup java browser mar start stop status run demo web test test-fast lint benchmark loadtest clean
 
 help:
 	@echo "make run [WEIGHTS=ckpt.pth ...]  set up, archive (or build the demo model), serve, analyse samples"
@@ -48,6 +50,7 @@ help:
 	@echo "make mar WEIGHTS=ckpt.pth [MODEL=deepfake MEAN=0.5,0.5,0.5 STD=0.5,0.5,0.5 LABELS=Real,Fake ALPHA=6.0 TEMPERATURE=1.0]"
 	@echo "         [PRECISION=fp32|bf16|int8 CALIBRATION_IMAGES=folder]   (default: int8 if it agrees with fp32)"
 	@echo "make start | stop | status       TorchServe with config.properties, runtime files in runtime/"
+	@echo "make web [WEB_PORT=8000]         the upload page on http://127.0.0.1:$(WEB_PORT)/ (after make start or make run)"
 	@echo "make demo                        build the demo data and model only (cached in $(DEMO))"
 	@echo "make benchmark                   throughput/latency report (docs/benchmark.md)"
 	@echo "make loadtest                    64 clients x 2,000 different images against make start's server"
@@ -58,10 +61,17 @@ java: $(VENV)/.installed
 
 setup: $(VENV)/.installed java
 
+# The web page's browser test drives Debian's chromium through chromium-driver (apt, as root or via sudo).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	else echo "Installing chromium and chromium-driver for the browser test"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; fi
+
 $(VENV)/.installed: requirements.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -e './client[plot]'
+	$(PY) -m pip install --quiet -r requirements.txt -e './client[plot,web]'
 	@touch $@
 
 mar: setup
@@ -82,6 +92,9 @@ status: setup
 demo: setup
 	$(PY) -m scripts.build_demo --out $(DEMO)
 
+web: setup
+	$(PY) -m deepfake_client.web --port $(WEB_PORT) --model $(MODEL)
+
 run: setup
 ifeq ($(WEIGHTS),)
 	$(PY) -m scripts.build_demo --out $(DEMO)
@@ -99,9 +112,10 @@ endif
 	@echo "  $(DETECT) image your.jpg            (or: video your.mp4 --plot timeline.png, models, health)"
 	@echo "  TOKEN=\$$(python3 -c \"import json; print(json.load(open('runtime/key_file.json'))['inference']['key'])\")"
 	@echo "  curl -X POST http://127.0.0.1:8080/predictions/$(MODEL) -H \"Authorization: Bearer \$$TOKEN\" -H 'Content-Type: image/jpeg' --data-binary @your.jpg"
+	@echo "  make web                       the upload page on http://127.0.0.1:$(WEB_PORT)/ (images and videos)"
 	@echo "Stop it: make stop"
 
-test: setup
+test: setup browser
 	$(PY) -m pytest tests
 
 test-fast: setup

@@ -1,0 +1,39 @@
+"""python -m deepfake_client.web [--port 8000]: the upload page, served by waitress on 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from deepfake_client._config import DEFAULT_MODEL, ClientConfig
+from deepfake_client.web.app import DEFAULT_HOST, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT, WebConfig, create_app
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deepfake_client.web", description=__doc__)
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s: this machine)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s")
+    parser.add_argument("--url", help="TorchServe inference API (env DEEPFAKE_URL; default http://127.0.0.1:8080)")
+    parser.add_argument("--management-url", help="TorchServe management API (env DEEPFAKE_MANAGEMENT_URL)")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--key-file", help="TorchServe key_file.json (default: ./runtime/key_file.json)")
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="default %(default)s")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from waitress import serve
+
+    args = get_parser().parse_args(argv)
+    client = ClientConfig.from_env(
+        base_url=args.url, management_url=args.management_url, model=args.model, key_file=args.key_file
+    )
+    app = create_app(WebConfig(client=client, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024)))
+    print(f"deepfake-serve web page on http://{args.host}:{args.port}/ (TorchServe at {client.base_url})", flush=True)
+    serve(app, host=args.host, port=args.port, threads=8, ident="deepfake-web")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""The web page: its routes against a real TorchServe, two users at once, and a real headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import requests
+from flask.testing import FlaskClient
+
+from deepfake_client import ClientConfig, DeepfakeClient
+from deepfake_client._results import json_safe
+from deepfake_client.web import WebConfig, create_app
+from scripts.archive import build_archive
+from scripts.serve import Ports, TorchServe
+from tests.conftest import Server, image_bytes
+from tests.media import constant_rate, write_video
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
+
+
+def client_config(ts: TorchServe, model: str = "deepfake") -> ClientConfig:
+    return ClientConfig(base_url=ts.inference_url, management_url=ts.management_url, key_file=ts.key_file, model=model)
+
+
+@pytest.fixture(scope="module")
+def web(server: Server) -> FlaskClient:
+    return create_app(WebConfig(client=client_config(server.ts))).test_client()
+
+
+def upload(web: FlaskClient, name: str, data: bytes, query: str = ""):
+    return web.post(f"/api/analyze{query}", data={"file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+
+
+def wait_for_job(web: FlaskClient, status_url: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = web.get(status_url).get_json()
+        if state["state"] != "running" or time.monotonic() > deadline:
+            return state
+        time.sleep(0.1)  # polling interval, bounded by the deadline
+
+
+def web_uploads() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("deepfake-web-*")}
+
+
+def test_an_image_gets_the_servers_answer(web: FlaskClient, server: Server):
+    payload = image_bytes(fmt="PNG")
+    answer = upload(web, "face.png", payload)
+    assert answer.status_code == 200
+    data = answer.get_json()
+    expected = server.predict("deepfake", payload, "image/png").json()
+    assert data["kind"] == "image" and data["name"] == "face.png"
+    answer = {k: v for k, v in data.items() if k not in ("kind", "name")}
+    assert set(answer) == set(expected) and answer["label"] == expected["label"]
+    for key in ("logits", "fake_probability", "adjusted_confidence", "softmax_confidence", "temperature", "alpha"):
+        assert answer[key] == pytest.approx(expected[key], abs=1e-4), key
+
+
+def test_a_video_gets_what_the_cli_prints(web: FlaskClient, server: Server, tmp_path: Path):
+    video = write_video(tmp_path / "clip.mp4", constant_rate(150, Fraction(30)))  # 5 s: 10 frames
+    before = web_uploads()
+    answer = upload(web, "clip.mp4", video.read_bytes())
+    assert answer.status_code == 200, answer.get_json()
+    data = answer.get_json()
+    with DeepfakeClient(client_config(server.ts)) as client:
+        expected = json_safe(client.analyze_video(video).to_dict())  # what `deepfake-detect video --json` prints
+    assert data["kind"] == "video" and data["source"] == "clip.mp4"
+    assert set(data) == {"kind", "name", *expected}
+    assert data["summary"] == pytest.approx(expected["summary"])
+    assert data["segments"] == expected["segments"] and data["thresholds"] == expected["thresholds"]
+    assert [f["time"] for f in data["frames"]] == [f["time"] for f in expected["frames"]] == [i / 2 for i in range(10)]
+    assert [f["fake_probability"] for f in data["frames"]] == pytest.approx(
+        [f["fake_probability"] for f in expected["frames"]], abs=1e-5
+    )
+    assert web_uploads() == before  # the upload's folder went with its request
+
+
+def test_a_long_video_is_followed_through_its_job(web: FlaskClient, tmp_path: Path):
+    video = write_video(tmp_path / "clip.mp4", constant_rate(300, Fraction(30)))  # 10 s: 20 frames
+    started = upload(web, "clip.mp4", video.read_bytes(), "?async=1")
+    assert started.status_code == 202
+    job = started.get_json()
+    assert job["kind"] == "video" and job["total"] == 20 and job["status"] == f"/api/jobs/{job['job']}"
+    state = wait_for_job(web, job["status"])
+    assert state["state"] == "done" and state["done"] == 20, state.get("error")
+    assert [f["index"] for f in state["result"]["frames"]] == list(range(20))
+    assert len(state["thumbnails"]) == 20 and all(t.startswith("data:image/jpeg;base64,") for t in state["thumbnails"])
+    assert web.get("/api/jobs/unknown").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "status", "message"),
+    [
+        ("notes.mp4", b"just some notes, renamed\n" * 40, 400, "not an image (JPEG, PNG"),
+        ("broken.jpg", b"\xff\xd8\xff\xe0 truncated", 400, "cannot decode image"),
+        ("empty.png", b"", 400, "not an image"),
+    ],
+)
+def test_bad_files_get_a_message(web: FlaskClient, name: str, data: bytes, status: int, message: str):
+    answer = upload(web, name, data)
+    assert answer.status_code == status
+    assert message in answer.get_json()["message"]
+
+
+def test_a_truncated_video_gets_a_message(web: FlaskClient, tmp_path: Path):
+    data = write_video(tmp_path / "full.mp4", constant_rate(60, Fraction(30))).read_bytes()
+    answer = upload(web, "cut.mp4", data[: len(data) // 3])
+    assert answer.status_code == 400  # named by the upload's name, not the app's temporary file
+    assert answer.get_json()["message"].startswith("cut.mp4: not a readable video")
+    started = upload(web, "cut.mp4", data[: len(data) // 3], "?async=1")
+    state = wait_for_job(web, started.get_json()["status"])
+    assert state["state"] == "error" and state["error"]["message"].startswith("cut.mp4: not a readable video")
+
+
+def test_an_oversized_upload_is_refused_before_it_is_read(server: Server):
+    app = create_app(WebConfig(client=client_config(server.ts), max_upload_bytes=1024 * 1024)).test_client()
+    answer = upload(app, "big.jpg", b"\xff\xd8\xff" + bytes(2 * 1024 * 1024))
+    assert answer.status_code == 413
+    assert answer.get_json()["message"] == "the file is larger than the upload limit of 1 MB"
+
+
+def test_an_uploaded_name_is_never_a_path(web: FlaskClient, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    video = write_video(tmp_path / "clip.mp4", constant_rate(30, Fraction(30)))
+    answer = upload(web, "../../x.mp4", video.read_bytes())
+    assert answer.status_code == 200 and answer.get_json()["name"] == "x.mp4"
+    assert not (tmp_path / "x.mp4").exists() and list((tmp_path / "a" / "b").iterdir()) == []
+
+
+def test_torchserve_down_or_not_ready_is_a_clear_message():
+    config = ClientConfig(base_url=f"http://127.0.0.1:{Ports.free().inference}", management_url=
+                          f"http://127.0.0.1:{Ports.free().management}", token="t", management_token="m",
+                          retries=1, backoff=0.01)  # fmt: skip
+    app = create_app(WebConfig(client=config)).test_client()
+    health = app.get("/api/health")
+    assert health.status_code == 503 and "TorchServe is down or not ready" in health.get_json()["message"]
+    answer = upload(app, "face.png", image_bytes(fmt="PNG"))
+    assert answer.status_code == 503 and "make start" in answer.get_json()["message"]
+
+
+def test_two_users_uploading_different_videos_get_their_own_results(web: FlaskClient, server: Server, tmp_path: Path):
+    videos = {
+        "ten.mp4": write_video(tmp_path / "ten.mp4", constant_rate(300, Fraction(30))),  # 20 frames
+        "six.mp4": write_video(tmp_path / "six.mp4", constant_rate(90, Fraction(15))),  # 12 frames, other numbers
+    }
+
+    def user(name: str) -> dict:
+        started = upload(web, name, videos[name].read_bytes(), "?async=1").get_json()
+        return wait_for_job(web, started["status"])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(videos, pool.map(user, videos), strict=True))
+    with DeepfakeClient(client_config(server.ts)) as client:
+        for name, path in videos.items():
+            expected = client.analyze_video(path).to_dict()
+            got = results[name]["result"]
+            assert got["source"] == name and len(got["frames"]) == len(expected["frames"])
+            assert [f["frame_number"] for f in got["frames"]] == [f["frame_number"] for f in expected["frames"]]
+            assert [f["fake_probability"] for f in got["frames"]] == pytest.approx(
+                [f["fake_probability"] for f in expected["frames"]], abs=1e-5
+            )
+    assert len(results["ten.mp4"]["result"]["frames"]) == 20 and len(results["six.mp4"]["result"]["frames"]) == 12
+
+
+# --- a real browser ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_site(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, TorchServe]]:
+    """The demo model on its own TorchServe, and the page on a free loopback port (waitress)."""
+    from waitress import create_server
+
+    from handler.settings import ModelSettings
+    from scripts.archive import settings_from_files, sidecar_files
+
+    root = tmp_path_factory.mktemp("web")
+    weights = demo / "model" / "best_ResNet18.pth"
+    settings = ModelSettings.from_mapping(settings_from_files(sidecar_files(weights)))
+    build_archive(weights, settings, "deepfake", root / "store", precision="int8", calibration_images=None)
+    ts = TorchServe(root / "rt", root / "store", ports=Ports.free())
+    ts.start(timeout=300)
+    site = create_server(create_app(WebConfig(client=client_config(ts))), host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=site.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{site.effective_port}", ts
+    finally:
+        site.close()
+        ts.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "make browser installs chromium and chromium-driver (make test does)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,2200"):
+        options.add_argument(argument)
+    session = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    try:
+        yield session
+    finally:
+        session.quit()
+
+
+def test_the_page_in_headless_chromium(demo_site, browser, demo: Path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, ts = demo_site
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.get(url)
+    wait = WebDriverWait(browser, 180)
+    wait.until(shown.text_to_be_present_in_element((By.ID, "server-status"), "Detector ready"))
+    # an image: the original app's numbers, as the server computes them
+    image = demo / "data" / "samples" / "fake.jpg"
+    browser.find_element(By.ID, "file-input").send_keys(str(image))
+    wait.until(shown.visibility_of_element_located((By.ID, "image-result")))
+    expected = requests.post(f"{ts.inference_url}/predictions/deepfake", data=image.read_bytes(), timeout=60,
+                             headers={"Authorization": f"Bearer {ts.keys()['inference']}",
+                                      "Content-Type": "image/jpeg"}).json()  # fmt: skip
+    assert browser.find_element(By.ID, "image-label").text == expected["label"] == "Fake"
+    assert browser.find_element(By.ID, "image-fake").text == f"{expected['fake_probability']:.4f}"
+    assert (
+        browser.find_element(By.ID, "image-logits").text
+        == "[" + ", ".join(f"{x:.4f}" for x in expected["logits"]) + "]"
+    )
+    assert f"{expected['adjusted_confidence']:.4f}" in browser.find_element(By.ID, "image-adjusted").text
+    browser.save_screenshot(str(SCREENSHOTS / "web_image.png"))
+    # the demo video: progress, then the summary, the timeline with its segments shaded, the frame table
+    video = demo / "data" / "demo.mp4"
+    browser.execute_script(  # record every progress line the page shows, however fast it goes by
+        "window.progressLines = [];"
+        "new MutationObserver(() => window.progressLines.push(document.getElementById('progress-text').textContent))"
+        ".observe(document.getElementById('progress-text'), {childList: true, characterData: true, subtree: true});"
+    )
+    browser.find_element(By.ID, "file-input").send_keys(str(video))
+    wait.until(shown.visibility_of_element_located((By.ID, "video-result")))
+    progress = browser.execute_script("return window.progressLines;")
+    assert any(line.startswith("Analysing demo.mp4: ") and line.endswith(" / 30 frames") for line in progress), progress
+    with DeepfakeClient(client_config(ts)) as client:
+        analysis = client.analyze_video(video)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#frame-table tbody tr")
+    assert len(rows) == len(analysis.frames) == 30  # 15 s at 2 fps
+    assert browser.find_element(By.ID, "video-verdict").text == analysis.summary.verdict
+    assert browser.find_element(By.ID, "video-mean").text == f"{analysis.summary.mean_fake_probability:.4f}"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#timeline circle.point")) == 30
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#timeline rect.segment")) == len(analysis.segments) >= 1
+    first = rows[0].find_elements(By.TAG_NAME, "td")
+    assert first[2].text == "0.00 s" and first[3].text == f"{analysis.frames[0].prediction.fake_probability:.4f}"
+    assert first[1].find_element(By.TAG_NAME, "img").get_attribute("src").startswith("data:image/jpeg;base64,")
+    segments = browser.find_element(By.ID, "video-segments").text
+    assert all(f"{s.start:.1f}–{s.end:.1f} s" in segments for s in analysis.segments)
+    browser.save_screenshot(str(SCREENSHOTS / "web_video.png"))
+    # a bad file: a message, not a crash
+    notes = SCREENSHOTS.parent / "notes.mp4"
+    notes.write_text("just some notes\n" * 20)
+    browser.find_element(By.ID, "file-input").send_keys(str(notes))
+    wait.until(shown.visibility_of_element_located((By.ID, "message")))
+    assert "not an image" in browser.find_element(By.ID, "message").text
+
+
+def test_uploads_are_sniffed_and_names_only_displayed():
+    from deepfake_client.web.app import display_name, sniff
+
+    assert sniff(image_bytes(fmt="JPEG")[:16]) == ("image", "")
+    assert sniff(image_bytes(fmt="PNG")[:16]) == ("image", "")
+    assert sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == ("image", "")
+    assert sniff(b"\x00\x00\x00\x20ftypisom\x00\x00") == ("video", ".mp4")
+    assert sniff(b"\x1aE\xdf\xa3\x01\x00\x00\x00") == ("video", ".mkv")
+    assert sniff(b"just some notes") is None and sniff(b"") is None
+    assert display_name("../../x.mp4") == "x.mp4"
+    assert display_name("C:\\Users\\me\\clip.mp4") == "clip.mp4"
+    assert (
+        display_name("a\x00b\nc.jpg") == "abc.jpg" and display_name("") == "upload" and display_name(None) == "upload"
+    )

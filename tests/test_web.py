@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -17,7 +20,6 @@ import requests
 from flask.testing import FlaskClient
 
 from deepfake_client import ClientConfig, DeepfakeClient
-from deepfake_client._results import json_safe
 from deepfake_client.web import WebConfig, create_app
 from scripts.archive import build_archive
 from scripts.serve import Ports, TorchServe
@@ -67,19 +69,23 @@ def test_an_image_gets_the_servers_answer(web: FlaskClient, server: Server):
         assert answer[key] == pytest.approx(expected[key], abs=1e-4), key
 
 
-def test_a_video_gets_what_the_cli_prints(web: FlaskClient, server: Server, tmp_path: Path):
-    video = write_video(tmp_path / "clip.mp4", constant_rate(150, Fraction(30)))  # 5 s: 10 frames
+def test_the_demo_video_gets_what_the_cli_prints(web: FlaskClient, server: Server, demo: Path):
+    video = demo / "data" / "demo.mp4"
     before = web_uploads()
-    answer = upload(web, "clip.mp4", video.read_bytes())
+    answer = upload(web, "demo.mp4", video.read_bytes())
     assert answer.status_code == 200, answer.get_json()
     data = answer.get_json()
-    with DeepfakeClient(client_config(server.ts)) as client:
-        expected = json_safe(client.analyze_video(video).to_dict())  # what `deepfake-detect video --json` prints
-    assert data["kind"] == "video" and data["source"] == "clip.mp4"
+    command = [sys.executable, "-m", "deepfake_client", "video", str(video), "--json", "--url", server.ts.inference_url,
+               "--management-url", server.ts.management_url, "--key-file", str(server.ts.key_file)]  # fmt: skip
+    printed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True).stdout
+    expected = json.loads(printed)  # what `deepfake-detect video --json` prints
+    assert data["kind"] == "video" and data["name"] == data["source"] == "demo.mp4"
     assert set(data) == {"kind", "name", *expected}
     assert data["summary"] == pytest.approx(expected["summary"])
-    assert data["segments"] == expected["segments"] and data["thresholds"] == expected["thresholds"]
-    assert [f["time"] for f in data["frames"]] == [f["time"] for f in expected["frames"]] == [i / 2 for i in range(10)]
+    assert data["thresholds"] == expected["thresholds"] and len(data["segments"]) == len(expected["segments"])
+    for got, printed_segment in zip(data["segments"], expected["segments"], strict=True):
+        assert got == pytest.approx(printed_segment, abs=1e-5)
+    assert [f["time"] for f in data["frames"]] == [f["time"] for f in expected["frames"]] == [i / 2 for i in range(30)]
     assert [f["fake_probability"] for f in data["frames"]] == pytest.approx(
         [f["fake_probability"] for f in expected["frames"]], abs=1e-5
     )

@@ -167,9 +167,10 @@ def format_report(report: dict[str, Any]) -> str:
     for key, title in (("images", "Images"), ("video_frames", "Video frames")):
         if key in report:
             r = report[key]
+            nll = f"  NLL {r['nll']:.4f}" if "nll" in r else ""  # reports written before NLL was added lack it
             lines.append(
                 f"{title} ({r['samples']} from {r['folder']}): accuracy {r['accuracy']:.4f}  "
-                f"AUC {r['auc']:.4f}  EER {r['eer']:.4f}  ECE {r['ece']:.4f}  NLL {r['nll']:.4f}"
+                f"AUC {r['auc']:.4f}  EER {r['eer']:.4f}  ECE {r['ece']:.4f}{nll}"
             )
     if "videos" in report:
         r = report["videos"]

@@ -175,3 +175,10 @@ def test_calibration_refuses_degenerate_fits():
     clamped = calibrate_script.calibrate(logits, torch.zeros(401, dtype=torch.long))
     assert clamped["settings"]["temperature"] == calibrate_script.T_RANGE[0]
     assert "clamped" in clamped["notes"][0]
+
+
+def test_reports_print_with_and_without_nll():
+    """A demo cached before NLL was reported must still print (make run reads its evaluation.json)."""
+    old = {"samples": 4, "folder": "test", "accuracy": 0.75, "auc": 1.0, "eer": 0.0, "ece": 0.3}
+    assert evaluate_script.format_report({"images": old}).endswith("ECE 0.3000")
+    assert evaluate_script.format_report({"images": old | {"nll": 0.4}}).endswith("ECE 0.3000  NLL 0.4000")

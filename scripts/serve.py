@@ -28,6 +28,8 @@ from pathlib import Path
 import psutil
 import requests
 
+from deepfake_client import ClientConfig
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config.properties"
 DEFAULT_RUNTIME = REPO_ROOT / "runtime"
@@ -224,6 +226,12 @@ class TorchServe:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.metrics}"
+
+    def client_config(self, **overrides: object) -> ClientConfig:
+        """How deepfake_client reaches this instance: its URLs and its key file."""
+        return ClientConfig(
+            base_url=self.inference_url, management_url=self.management_url, key_file=self.key_file, **overrides
+        )
 
     def keys(self) -> dict[str, str]:
         """The management, inference and API keys from TorchServe's key_file.json."""

@@ -34,14 +34,7 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def client_for(server: Server, **overrides) -> DeepfakeClient:
-    return DeepfakeClient(
-        ClientConfig(
-            base_url=server.ts.inference_url,
-            management_url=server.ts.management_url,
-            key_file=server.ts.key_file,
-            **overrides,
-        )
-    )
+    return DeepfakeClient(server.ts.client_config(**overrides))
 
 
 def cli(server: Server, *args: str, token: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

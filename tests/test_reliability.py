@@ -33,8 +33,7 @@ MODEL = "deepfake"  # the ResNet18 in the default (int8) mode
 
 
 def client_for(ts: TorchServe, **overrides) -> DeepfakeClient:
-    config = ClientConfig(base_url=ts.inference_url, management_url=ts.management_url, key_file=ts.key_file)
-    return DeepfakeClient(config, **overrides)
+    return DeepfakeClient(ts.client_config(**overrides))
 
 
 def cli(ts: TorchServe, *args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -30,13 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
 
 
-def client_config(ts: TorchServe, model: str = "deepfake") -> ClientConfig:
-    return ClientConfig(base_url=ts.inference_url, management_url=ts.management_url, key_file=ts.key_file, model=model)
-
-
 @pytest.fixture(scope="module")
 def web(server: Server) -> FlaskClient:
-    return create_app(WebConfig(client=client_config(server.ts))).test_client()
+    return create_app(WebConfig(client=server.ts.client_config())).test_client()
 
 
 def upload(web: FlaskClient, name: str, data: bytes, query: str = ""):
@@ -130,7 +126,7 @@ def test_a_truncated_video_gets_a_message(web: FlaskClient, tmp_path: Path):
 
 
 def test_an_oversized_upload_is_refused_before_it_is_read(server: Server):
-    app = create_app(WebConfig(client=client_config(server.ts), max_upload_bytes=1024 * 1024)).test_client()
+    app = create_app(WebConfig(client=server.ts.client_config(), max_upload_bytes=1024 * 1024)).test_client()
     answer = upload(app, "big.jpg", b"\xff\xd8\xff" + bytes(2 * 1024 * 1024))
     assert answer.status_code == 413
     assert answer.get_json()["message"] == "the file is larger than the upload limit of 1 MB"
@@ -169,7 +165,7 @@ def test_two_users_uploading_different_videos_get_their_own_results(web: FlaskCl
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = dict(zip(videos, pool.map(user, videos), strict=True))
-    with DeepfakeClient(client_config(server.ts)) as client:
+    with DeepfakeClient(server.ts.client_config()) as client:
         for name, path in videos.items():
             expected = client.analyze_video(path).to_dict()
             got = results[name]["result"]
@@ -196,7 +192,7 @@ def demo_site(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     build_archive(weights, settings, "deepfake", root / "store", precision="int8", calibration_images=None)
     ts = TorchServe(root / "rt", root / "store", ports=Ports.free())
     ts.start(timeout=300)
-    site = create_server(create_app(WebConfig(client=client_config(ts))), host="127.0.0.1", port=0, threads=4)
+    site = create_server(create_app(WebConfig(client=ts.client_config())), host="127.0.0.1", port=0, threads=4)
     thread = threading.Thread(target=site.run, daemon=True)
     thread.start()
     try:
@@ -260,7 +256,7 @@ def test_the_page_in_headless_chromium(demo_site, browser, demo: Path):
     wait.until(shown.visibility_of_element_located((By.ID, "video-result")))
     progress = browser.execute_script("return window.progressLines;")
     assert any(line.startswith("Analysing demo.mp4: ") and line.endswith(" / 30 frames") for line in progress), progress
-    with DeepfakeClient(client_config(ts)) as client:
+    with DeepfakeClient(ts.client_config()) as client:
         analysis = client.analyze_video(video)
     rows = browser.find_elements(By.CSS_SELECTOR, "#frame-table tbody tr")
     assert len(rows) == len(analysis.frames) == 30  # 15 s at 2 fps

@@ -218,11 +218,11 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
                 shutil.rmtree(folder, ignore_errors=True)
 
     def start_job(name: str, path: Path, folder: Path) -> Job:
+        duration = probe_duration(path)  # for the progress bar; read before taking the lock
         with lock:
             expire_jobs()
             if sum(j.state == "running" for j in jobs.values()) >= config.max_jobs:
                 raise WebError(503, "busy", f"{config.max_jobs} videos are being analysed; try again shortly")
-            duration = probe_duration(path)
             job = Job(uuid.uuid4().hex, name, math.ceil(duration * config.fps) if duration else None)
             jobs[job.id] = job
 

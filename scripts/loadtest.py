@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import numpy as np
@@ -31,6 +32,9 @@ from PIL import Image
 
 from deepfake_client import ClientConfig, DeepfakeClient, DeepfakeError
 from deepfake_client._config import DEFAULT_MANAGEMENT_URL, DEFAULT_MODEL, DEFAULT_URL
+
+if TYPE_CHECKING:
+    from handler.service import DetectorService
 
 DEFAULT_CLIENTS = 64
 DEFAULT_REQUESTS = 2000
@@ -60,13 +64,11 @@ def distinct_images(count: int, seed: int = 0, size: int = 64) -> list[bytes]:
     return images
 
 
-def reference_logits(archive: Path, payloads: Sequence[bytes], batch: int = 32) -> np.ndarray:
-    """The archive's runtime, in this process, on every payload: what the server must answer."""
+def reference_logits(service: DetectorService, payloads: Sequence[bytes], batch: int = 32) -> np.ndarray:
+    """The served archive's runtime (``scripts.archive.load_archive``), in this process, on every
+    payload: what the server must answer."""
     import torch
 
-    from scripts.archive import load_archive
-
-    service = load_archive(archive)
     rows = []
     for start in range(0, len(payloads), batch):
         tensors = torch.stack([service.decode(p) for p in payloads[start : start + batch]])
@@ -207,7 +209,9 @@ def load_test(
     if not Path(archive).is_file():
         raise LoadTestError(f"no archive at {archive} for the reference answers: make mar, or pass --archive")
     payloads = distinct_images(distinct or requests)
-    references = reference_logits(Path(archive), payloads)
+    from scripts.archive import load_archive
+
+    references = reference_logits(load_archive(Path(archive)), payloads)
     killed: list[int] = []
 
     def maybe_kill(answered: int) -> None:

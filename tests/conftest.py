@@ -121,6 +121,14 @@ class Server:
             time.sleep(0.1)  # polling interval, bounded by the deadline
 
 
+def cli(ts: TorchServe, *args: str, token: str | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """``deepfake-detect <command> ...`` against ``ts``, with its key file unless a ``token`` is given."""
+    auth = ["--token", token] if token is not None else ["--key-file", str(ts.key_file)]
+    command = [sys.executable, "-m", "deepfake_client", args[0], "--url", ts.inference_url,
+               "--management-url", ts.management_url, *auth, *args[1:]]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
+
+
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ServedModel]:
     root = tmp_path_factory.mktemp("models")

@@ -23,7 +23,7 @@ from deepfake_client import (
     sample_frames,
 )
 from scripts.serve import observed_batches
-from tests.conftest import Server, image_bytes
+from tests.conftest import Server, cli, image_bytes
 from tests.media import constant_rate, write_audio_only, write_video
 
 
@@ -35,23 +35,6 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def client_for(server: Server, **overrides) -> DeepfakeClient:
     return DeepfakeClient(server.ts.client_config(**overrides))
-
-
-def cli(server: Server, *args: str, token: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    auth = ["--token", token] if token is not None else ["--key-file", str(server.ts.key_file)]
-    command = [
-        sys.executable,
-        "-m",
-        "deepfake_client",
-        args[0],
-        "--url",
-        server.ts.inference_url,
-        "--management-url",
-        server.ts.management_url,
-        *auth,
-        *args[1:],
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
 def test_video_frames_are_all_answered_in_time_order_and_batched(server: Server, video: Path):
@@ -101,14 +84,14 @@ def test_wrong_or_missing_token_is_an_auth_error(server: Server, video: Path, tm
         config = ClientConfig(base_url=server.ts.inference_url, management_url=server.ts.management_url, token=token)
         with DeepfakeClient(config) as client, pytest.raises(AuthenticationError, match="refused the token"):
             client.predict_image(image_bytes())
-    result = cli(server, "video", str(video), "--quiet", token="wrong")
+    result = cli(server.ts, "video", str(video), "--quiet", token="wrong")
     assert result.returncode == 3
     assert result.stderr.count("\n") == 1 and "refused the token" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cli_json_matches_the_library_and_plot_is_a_png(server: Server, video: Path, tmp_path: Path):
     plot = tmp_path / "timeline.png"
-    result = cli(server, "video", str(video), "--json", "--plot", str(plot))
+    result = cli(server.ts, "video", str(video), "--json", "--plot", str(plot))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     with client_for(server) as client:
@@ -129,7 +112,7 @@ def test_cli_image_prints_the_original_block(server: Server, tmp_path: Path):
     good, bad = tmp_path / "a.jpg", tmp_path / "b.jpg"
     good.write_bytes(image_bytes())
     bad.write_bytes(b"not a jpeg")
-    result = cli(server, "image", str(good))
+    result = cli(server.ts, "image", str(good))
     assert result.returncode == 0, result.stderr
     for field in (
         "Image:",
@@ -141,7 +124,7 @@ def test_cli_image_prints_the_original_block(server: Server, tmp_path: Path):
         "Adjusted confidence:",
     ):
         assert field in result.stdout
-    result = cli(server, "image", str(good), str(bad), "--json")
+    result = cli(server.ts, "image", str(good), str(bad), "--json")
     assert result.returncode == 2
     first, second = json.loads(result.stdout)
     assert first["source"] == str(good) and "logits" in first
@@ -158,23 +141,23 @@ def test_cli_bad_videos_exit_2_without_traceback(server: Server, tmp_path: Path,
         path.write_text("just some notes, renamed\n" * 40)
     else:
         write_audio_only(path)
-    result = cli(server, "video", str(path))
+    result = cli(server.ts, "video", str(path))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.startswith("deepfake-detect: ")
     assert str(path) in result.stderr
 
 
 def test_management_commands(server: Server):
-    result = cli(server, "models", "--json")
+    result = cli(server.ts, "models", "--json")
     assert result.returncode == 0, result.stderr
     models = {m["modelName"]: m for m in json.loads(result.stdout)}
     assert set(models) == set(server.models)
     assert models["deepfake"]["customizedMetadata"]["settings"]["mean"] == [0.5, 0.5, 0.5]
-    result = cli(server, "models")
+    result = cli(server.ts, "models")
     assert "deepfake (version 1.0): workers" in result.stdout and "arch resnet18" in result.stdout
     assert "runs int8 on openvino (archive built for int8)" in result.stdout
     assert "runs bf16 on openvino" in result.stdout and "runs fp32 on openvino" in result.stdout
-    result = cli(server, "health")
+    result = cli(server.ts, "health")
     assert result.returncode == 0 and "READY" in result.stdout
     with client_for(server) as client:
         client.scale(2, "constant")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
@@ -24,7 +22,7 @@ import requests
 from deepfake_client import AuthenticationError, BadVideoError, ClientConfig, DeepfakeClient
 from scripts import loadtest
 from scripts.serve import Ports, TorchServe
-from tests.conftest import Server
+from tests.conftest import Server, archive_service, cli
 from tests.inputs import VIDEO_CASES, ImageCase, image_cases
 from tests.media import constant_rate, write_video
 from tests.reliability_report import ReliabilityRecord
@@ -34,12 +32,6 @@ MODEL = "deepfake"  # the ResNet18 in the default (int8) mode
 
 def client_for(ts: TorchServe, **overrides) -> DeepfakeClient:
     return DeepfakeClient(ts.client_config(**overrides))
-
-
-def cli(ts: TorchServe, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "deepfake_client", args[0], "--url", ts.inference_url,
-               "--management-url", ts.management_url, "--key-file", str(ts.key_file), *args[1:]]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
 
 
 def short(text: str, limit: int = 110) -> str:
@@ -173,7 +165,7 @@ def test_bad_videos_get_one_line_and_exit_2(
 # --- load -----------------------------------------------------------------------------------------
 def test_load_64_clients_2000_requests(server: Server, reliability: ReliabilityRecord):
     payloads = loadtest.distinct_images(2000)
-    references = loadtest.reference_logits(server.models[MODEL].archive, payloads)
+    references = loadtest.reference_logits(archive_service(server.models[MODEL].archive), payloads)
     # the inputs must be told apart by their answers, or cross-talk could pass unnoticed
     rounded = {tuple(np.round(row, 3)) for row in references}
     assert len(rounded) > 1900
@@ -218,7 +210,7 @@ def died_answers(ts: TorchServe) -> int:
 
 def test_worker_killed_mid_load(fault_server: TorchServe, server: Server, reliability: ReliabilityRecord):
     payloads = loadtest.distinct_images(800, seed=11)
-    references = loadtest.reference_logits(server.models[MODEL].archive, payloads)
+    references = loadtest.reference_logits(archive_service(server.models[MODEL].archive), payloads)
     died_before = died_answers(fault_server)
     with client_for(fault_server, max_in_flight=64) as client:
         killed: list[int] = []

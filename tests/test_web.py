@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,7 +21,7 @@ from deepfake_client import ClientConfig, DeepfakeClient
 from deepfake_client.web import WebConfig, create_app
 from scripts.archive import build_archive
 from scripts.serve import Ports, TorchServe
-from tests.conftest import Server, image_bytes
+from tests.conftest import Server, cli, image_bytes
 from tests.media import constant_rate, write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -71,9 +69,7 @@ def test_the_demo_video_gets_what_the_cli_prints(web: FlaskClient, server: Serve
     answer = upload(web, "demo.mp4", video.read_bytes())
     assert answer.status_code == 200, answer.get_json()
     data = answer.get_json()
-    command = [sys.executable, "-m", "deepfake_client", "video", str(video), "--json", "--url", server.ts.inference_url,
-               "--management-url", server.ts.management_url, "--key-file", str(server.ts.key_file)]  # fmt: skip
-    printed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True).stdout
+    printed = cli(server.ts, "video", str(video), "--json", check=True).stdout
     expected = json.loads(printed)  # what `deepfake-detect video --json` prints
     assert data["kind"] == "video" and data["name"] == data["source"] == "demo.mp4"
     assert set(data) == {"kind", "name", *expected}

@@ -68,6 +68,10 @@ def _retryable(response: requests.Response) -> bool:
     return response.status_code == 500 and WORKER_DIED_MESSAGE in _error_details(response)[1]
 
 
+def _all_ready(statuses: list[str]) -> bool:
+    return bool(statuses) and all(status == "READY" for status in statuses)
+
+
 def _error_details(response: requests.Response) -> tuple[str, str]:
     try:
         data = response.json()
@@ -326,8 +330,7 @@ class DeepfakeClient:
 
     def ready(self, model: str | None = None) -> bool:
         """True when the model has workers and all of them are READY."""
-        statuses = self._worker_statuses(model)
-        return bool(statuses) and all(status == "READY" for status in statuses)
+        return _all_ready(self._worker_statuses(model))
 
     def _worker_statuses(self, model: str | None, retry: bool = True) -> list[str]:
         model = model or self.config.model
@@ -342,7 +345,7 @@ class DeepfakeClient:
         while True:
             try:
                 statuses = self._worker_statuses(model, retry=False)
-                if statuses and all(s == "READY" for s in statuses):
+                if _all_ready(statuses):
                     return
                 last = f"workers {', '.join(statuses) or 'none'}"
             except (ServerUnavailableError, ServerError) as exc:

@@ -12,10 +12,10 @@ Two confidence figures are reported for every prediction:
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Any
 
 import torch
 
+from handler.contract import Prediction
 from handler.settings import ModelSettings
 
 
@@ -33,8 +33,8 @@ def adjusted_confidence(logits: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.sigmoid(logit_margin(logits) / alpha)
 
 
-def predictions_from_logits(logits: torch.Tensor, settings: ModelSettings) -> list[dict[str, Any]]:
-    """One JSON-ready answer per row of a (N, 2) logits tensor."""
+def predictions_from_logits(logits: torch.Tensor, settings: ModelSettings) -> list[Prediction]:
+    """One answer (handler.contract) per row of a (N, 2) logits tensor."""
     logits = logits.detach().cpu().double()
     probs = softmax_with_temperature(logits, settings.temperature)
     adjusted = adjusted_confidence(logits, settings.alpha)
@@ -42,17 +42,17 @@ def predictions_from_logits(logits: torch.Tensor, settings: ModelSettings) -> li
     for row, prob, adj in zip(logits.tolist(), probs.tolist(), adjusted.tolist(), strict=True):
         index = max(range(len(row)), key=row.__getitem__)
         answers.append(
-            {
-                "label": settings.labels[index],
-                "class_index": index,
-                "logits": row,
-                "probabilities": dict(zip(settings.labels, prob, strict=True)),
-                "fake_probability": prob[settings.fake_index],
-                "softmax_confidence": max(prob),
-                "adjusted_confidence": adj,
-                "temperature": settings.temperature,
-                "alpha": settings.alpha,
-            }
+            Prediction(
+                label=settings.labels[index],
+                class_index=index,
+                logits=row,
+                probabilities=dict(zip(settings.labels, prob, strict=True)),
+                fake_probability=prob[settings.fake_index],
+                softmax_confidence=max(prob),
+                adjusted_confidence=adj,
+                temperature=settings.temperature,
+                alpha=settings.alpha,
+            )
         )
     return answers
 

@@ -1,9 +1,9 @@
 """TorchServe entry point: TorchServe in, model core, TorchServe out.
 
 Packed at the archive's root next to the ``handler`` package (see ``scripts/archive.py``). Each hook
-is one step: ``preprocess`` reads image bytes out of TorchServe's request items (``handler.wire``),
-``inference`` hands them to the model core (``handler.service``), ``postprocess`` turns answers and
-per-item errors into TorchServe responses.
+is one step: ``preprocess`` reads every request of TorchServe's batch in its own wire format, native
+or Open Inference Protocol (``handler.formats``); ``inference`` hands all their images to the model
+core (``handler.service``) in one forward pass; ``postprocess`` answers each request in its format.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from typing import Any
 
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.preprocessing import InvalidImageError
-from handler.service import DetectorService, ItemError, settings_from_model_config
-from handler.wire import extract_image_bytes
+from handler.contract import ErrorAnswer, Prediction
+from handler.formats import WireRequest, decode_request, encode_answer
+from handler.service import DetectorService, settings_from_model_config
+from handler.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
+
+Answered = tuple[WireRequest, list[Prediction | ErrorAnswer]]
 
 
 class DeepfakeHandler(BaseHandler):
@@ -32,10 +35,13 @@ class DeepfakeHandler(BaseHandler):
         started = time.perf_counter()
         self.context = context
         self.manifest = context.manifest
+        self.model_name = self.manifest["model"]["modelName"]
+        self.model_version = self.manifest["model"].get("modelVersion")
         model_dir = Path(context.system_properties["model_dir"])
         config = context.model_yaml_config or {}
         settings = settings_from_model_config(config)
         self.service = DetectorService.from_model_dir(model_dir, self.manifest["model"]["serializedFile"], settings)
+        self.telemetry = Telemetry(context.metrics, self.model_name)
         loaded = time.perf_counter()
         self.service.warm_up(int(config.get("batchSize", 1)))
         logger.info(
@@ -47,14 +53,8 @@ class DeepfakeHandler(BaseHandler):
         )
         self.initialized = True
 
-    def preprocess(self, data: list[Any]) -> list[bytes | ItemError]:
-        payloads: list[bytes | ItemError] = []
-        for index, request in enumerate(data):
-            try:
-                payloads.append(extract_image_bytes(request, self._content_types(index, request)))
-            except InvalidImageError as exc:
-                payloads.append(ItemError.from_exception(exc))
-        return payloads
+    def preprocess(self, data: list[Any]) -> list[WireRequest]:
+        return [decode_request(request, self._content_types(index, request)) for index, request in enumerate(data)]
 
     def _content_types(self, index: int, request: Any) -> dict[str, str | None]:
         """The content type TorchServe recorded for each field of request ``index``."""
@@ -66,23 +66,28 @@ class DeepfakeHandler(BaseHandler):
             declared[name] = header.get("content-type") if isinstance(header, dict) else None
         return declared
 
-    def inference(self, data: list[bytes | ItemError], *args: Any, **kwargs: Any) -> list[Any]:
-        results = self.service.predict(data)
-        if timing := self.service.last_timing:
+    def inference(self, data: list[WireRequest], *args: Any, **kwargs: Any) -> list[Answered]:
+        results = iter(self.service.predict([image for request in data for image in request.images]))
+        answered = [(request, [next(results) for _ in request.images]) for request in data]
+        timing = self.service.last_timing
+        if timing:
             logger.info(
                 "Batch of %d: decode %.1f ms, inference %.1f ms", timing.size, timing.decode_ms, timing.inference_ms
             )
-        return results
+        outcomes: list[Prediction | ErrorAnswer] = []
+        for request, results in answered:
+            outcomes += [request.error] if request.error else results
+        self.telemetry.record_batch(timing, outcomes)
+        return answered
 
-    def postprocess(self, data: list[Any]) -> list[Any]:
+    def postprocess(self, data: list[Answered]) -> list[str]:
         responses = []
-        for index, result in enumerate(data):
+        for index, (request, results) in enumerate(data):
+            answer = encode_answer(request, results, self.model_name, self.model_version)
             self.context.set_response_content_type(index, "application/json")
-            if isinstance(result, ItemError):
-                self.context.set_response_status(code=result.status, phrase=result.error, idx=index)
-                responses.append(json.dumps(result.to_json()))
-            else:
-                responses.append(result)
+            if answer.error_type is not None:
+                self.context.set_response_status(code=answer.status, phrase=answer.error_type, idx=index)
+            responses.append(json.dumps(answer.body))
         return responses
 
     def describe_handle(self) -> dict[str, Any]:

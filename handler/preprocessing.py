@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# The largest image decoded, in pixels: a 61 MP full-frame photo, a 48 MP phone photo and an 8K frame
-# (33 MP) pass; a decompression bomb (a few KB of PNG or JPEG declaring gigapixels) is refused from
-# its header, before any pixel is decoded. Only one image is decoded at a time, so a worker needs
-# about 3 bytes x MAX_IMAGE_PIXELS (~200 MB) for it, whatever the batch.
-MAX_IMAGE_PIXELS = 64_000_000
+# The largest image decoded (handler.contract, shared with the client): a 61 MP full-frame photo, a 48 MP
+# phone photo and an 8K frame (33 MP) pass; a decompression bomb (a few KB of PNG or JPEG declaring
+# gigapixels) is refused from its header, before any pixel is decoded. Only one image is decoded at a
+# time, so a worker needs about 3 bytes x MAX_IMAGE_PIXELS (~200 MB) for it, whatever the batch.
+from handler.contract import MAX_IMAGE_PIXELS
 
 # Modes whose values are wider than 8 bits: Pillow's convert("RGB") clips them at 255.
 _WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 255.0}
@@ -71,6 +71,21 @@ def decode_image(payload: bytes, draft_size: int | None = None) -> Image.Image:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImageError(f"cannot decode image ({len(payload)} bytes): {exc}") from None
+
+
+def image_from_array(pixels: np.ndarray) -> Image.Image:
+    """An RGB image from uint8 pixels of shape (H, W, C), C = 1 (gray), 3 (RGB) or 4 (RGBA, alpha dropped)."""
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4):
+        raise InvalidImageError(
+            f"pixel array of shape {list(pixels.shape)}: expected [height, width, channels] with 1, 3 or 4 channels"
+        )
+    height, width, channels = pixels.shape
+    if height < 1 or width < 1:
+        raise InvalidImageError(f"pixel array of shape {list(pixels.shape)} has no pixels")
+    check_pixel_count(width, height)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+    image = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if channels == 1 else pixels, dtype=np.uint8), mode)
+    return to_rgb(image)
 
 
 def check_pixel_count(width: int, height: int) -> None:

@@ -17,28 +17,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from handler.calibration import predictions_from_logits
 from handler.checkpoint import load_model
+from handler.contract import MAX_IMAGE_PIXELS, ErrorAnswer, ModelMetadata, Prediction
 from handler.preprocessing import InvalidImageError, decode_image, to_model_input
 from handler.runtimes import Runtime, TorchRuntime, load_runtime
 from handler.settings import ModelSettings
 
 
-@dataclass(frozen=True)
-class ItemError:
-    """A per-request failure: becomes that request's HTTP status and JSON body."""
-
-    status: int
-    error: str
-    message: str
+class ItemError(ErrorAnswer):
+    """A per-image failure: becomes that request's HTTP status and error body (handler.contract)."""
 
     @classmethod
     def from_exception(cls, exc: InvalidImageError) -> ItemError:
         return cls(exc.status, exc.error_type, str(exc))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"code": self.status, "type": self.error, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -81,23 +75,26 @@ class DetectorService:
         )
         return cls(runtime, settings)
 
-    def decode(self, payload: bytes) -> torch.Tensor:
-        """Image bytes -> the model's input tensor; raises InvalidImageError."""
+    def decode(self, payload: bytes | Image.Image) -> torch.Tensor:
+        """Image bytes (or an already decoded RGB image) -> the model's input tensor; raises InvalidImageError."""
         size = self.settings.image_size
-        image = decode_image(payload, size if self.settings.jpeg_draft else None)
+        if isinstance(payload, Image.Image):
+            image = payload
+        else:
+            image = decode_image(payload, size if self.settings.jpeg_draft else None)
         return to_model_input(image, self.settings.mean, self.settings.std, size)
 
     def logits(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
         """One forward pass for a whole (N, 3, H, W) batch: (N, 2) float32 logits."""
         return torch.from_numpy(self.runtime(np.asarray(batch, dtype=np.float32)))
 
-    def predict(self, payloads: Sequence[bytes | ItemError]) -> list[dict[str, Any] | ItemError]:
+    def predict(self, payloads: Sequence[bytes | Image.Image | ErrorAnswer]) -> list[Prediction | ErrorAnswer]:
         """Answer every image of a batch in one forward pass; a bad item fails alone."""
         started = time.perf_counter()
-        results: list[dict[str, Any] | ItemError | None] = [None] * len(payloads)
+        results: list[Prediction | ErrorAnswer | None] = [None] * len(payloads)
         tensors, positions = [], []
         for index, payload in enumerate(payloads):
-            if isinstance(payload, ItemError):
+            if isinstance(payload, ErrorAnswer):
                 results[index] = payload
                 continue
             try:
@@ -120,8 +117,29 @@ class DetectorService:
         for batch in range(1, max_batch_size + 1):
             self.runtime(np.zeros((batch, 3, size, size), dtype=np.float32))
 
+    def metadata(self) -> ModelMetadata:
+        """What clients need to know (handler.contract): input size, labels, normalisation, precision."""
+        s = self.settings
+        return ModelMetadata(
+            input_size=s.image_size,
+            labels=s.labels,
+            fake_label=s.fake_label,
+            mean=s.mean,
+            std=s.std,
+            precision=self.runtime.info.precision,
+            arch=s.arch,
+            temperature=s.temperature,
+            alpha=s.alpha,
+            max_image_pixels=MAX_IMAGE_PIXELS,
+        )
+
     def describe(self) -> dict[str, Any]:
-        return {"settings": self.settings.to_mapping(), "runtime": self.runtime.info.to_mapping()}
+        """The management API's customizedMetadata: the client's metadata, and the archive's full record."""
+        return {
+            "metadata": self.metadata().to_json(),
+            "settings": self.settings.to_mapping(),
+            "runtime": self.runtime.info.to_mapping(),
+        }
 
 
 def settings_from_model_config(config: Mapping[str, Any] | None) -> ModelSettings:

@@ -1,4 +1,4 @@
-"""The native wire format: TorchServe request items in, JSON answers out.
+"""The native wire format: image bytes out of a TorchServe request item.
 
 TorchServe hands the handler the raw body (``{"body": bytes}``), multipart form fields by name, or
 an already parsed JSON object. Only this module and ``deepfake_handler`` know that shape; the model
@@ -26,14 +26,15 @@ class InvalidRequestError(InvalidImageError):
 IMAGE_FIELDS = ("data", "body", "image", "file", "b64", "image_base64")
 
 
-def _from_base64(text: str) -> bytes:
+def decode_base64(text: str, what: str = "the image field") -> bytes:
+    """Image bytes from base64 text (or a data URL); InvalidRequestError names ``what`` otherwise."""
     if text.startswith("data:") and "," in text:  # data URL: data:image/png;base64,....
         text = text.split(",", 1)[1]
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequestError(
-            f"the image field is not valid base64 ({len(text)} characters); send base64 of the image file"
+            f"{what} is not valid base64 ({len(text)} characters); send base64 of the image file"
         ) from None
 
 
@@ -75,5 +76,5 @@ def extract_image_bytes(request: Any, content_types: Mapping[str, str | None] | 
     if isinstance(request, (bytes, bytearray)):
         return bytes(request)
     if isinstance(request, str):
-        return _from_base64(request.strip())
+        return decode_base64(request.strip())
     raise InvalidRequestError(f"unsupported request payload of type {type(request).__name__}")

@@ -36,7 +36,8 @@ from deepfake_client import (
 from deepfake_client._aggregate import confident_strategy
 from handler.calibration import expected_calibration_error
 from handler.checkpoint import CheckpointError
-from handler.service import DetectorService, ItemError
+from handler.contract import ErrorAnswer
+from handler.service import DetectorService
 from handler.settings import ModelSettings, SettingsError
 from scripts.archive import load_archive, settings_from_files, sidecar_files
 from scripts.data import labelled_files
@@ -76,9 +77,9 @@ class InProcess:
         answers = []
         for start in range(0, len(payloads), self.batch_size):
             for answer in self.service.predict(payloads[start : start + self.batch_size]):
-                if isinstance(answer, ItemError):
+                if isinstance(answer, ErrorAnswer):
                     raise ValueError(answer.message)
-                answers.append(Prediction.from_json(answer))
+                answers.append(answer)
         return answers
 
     def images(self, paths: Sequence[Path]) -> list[float]:

@@ -131,9 +131,14 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def render_config(template: str, ports: Ports) -> str:
+def render_config(template: str, ports: Ports, base_dir: Path | None = None) -> str:
+    """``template`` with the five addresses set to ``ports``, and a relative ``metrics_config`` path made
+    absolute from ``base_dir`` (the template's folder; TorchServe would read it from its working one)."""
     lines = []
     replacements = ports.config_lines()
+    if base_dir is not None and (match := re.search(r"^metrics_config=(.+)$", template, re.MULTILINE)):
+        path = Path(match.group(1).strip())
+        replacements["metrics_config"] = str(path if path.is_absolute() else (Path(base_dir) / path).resolve())
     for line in template.splitlines():
         key = line.split("=", 1)[0].strip()
         lines.append(f"{key}={replacements[key]}" if key in replacements and "=" in line else line)
@@ -289,7 +294,7 @@ class TorchServe:
             path.mkdir(parents=True, exist_ok=True)
         self.key_file.unlink(missing_ok=True)
         config = self.runtime_dir / "config.properties"
-        config.write_text(render_config(self.config_file.read_text(), self.ports))
+        config.write_text(render_config(self.config_file.read_text(), self.ports, self.config_file.parent))
         torchserve = Path(sys.executable).with_name("torchserve")
         command = [
             str(torchserve), "--start", "--ncs",

@@ -39,7 +39,7 @@ def test_prediction_record_by_hand():
     settings = ModelSettings(labels=("Real", "Fake"), temperature=2.0, alpha=3.0)
     [answer] = predictions_from_logits(torch.tensor([[0.25, 1.75]]), settings)
     p_fake = sigmoid(1.5 / 2.0)
-    assert answer == {
+    assert answer.to_json() == {
         "label": "Fake",
         "class_index": 1,
         "logits": [0.25, 1.75],
@@ -55,8 +55,8 @@ def test_prediction_record_by_hand():
 def test_fake_probability_follows_the_fake_label_not_the_index():
     settings = ModelSettings(labels=("fake", "real"))
     [answer] = predictions_from_logits(torch.tensor([[2.0, 0.0]]), settings)
-    assert answer["label"] == "fake"
-    assert answer["fake_probability"] == pytest.approx(sigmoid(2.0), abs=1e-12)
+    assert answer.label == "fake"
+    assert answer.fake_probability == pytest.approx(sigmoid(2.0), abs=1e-12)
 
 
 def test_ece_by_hand():

@@ -19,14 +19,15 @@ from tests.conftest import constant_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_render_config_changes_only_the_addresses():
+def test_render_config_changes_only_the_addresses_and_the_metrics_path():
     template = (REPO / "config.properties").read_text()
-    rendered = render_config(template, Ports(18080, 18081, 18082, 17070, 17071))
+    rendered = render_config(template, Ports(18080, 18081, 18082, 17070, 17071), REPO)
     assert "inference_address=http://127.0.0.1:18080" in rendered
     assert "grpc_management_port=17071" in rendered
     assert Ports.from_config(rendered) == Ports(18080, 18081, 18082, 17070, 17071)
     changed = [line for line in rendered.splitlines() if line not in template.splitlines()]
-    assert len(changed) == 5
+    assert len(changed) == 6
+    assert f"metrics_config={REPO / 'handler' / 'metrics.yaml'}" in changed
     assert "disable_token_authorization=false" in rendered and "enable_model_api=false" in rendered
 
 

@@ -23,24 +23,24 @@ def service() -> DetectorService:
 def test_fixed_weights_give_exact_answers(service: DetectorService):
     [answer] = service.predict([image_bytes()])
     p_fake = 1 / (1 + math.exp(-(CONSTANT_LOGITS[1] - CONSTANT_LOGITS[0]) / 2.0))
-    assert answer["logits"] == pytest.approx(list(CONSTANT_LOGITS), abs=1e-7)
-    assert answer["label"] == "Fake"
-    assert answer["fake_probability"] == pytest.approx(p_fake, abs=1e-7)
-    assert answer["adjusted_confidence"] == pytest.approx(1 / (1 + math.exp(-1.5 / 3.0)), abs=1e-7)
+    assert answer.logits == pytest.approx(list(CONSTANT_LOGITS), abs=1e-7)
+    assert answer.label == "Fake"
+    assert answer.fake_probability == pytest.approx(p_fake, abs=1e-7)
+    assert answer.adjusted_confidence == pytest.approx(1 / (1 + math.exp(-1.5 / 3.0)), abs=1e-7)
 
 
 def test_one_bad_item_fails_alone(service: DetectorService):
     results = service.predict([image_bytes(), b"garbage", image_bytes(fmt="PNG")])
     assert isinstance(results[1], ItemError)
-    assert results[1].status == 400
-    assert results[1].to_json()["type"] == "InvalidImage"
-    assert results[0]["label"] == results[2]["label"] == "Fake"
+    assert results[1].code == 400
+    assert results[1].to_json() == {"code": 400, "type": "InvalidImage", "message": results[1].message}
+    assert results[0].label == results[2].label == "Fake"
 
 
 def test_a_batch_of_only_bad_items_runs_no_forward_pass(service: DetectorService):
     rejected = ItemError(400, "InvalidImage", "no image in request")  # what the wire layer hands over
     results = service.predict([b"", rejected])
-    assert [r.status for r in results] == [400, 400]
+    assert [r.code for r in results] == [400, 400]
     assert results[1] is rejected
     assert service.last_timing.size == 0
 

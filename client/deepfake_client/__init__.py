@@ -24,6 +24,7 @@ from deepfake_client._plot import plot_timeline
 from deepfake_client._results import FrameResult, ImageResult, Prediction, Segment, VideoAnalysis, VideoSummary
 from deepfake_client._transport import MockTransport, make_response
 from deepfake_client._video import SampledFrame, sample_frames
+from deepfake_client.contract import ErrorAnswer, ModelMetadata, oip_request, predictions_from_oip
 
 __all__ = [
     "AggregationConfig",
@@ -32,11 +33,13 @@ __all__ = [
     "ClientConfig",
     "DeepfakeClient",
     "DeepfakeError",
+    "ErrorAnswer",
     "FrameResult",
     "ImageResult",
     "InputError",
     "InputRejectedError",
     "MockTransport",
+    "ModelMetadata",
     "ModelNotFoundError",
     "Prediction",
     "SampledFrame",
@@ -52,7 +55,9 @@ __all__ = [
     "find_key_file",
     "find_segments",
     "make_response",
+    "oip_request",
     "plot_timeline",
+    "predictions_from_oip",
     "read_key_file",
     "sample_frames",
     "summarise",

@@ -19,18 +19,21 @@ from deepfake_client._client import DeepfakeClient
 from deepfake_client._config import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MODEL,
+    DEFAULT_PROTOCOL,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_RETRIES,
     DEFAULT_RETRY_DEADLINE,
     RETRY_STATUSES,
     ClientConfig,
     Timeouts,
+    split_urls,
 )
 from deepfake_client._exceptions import DeepfakeError
 from deepfake_client._plot import plot_timeline
 from deepfake_client._progress import ProgressBar
 from deepfake_client._results import ImageResult, Prediction, VideoAnalysis, json_safe
 from deepfake_client._video import probe_duration
+from deepfake_client.contract import PROTOCOLS
 
 EXIT_OK, EXIT_INPUT, EXIT_UNAVAILABLE = 0, 2, 4
 
@@ -200,7 +203,19 @@ def _positive(text: str) -> float:
 def get_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("server")
-    group.add_argument("--url", help="inference API (env DEEPFAKE_URL; default http://127.0.0.1:8080)")
+    group.add_argument(
+        "--url",
+        action="append",
+        help="inference API (env DEEPFAKE_URL; default http://127.0.0.1:8080). Repeat it (or separate URLs by "
+        "commas) for replicas of the model: requests are spread over them, away from one that fails",
+    )
+    group.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=None,
+        help=f"wire format: native (/predictions) or oip, the Open Inference Protocol of KServe, Triton and "
+        f"MLServer (/v2/models/<model>/infer) (env DEEPFAKE_PROTOCOL; default {DEFAULT_PROTOCOL})",
+    )
     group.add_argument("--management-url", help="management API (env DEEPFAKE_MANAGEMENT_URL; default :8081)")
     group.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL})")
     group.add_argument("--token", help="inference key (env DEEPFAKE_TOKEN)")
@@ -265,19 +280,22 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    config = ClientConfig.from_env(
-        base_url=args.url,
-        management_url=args.management_url,
-        model=args.model,
-        token=args.token,
-        management_token=args.management_token,
-        key_file=args.key_file,
-        timeouts=Timeouts(read=args.timeout),
-        retries=max(0, args.retries),
-        retry_deadline=args.retry_deadline,
-        max_in_flight=max(1, args.max_in_flight),
-    )
+    urls = split_urls(*(args.url or []))
     try:
+        config = ClientConfig.from_env(
+            base_url=urls[0] if urls else None,
+            replica_urls=tuple(urls[1:]) if urls else None,
+            protocol=args.protocol,
+            management_url=args.management_url,
+            model=args.model,
+            token=args.token,
+            management_token=args.management_token,
+            key_file=args.key_file,
+            timeouts=Timeouts(read=args.timeout),
+            retries=max(0, args.retries),
+            retry_deadline=args.retry_deadline,
+            max_in_flight=max(1, args.max_in_flight),
+        )
         with DeepfakeClient(config) as client:
             return args.run(client, args)
     except DeepfakeError as exc:

@@ -27,9 +27,11 @@ from deepfake_client._exceptions import (
     ServerTimeoutError,
     ServerUnavailableError,
 )
-from deepfake_client._results import FrameResult, ImageResult, Prediction, VideoAnalysis
+from deepfake_client._replicas import ReplicaPool
+from deepfake_client._results import FrameResult, ImageResult, VideoAnalysis
 from deepfake_client._transport import pooled_transport
 from deepfake_client._video import SampledFrame, sample_frames
+from deepfake_client.contract import OIP, ErrorAnswer, ModelMetadata, Prediction, oip_request, predictions_from_oip
 
 ImageInput = str | Path | bytes | Image.Image
 ProgressCallback = Callable[[int], None]  # called with the number of frames answered so far
@@ -68,16 +70,28 @@ def _retryable(response: requests.Response) -> bool:
     return response.status_code == 500 and WORKER_DIED_MESSAGE in _error_details(response)[1]
 
 
+def _image_too_large(response: requests.Response, error_type: str) -> bool:
+    """A 413 from the handler (an image over the pixel limit), not TorchServe's body-size limit: a native
+    ImageTooLarge, or an OIP error body (the frontend's own 413 is neither)."""
+    if error_type.startswith("Image"):
+        return True
+    try:
+        return "error" in response.json()
+    except (ValueError, TypeError):
+        return False
+
+
 def _all_ready(statuses: list[str]) -> bool:
     return bool(statuses) and all(status == "READY" for status in statuses)
 
 
 def _error_details(response: requests.Response) -> tuple[str, str]:
+    """(type, message) of an error answer in either wire format (handler.contract's ErrorAnswer)."""
     try:
-        data = response.json()
-        return str(data.get("type", "")), str(data.get("message", response.text))
+        error = ErrorAnswer.from_json(response.json(), response.status_code)
     except ValueError:
         return "", response.text.strip()[:300] or response.reason
+    return error.type, error.message or response.text.strip()[:300] or response.reason
 
 
 class DeepfakeClient:
@@ -90,12 +104,13 @@ class DeepfakeClient:
     def __init__(self, config: ClientConfig | None = None, *, transport: BaseAdapter | None = None, **overrides: Any):
         base = config or ClientConfig.from_env()
         self.config = dataclasses.replace(base, **overrides) if overrides else base
+        self.replicas = ReplicaPool(self.config.inference_urls, self.config.replica_cooldown)
         self._session = requests.Session()
-        adapter = transport or pooled_transport(self.config.max_in_flight)
+        adapter = transport or pooled_transport(self.config.max_in_flight, hosts=len(self.replicas) + 1)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._tokens: dict[str, Token] = {}
-        self._input_sizes: dict[str, int | None] = {}
+        self._metadata: dict[str, ModelMetadata | None] = {}
 
     def __enter__(self) -> DeepfakeClient:
         return self
@@ -121,41 +136,54 @@ class DeepfakeClient:
         with capped exponential backoff, up to ``config.retries`` times and never past
         ``config.retry_deadline``. A refused token read from a key file is re-read once: TorchServe
         writes a renewed key there. A read timeout is not retried: the server may still be working.
+
+        An inference ``url`` that is a path (``/predictions/...``) goes to one of the replicas; a retry
+        goes straight to another healthy replica, and backs off only when none is left.
         """
         headers = dict(kwargs.pop("headers", {}))
-        started, retries, reread = time.monotonic(), 0, False
+        started, retries, reread, failed = time.monotonic(), 0, False, None
         while True:
             token = self._token(kind)
             if token.value:
                 headers["Authorization"] = f"Bearer {token.value}"
-            response, failure = None, ""
+            replica = self.replicas.acquire(avoid=failed) if url.startswith("/") else None
+            target = f"{replica}{url}" if replica else url
+            response, failure, ok = None, "", False
             try:
                 response = self._session.request(
-                    method, url, headers=headers, timeout=self.config.timeouts.as_tuple(), **kwargs
+                    method, target, headers=headers, timeout=self.config.timeouts.as_tuple(), **kwargs
                 )
             except requests.ConnectionError as exc:  # includes connect timeouts: nothing was processed
-                failure = f"cannot reach TorchServe at {url}: {type(exc).__name__}"
+                failure = f"cannot reach TorchServe at {target}: {type(exc).__name__}"
             except requests.Timeout:
                 raise ServerTimeoutError(
                     f"TorchServe did not answer {what} within the read timeout of "
-                    f"{self.config.timeouts.read:g} s ({url})"
+                    f"{self.config.timeouts.read:g} s ({target})"
                 ) from None
             else:
+                ok = not _retryable(response)
+            finally:
+                if replica:
+                    self.replicas.release(replica, ok)
+            if response is not None:
                 if _token_refused(response) and token.key_file is not None and not reread:
                     reread = True  # a renewed key is in the key file: read it again, once
                     if self._token(kind, reread=True).value != token.value:
                         continue
-                if not _retryable(response):
+                if ok:
                     return self._check(response, kind, what)
+            failed = replica
             elapsed = time.monotonic() - started
-            delay = self.config.backoff_delay(retries)
+            elsewhere = replica is not None and self.replicas.has_other_healthy(replica)
+            delay = 0.0 if elsewhere else self.config.backoff_delay(retries)
             if not retry or retries >= self.config.retries or elapsed + delay > self.config.retry_deadline:
                 attempts = f"{retries + 1} attempt{'s' * (retries > 0)} in {elapsed:.1f} s"
                 if response is None:
                     raise ServerUnavailableError(f"{failure} ({attempts})")
                 return self._check(response, kind, what, attempts)
             retries += 1
-            time.sleep(delay)  # backoff between retries, bounded by the retry deadline
+            if delay:
+                time.sleep(delay)  # backoff between retries, bounded by the retry deadline
 
     def _check(self, response: requests.Response, kind: str, what: str, attempts: str = "") -> requests.Response:
         status = response.status_code
@@ -170,7 +198,7 @@ class DeepfakeClient:
             )
         if status == 404:
             raise ModelNotFoundError(f"{what}: {message or 'not found'} on {response.url}", status)
-        if status == 413 and not error_type.startswith("Image"):  # TorchServe's own body-size limit
+        if status == 413 and not _image_too_large(response, error_type):  # TorchServe's own body-size limit
             raise InputRejectedError(
                 f"{what}: the request is larger than the server's max_request_size", status, error_type or None
             )
@@ -187,16 +215,18 @@ class DeepfakeClient:
 
     # --- inference -------------------------------------------------------------------------
     def _predict_bytes(self, payload: bytes, what: str, model: str | None = None) -> Prediction:
+        """One image, in the configured wire format, to one of the replicas."""
         model = model or self.config.model
-        response = self._request(
-            "POST",
-            f"{self.config.base_url}/predictions/{model}",
-            "inference",
-            what,
-            data=payload,
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        if self.config.protocol == OIP:
+            path, body = f"/v2/models/{model}/infer", {"json": oip_request([payload])}
+        else:
+            path, body = f"/predictions/{model}", {"data": payload}
+            body["headers"] = {"Content-Type": "application/octet-stream"}
+        response = self._request("POST", path, "inference", what, **body)
         try:
+            if self.config.protocol == OIP:
+                [prediction] = predictions_from_oip(response.json())
+                return prediction
             return Prediction.from_json(response.json())
         except (ValueError, KeyError, TypeError):
             raise ServerError(f"{what}: unexpected answer from the server: {response.text[:200]!r}") from None
@@ -276,7 +306,8 @@ class DeepfakeClient:
                 progress(len(results))
 
         size = self.input_size(model)
-        with ThreadPoolExecutor(max_workers=self.config.max_in_flight) as pool:
+        window = self.config.max_in_flight * len(self.replicas)  # keeps every replica's batches full
+        with ThreadPoolExecutor(max_workers=window) as pool:
             try:
                 for sample in sample_frames(path, fps):
                     if on_frame:
@@ -284,7 +315,7 @@ class DeepfakeClient:
                     payload = encode_frame(sample.image, image_format, jpeg_quality, size)
                     what = f"frame {sample.index} ({sample.time:.2f}s) of {path}"
                     in_flight.append((sample, pool.submit(self._predict_bytes, payload, what, model)))
-                    if len(in_flight) >= self.config.max_in_flight:
+                    if len(in_flight) >= window:
                         collect_oldest()
                 while in_flight:
                     collect_oldest()
@@ -301,20 +332,26 @@ class DeepfakeClient:
             thresholds=aggregation.to_dict(),
         )
 
-    def input_size(self, model: str | None = None) -> int | None:
-        """The model's input size from its archive's metadata, so frames travel already resized.
+    def metadata(self, model: str | None = None) -> ModelMetadata | None:
+        """The served model's metadata (handler.contract: input size, labels, normalisation, precision).
 
-        None when the metadata cannot be read (no management access): frames then travel at their
-        own size and the server resizes them, which is exact for any model, only slower.
+        None when it cannot be read: no management access (an OIP server behind KServe), or an archive
+        built before the metadata existed.
         """
         model = model or self.config.model
-        if model not in self._input_sizes:
+        if model not in self._metadata:
             try:
-                settings = (self.describe(model).get("customizedMetadata") or {}).get("settings") or {}
-                self._input_sizes[model] = int(settings["image_size"])
+                published = (self.describe(model).get("customizedMetadata") or {})["metadata"]
+                self._metadata[model] = ModelMetadata.from_json(published)
             except (DeepfakeError, KeyError, TypeError, ValueError):
-                self._input_sizes[model] = None
-        return self._input_sizes[model]
+                self._metadata[model] = None
+        return self._metadata[model]
+
+    def input_size(self, model: str | None = None) -> int | None:
+        """The model's input size, so that frames travel already resized; None when unknown: frames
+        then travel at their own size and the server resizes them (exact for any model, only slower)."""
+        metadata = self.metadata(model)
+        return metadata.input_size if metadata else None
 
     # --- management ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

@@ -7,12 +7,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepfake_client._exceptions import AuthenticationError
+from deepfake_client._exceptions import AuthenticationError, InputError
+from deepfake_client.contract import NATIVE, PROTOCOLS
 
 TOKEN_ENV = "DEEPFAKE_TOKEN"
 MANAGEMENT_TOKEN_ENV = "DEEPFAKE_MANAGEMENT_TOKEN"
 KEY_FILE_ENV = "DEEPFAKE_KEY_FILE"
-URL_ENV = "DEEPFAKE_URL"
+URL_ENV = "DEEPFAKE_URL"  # one URL, or several replicas' URLs separated by commas
+PROTOCOL_ENV = "DEEPFAKE_PROTOCOL"
 MANAGEMENT_URL_ENV = "DEEPFAKE_MANAGEMENT_URL"
 RUNTIME_KEY_FILE = Path("runtime") / "key_file.json"  # where `make start` keeps TorchServe's keys
 
@@ -20,13 +22,15 @@ RUNTIME_KEY_FILE = Path("runtime") / "key_file.json"  # where `make start` keeps
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
 DEFAULT_MODEL = "deepfake"
+DEFAULT_PROTOCOL = NATIVE  # or "oip": the Open Inference Protocol (KServe v2), see deepfake_client.contract
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 120.0  # a cold worker or a long queue can take a while
 DEFAULT_RETRIES = 8
 DEFAULT_BACKOFF = 0.25  # seconds before the first retry, doubled after each one ...
 DEFAULT_MAX_BACKOFF = 4.0  # ... up to this
 DEFAULT_RETRY_DEADLINE = 60.0  # no retry starts later than this many seconds after the first try
-DEFAULT_MAX_IN_FLIGHT = 16  # two TorchServe batches of 8: the next one fills while one runs
+DEFAULT_MAX_IN_FLIGHT = 16  # per replica: two TorchServe batches of 8, the next one fills while one runs
+DEFAULT_REPLICA_COOLDOWN = 5.0  # seconds a replica that failed gets no requests (with other replicas up)
 # Answers worth retrying: the request never reached a working model. 502/504 come from proxies in
 # front of TorchServe, 503 from a full queue or no worker, 507 from a worker that died mid-batch.
 RETRY_STATUSES = frozenset({502, 503, 504, 507})
@@ -51,6 +55,11 @@ class ClientConfig:
     base_url: str = DEFAULT_URL
     management_url: str = DEFAULT_MANAGEMENT_URL
     model: str = DEFAULT_MODEL
+    protocol: str = DEFAULT_PROTOCOL
+    # More inference URLs serving the same model (replicas): inference requests are spread over
+    # base_url and these, and steered away from one that fails. Management calls use management_url.
+    replica_urls: tuple[str, ...] = ()
+    replica_cooldown: float = DEFAULT_REPLICA_COOLDOWN
     token: str | None = None  # inference key
     management_token: str | None = None
     key_file: Path | None = None
@@ -63,6 +72,16 @@ class ClientConfig:
     retry_deadline: float = DEFAULT_RETRY_DEADLINE
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
 
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise InputError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        object.__setattr__(self, "replica_urls", tuple(self.replica_urls))
+
+    @property
+    def inference_urls(self) -> tuple[str, ...]:
+        """Every replica's inference URL, base_url first, without repeats."""
+        return tuple(dict.fromkeys(url.rstrip("/") for url in (self.base_url, *self.replica_urls)))
+
     def backoff_delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (0-based): capped exponential."""
         return min(self.max_backoff, self.backoff * 2**retry)
@@ -70,8 +89,11 @@ class ClientConfig:
     @classmethod
     def from_env(cls, **overrides) -> ClientConfig:
         """Defaults, then environment variables, then explicit (non-None) overrides."""
+        urls = split_urls(os.environ.get(URL_ENV))
         values = {
-            "base_url": os.environ.get(URL_ENV),
+            "base_url": urls[0] if urls else None,
+            "replica_urls": tuple(urls[1:]) if len(urls) > 1 else None,
+            "protocol": os.environ.get(PROTOCOL_ENV),
             "management_url": os.environ.get(MANAGEMENT_URL_ENV),
             "token": os.environ.get(TOKEN_ENV),
             "management_token": os.environ.get(MANAGEMENT_TOKEN_ENV),
@@ -82,6 +104,11 @@ class ClientConfig:
         if "key_file" in values:
             values["key_file"] = Path(values["key_file"])
         return cls(**values)
+
+
+def split_urls(*values: str | None) -> list[str]:
+    """URLs from options or environment values that may each hold several, separated by commas."""
+    return [url.strip() for value in values if value for url in value.split(",") if url.strip()]
 
 
 def find_key_file(start: Path | None = None) -> Path | None:

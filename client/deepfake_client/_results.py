@@ -1,4 +1,4 @@
-"""Typed results that serialise to plain JSON."""
+"""Typed results that serialise to plain JSON (one image's answer, ``Prediction``, is the wire contract's)."""
 
 from __future__ import annotations
 
@@ -6,31 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Prediction:
-    """The server's answer for one image or frame."""
-
-    label: str
-    class_index: int
-    logits: list[float]
-    probabilities: dict[str, float]
-    fake_probability: float
-    softmax_confidence: float
-    adjusted_confidence: float
-    temperature: float
-    alpha: float
-
-    @property
-    def is_fake(self) -> bool:
-        return self.fake_probability > 0.5
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Prediction:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from deepfake_client.contract import Prediction
 
 
 @dataclass(frozen=True)
@@ -44,7 +20,7 @@ class ImageResult:
     def to_dict(self) -> dict[str, Any]:
         if self.prediction is None:
             return {"source": self.source, "error": self.error}
-        return {"source": self.source, **self.prediction.to_dict()}
+        return {"source": self.source, **self.prediction.to_json()}
 
 
 @dataclass(frozen=True)

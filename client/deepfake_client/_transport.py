@@ -18,9 +18,9 @@ from requests.structures import CaseInsensitiveDict
 Handler = Callable[[requests.PreparedRequest], requests.Response]
 
 
-def pooled_transport(max_in_flight: int) -> HTTPAdapter:
-    """Keep-alive connections for every request the client may have in flight."""
-    return HTTPAdapter(pool_connections=2, pool_maxsize=max(max_in_flight, 4) + 4)
+def pooled_transport(max_in_flight: int, hosts: int = 2) -> HTTPAdapter:
+    """Keep-alive connections for every request the client may have in flight, to each of ``hosts``."""
+    return HTTPAdapter(pool_connections=max(hosts, 2), pool_maxsize=max(max_in_flight, 4) + 4)
 
 
 def make_response(

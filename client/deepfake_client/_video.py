@@ -18,10 +18,11 @@ import av
 from PIL import Image
 
 from deepfake_client._exceptions import BadVideoError
+from deepfake_client.contract import MAX_IMAGE_PIXELS
 
-# The largest frame the client decodes: 8K (33 MP) and beyond pass; a stream declaring more is
-# refused before its first frame is decoded (the server applies the same limit to images).
-MAX_FRAME_PIXELS = 64_000_000
+# The largest frame the client decodes is the server's image limit (the wire contract): 8K (33 MP)
+# and beyond pass; a stream declaring more is refused before its first frame is decoded.
+MAX_FRAME_PIXELS = MAX_IMAGE_PIXELS
 
 _TRANSPOSE_FOR_ROTATION = {
     90: Image.Transpose.ROTATE_90,

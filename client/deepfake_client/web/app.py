@@ -198,7 +198,7 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
                 prediction = client.predict_image(upload.read())
             except DeepfakeError as exc:
                 raise web_error(exc) from None
-            return jsonify(kind="image", name=name, **prediction.to_dict())
+            return jsonify(kind="image", name=name, **prediction.to_json())
         folder = Path(tempfile.mkdtemp(prefix="deepfake-web-"))
         handed_to_job = False
         try:

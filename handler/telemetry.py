@@ -1,0 +1,75 @@
+"""The deepfake_* metrics a worker reports for each batch, through TorchServe's metrics API.
+
+Declared in ``handler/metrics.yaml`` (the archive carries it; config.properties points
+``metrics_config`` at it), which is what makes TorchServe's frontend publish them on ``/metrics``.
+A worker reports them as log lines; nothing here blocks or fails a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from handler.contract import ErrorAnswer, Prediction
+from handler.service import BatchTiming
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = Path(__file__).with_name("metrics.yaml")
+PREDICTIONS = "deepfake_predictions"
+REJECTED = "deepfake_rejected_images"
+PREPROCESS_MS = "deepfake_preprocess_milliseconds"
+INFERENCE_MS = "deepfake_inference_milliseconds"
+BATCH_SIZE = "deepfake_batch_size"
+FAKE_PROBABILITY = "deepfake_fake_probability"
+# name -> (TorchServe metric type, unit, dimensions after ModelName), as declared in metrics.yaml
+DECLARED = {
+    PREDICTIONS: ("COUNTER", "Count", ("Label",)),
+    REJECTED: ("COUNTER", "Count", ("ErrorType",)),
+    PREPROCESS_MS: ("COUNTER", "Milliseconds", ()),
+    INFERENCE_MS: ("COUNTER", "Milliseconds", ()),
+    BATCH_SIZE: ("HISTOGRAM", "Count", ()),
+    FAKE_PROBABILITY: ("HISTOGRAM", "Probability", ()),
+}
+
+
+class Telemetry:
+    """Reports one batch's metrics to a TorchServe metrics cache (``context.metrics``)."""
+
+    def __init__(self, cache: Any, model_name: str):
+        from ts.metrics.metric_type_enum import MetricTypes  # TorchServe's; only this adapter needs it
+
+        self.model_name = model_name
+        self.metrics = {}
+        for name, (kind, unit, dimensions) in DECLARED.items():
+            metric_type = MetricTypes[kind]
+            try:
+                self.metrics[name] = cache.get_metric(name, metric_type)
+            except Exception:  # not in the worker's metrics file: declare it (the frontend may still drop it)
+                self.metrics[name] = cache.add_metric_to_cache(name, unit, ["ModelName", *dimensions], metric_type)
+
+    def _add(self, name: str, value: float, *dimensions: str) -> None:
+        self.metrics[name].add_or_update(value, [self.model_name, *dimensions])
+
+    def record_batch(self, timing: BatchTiming | None, results: Sequence[Prediction | ErrorAnswer]) -> None:
+        try:
+            if timing is not None and timing.size:
+                self._add(BATCH_SIZE, timing.size)
+                self._add(PREPROCESS_MS, round(timing.decode_ms, 3))
+                self._add(INFERENCE_MS, round(timing.inference_ms, 3))
+            labels: dict[str, int] = {}
+            errors: dict[str, int] = {}
+            for result in results:
+                if isinstance(result, ErrorAnswer):
+                    errors[result.type] = errors.get(result.type, 0) + 1
+                else:
+                    labels[result.label] = labels.get(result.label, 0) + 1
+                    self._add(FAKE_PROBABILITY, result.fake_probability)
+            for label, count in labels.items():
+                self._add(PREDICTIONS, count, label)
+            for error_type, count in errors.items():
+                self._add(REJECTED, count, error_type)
+        except Exception:  # metrics must never fail a batch
+            logger.exception("could not report deepfake_* metrics")

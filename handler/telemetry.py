@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from handler.contract import ErrorAnswer, Prediction
 from handler.service import BatchTiming
 
@@ -24,15 +26,20 @@ PREPROCESS_MS = "deepfake_preprocess_milliseconds"
 INFERENCE_MS = "deepfake_inference_milliseconds"
 BATCH_SIZE = "deepfake_batch_size"
 FAKE_PROBABILITY = "deepfake_fake_probability"
-# name -> (TorchServe metric type, unit, dimensions after ModelName), as declared in metrics.yaml
-DECLARED = {
-    PREDICTIONS: ("COUNTER", "Count", ("Label",)),
-    REJECTED: ("COUNTER", "Count", ("ErrorType",)),
-    PREPROCESS_MS: ("COUNTER", "Milliseconds", ()),
-    INFERENCE_MS: ("COUNTER", "Milliseconds", ()),
-    BATCH_SIZE: ("HISTOGRAM", "Count", ()),
-    FAKE_PROBABILITY: ("HISTOGRAM", "Probability", ()),
-}
+
+
+def declared_metrics(path: Path = METRICS_FILE) -> dict[str, tuple[str, str, list[str]]]:
+    """The deepfake_* metrics metrics.yaml declares: name -> (TorchServe metric type, unit, dimensions)."""
+    sections = yaml.safe_load(path.read_text())["model_metrics"]
+    return {
+        metric["name"]: (kind.upper(), metric["unit"], list(metric["dimensions"]))
+        for kind, metrics in sections.items()
+        for metric in metrics
+        if metric["name"].startswith("deepfake_")
+    }
+
+
+DECLARED = declared_metrics()
 
 
 class Telemetry:
@@ -43,12 +50,13 @@ class Telemetry:
 
         self.model_name = model_name
         self.metrics = {}
-        for name, (kind, unit, dimensions) in DECLARED.items():
+        for name in (PREDICTIONS, REJECTED, PREPROCESS_MS, INFERENCE_MS, BATCH_SIZE, FAKE_PROBABILITY):
+            kind, unit, dimensions = DECLARED[name]
             metric_type = MetricTypes[kind]
             try:
                 self.metrics[name] = cache.get_metric(name, metric_type)
-            except Exception:  # not in the worker's metrics file: declare it (the frontend may still drop it)
-                self.metrics[name] = cache.add_metric_to_cache(name, unit, ["ModelName", *dimensions], metric_type)
+            except Exception:  # the server runs another metrics file: declare it here (its frontend drops it)
+                self.metrics[name] = cache.add_metric_to_cache(name, unit, dimensions, metric_type)
 
     def _add(self, name: str, value: float, *dimensions: str) -> None:
         self.metrics[name].add_or_update(value, [self.model_name, *dimensions])

@@ -233,9 +233,10 @@ class TorchServe:
         return f"http://127.0.0.1:{self.ports.metrics}"
 
     def client_config(self, **overrides: object) -> ClientConfig:
-        """How deepfake_client reaches this instance: its URLs and its key file."""
+        """How deepfake_client reaches this instance: its URLs and its key file (if it uses keys)."""
+        key_file = self.key_file if self.token_auth else None
         return ClientConfig(
-            base_url=self.inference_url, management_url=self.management_url, key_file=self.key_file, **overrides
+            base_url=self.inference_url, management_url=self.management_url, key_file=key_file, **overrides
         )
 
     def keys(self) -> dict[str, str]:
@@ -294,14 +295,8 @@ class TorchServe:
             path.mkdir(parents=True, exist_ok=True)
         self.key_file.unlink(missing_ok=True)
         config = self.runtime_dir / "config.properties"
-        config.write_text(render_config(self.config_file.read_text(), self.ports, self.config_file.parent))
-        torchserve = Path(sys.executable).with_name("torchserve")
-        command = [
-            str(torchserve), "--start", "--ncs",
-            "--ts-config", str(config),
-            "--model-store", str(self.model_store),
-            "--models", *(f"{name}={archive}" for name, archive in self.models.items()),
-        ]  # fmt: skip
+        config.write_text(self.rendered_config())
+        command = self.command(config)
         ts_log = self.log_dir / "ts_log.log"
         log_start = ts_log.stat().st_size if ts_log.exists() else 0  # earlier runs' lines do not count
         with open(self.log_dir / "launcher.log", "ab") as launcher_log:
@@ -313,11 +308,30 @@ class TorchServe:
             self.stop()
             raise
 
+    def rendered_config(self) -> str:
+        """The configuration this instance runs with: the template's, on this instance's ports."""
+        return render_config(self.config_file.read_text(), self.ports, self.config_file.parent)
+
+    def command(self, config: Path) -> list[str]:
+        torchserve = Path(sys.executable).with_name("torchserve")
+        return [
+            str(torchserve), "--start", "--ncs",
+            "--ts-config", str(config),
+            "--model-store", str(self.model_store),
+            "--models", *(f"{name}={archive}" for name, archive in self.models.items()),
+        ]  # fmt: skip
+
+    @property
+    def token_auth(self) -> bool:
+        return not re.search(r"^disable_token_authorization\s*=\s*true\s*$", self.rendered_config(), re.MULTILINE)
+
+    def auth_headers(self, kind: str) -> dict[str, str]:
+        """The Authorization header for a ``kind`` key, none when token authorization is off."""
+        return {"Authorization": f"Bearer {self.keys()[kind]}"} if self.token_auth else {}
+
     def worker_statuses(self, model: str) -> list[str]:
         response = requests.get(
-            f"{self.management_url}/models/{model}",
-            headers={"Authorization": f"Bearer {self.keys()['management']}"},
-            timeout=5,
+            f"{self.management_url}/models/{model}", headers=self.auth_headers("management"), timeout=5
         )
         response.raise_for_status()
         return [w.get("status", "?") for entry in response.json() for w in entry.get("workers", [])]

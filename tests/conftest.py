@@ -172,7 +172,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # Tests that start TorchServe or build the demo model: `make test` runs them, `make test-fast` does not.
-INTEGRATION_MODULES = {"test_serve_lifecycle", "test_demo", "test_benchmark", "test_reliability"}
+INTEGRATION_MODULES = {"test_serve_lifecycle", "test_demo", "test_benchmark", "test_reliability", "test_kserve"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,6 +7,7 @@ deadlines, timeouts and token handling are pinned down.
 
 from __future__ import annotations
 
+import base64
 import io
 import itertools
 import json
@@ -24,6 +25,7 @@ from deepfake_client import (
     AuthenticationError,
     ClientConfig,
     DeepfakeClient,
+    InputError,
     InputRejectedError,
     MockTransport,
     ServerError,
@@ -32,6 +34,8 @@ from deepfake_client import (
     make_response,
 )
 from deepfake_client._config import DEFAULT_MAX_BACKOFF, RETRY_STATUSES
+from deepfake_client._replicas import ReplicaPool
+from deepfake_client.contract import ModelMetadata, Prediction, oip_response
 from tests.conftest import image_bytes
 from tests.media import constant_rate, read_index, write_video
 
@@ -46,8 +50,9 @@ def answer(fake_probability: float = 0.25) -> dict:
             "temperature": 1.0, "alpha": 6.0}  # fmt: skip
 
 
+METADATA = ModelMetadata(224, ("Real", "Fake"), "Fake", (0.5,) * 3, (0.5,) * 3, "int8", "resnet18", 1.0, 6.0)
 DESCRIBE = [{"modelName": "deepfake", "workers": [{"id": "9000", "status": "READY"}],
-             "customizedMetadata": {"settings": {"image_size": 224}}}]  # fmt: skip
+             "customizedMetadata": {"metadata": METADATA.to_json()}}]  # fmt: skip
 
 
 def frame_index(request: requests.PreparedRequest) -> int | None:
@@ -272,3 +277,96 @@ def test_refused_frames_are_recorded_in_order_and_none_is_lost(tmp_path: Path):
             assert frame.error is None and frame.prediction.fake_probability == frame.frame_number / 1000
     assert (analysis.summary.frames, analysis.summary.failed) == (20, 10)
     assert analysis.to_dict()["frames"][1]["fake_probability"] is None
+
+
+# --- the Open Inference Protocol ------------------------------------------------------------------
+def test_oip_requests_and_answers_follow_the_contract():
+    sent = []
+
+    def server(request: requests.PreparedRequest) -> requests.Response:
+        if request.method == "GET":
+            return make_response(200, json=DESCRIBE)
+        body = json.loads(request.body)
+        sent.append((request.path_url, body))
+        if body["inputs"][0]["data"] == [base64.b64encode(b"junk").decode()]:
+            return make_response(400, json={"error": "input 'image', element 0: not a recognised image format"})
+        return make_response(200, json=oip_response("deepfake", [Prediction.from_json(answer(0.75))]))
+
+    client, _ = fast_client(server, protocol="oip")
+    assert client.predict_image(image_bytes()) == Prediction.from_json(answer(0.75))
+    path, body = sent[0]
+    assert path == "/v2/models/deepfake/infer"
+    assert body["inputs"][0]["datatype"] == "BYTES" and base64.b64decode(body["inputs"][0]["data"][0]) == image_bytes()
+    with pytest.raises(InputRejectedError, match="not a recognised image format") as info:
+        client.predict_image(b"junk")
+    assert (info.value.status, info.value.error_type) == (400, "")
+    assert client.metadata() == METADATA and client.input_size() == 224
+
+
+def test_an_unknown_protocol_is_an_input_error():
+    with pytest.raises(InputError, match="protocol must be one of native, oip"):
+        ClientConfig(protocol="grpc")
+
+
+# --- replicas -------------------------------------------------------------------------------------
+def test_replica_pool_prefers_healthy_idle_replicas_and_retries_a_failed_one_after_its_cooldown():
+    now = [0.0]
+    pool = ReplicaPool(["http://a", "http://b/", "http://a"], cooldown=5.0, clock=lambda: now[0])
+    assert pool.urls == ["http://a", "http://b"]
+    first, second = pool.acquire(), pool.acquire()
+    assert {first, second} == {"http://a", "http://b"}  # the least busy first
+    pool.release(first, ok=True)
+    assert pool.acquire() == first
+    pool.release(first, ok=True)
+    pool.release(second, ok=False)  # b failed: skipped while a is up
+    assert [pool.acquire() for _ in range(3)] == ["http://a"] * 3
+    assert pool.acquire(avoid="http://a") == "http://a"  # nothing else is up
+    now[0] = 5.0
+    assert pool.acquire() == "http://b"  # its cooldown is over: tried again
+    for url in ["http://a"] * 4 + ["http://b"]:
+        pool.release(url, ok=False)
+    now[0] = 6.0
+    assert pool.healthy() == [] and pool.acquire() == "http://a"  # all down: the one due back first
+
+
+def test_frames_spread_over_replicas_and_a_dead_replica_s_frames_go_to_the_others(tmp_path: Path):
+    """Replica b stops answering after its first frames: every frame is still answered, in time order."""
+    video = write_video(tmp_path / "clip.mp4", constant_rate(300, Fraction(30)))  # 20 samples
+    lock, served = threading.Lock(), {"a": [], "b": [], "c": []}
+
+    def server(request: requests.PreparedRequest) -> requests.Response:
+        index = frame_index(request)
+        if index is None:
+            return make_response(200, json=DESCRIBE)
+        replica = request.url.split("//")[1][0]
+        with lock:
+            if replica == "b" and len(served["b"]) >= 3:
+                raise requests.ConnectionError("connection refused")
+            served[replica].append(index)
+        return make_response(200, json=answer(index / 1000))
+
+    client, transport = fast_client(
+        server, base_url="http://a", replica_urls=("http://b", "http://c"), management_url="http://a", max_in_flight=2
+    )
+    analysis = client.analyze_video(video, 2.0, image_format="PNG")
+    assert [f.index for f in analysis.frames] == list(range(20))
+    assert [f.prediction.fake_probability for f in analysis.frames] == [f.frame_number / 1000 for f in analysis.frames]
+    assert len(served["b"]) == 3 and served["a"] and served["c"]
+    assert sorted(served["a"] + served["b"] + served["c"]) == [f.frame_number for f in analysis.frames]
+    refused = [r for r in transport.requests if r.url.startswith("http://b") and frame_index(r) is not None]
+    assert len(refused) <= 3 + 6  # b is skipped during its cooldown, not hammered with every frame
+
+
+def test_cli_takes_several_urls(monkeypatch):
+    from deepfake_client import _cli
+
+    seen = {}
+
+    def recording_client(config: ClientConfig) -> DeepfakeClient:
+        seen["config"] = config
+        raise ServerUnavailableError("recorded")
+
+    monkeypatch.setattr(_cli, "DeepfakeClient", recording_client)
+    assert _cli.main(["health", "--url", "http://a:1,http://b:2", "--url", "http://c:3", "--protocol", "oip"]) == 4
+    config = seen["config"]
+    assert config.inference_urls == ("http://a:1", "http://b:2", "http://c:3") and config.protocol == "oip"

@@ -57,3 +57,26 @@ def test_from_checkpoint_resolves_the_architecture(tmp_path):
         "requested": "fp32",
         "fallback": None,
     }
+
+
+def test_batch_metrics_go_through_torchserves_metrics_api(service: DetectorService, caplog):
+    """What a worker reports for one batch, as TorchServe's metrics cache (loaded from metrics.yaml) logs it."""
+    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
+    from handler.telemetry import DECLARED, METRICS_FILE, Telemetry
+
+    cache = MetricsCacheYamlImpl(config_file_path=str(METRICS_FILE))
+    cache.initialize_cache()
+    telemetry = Telemetry(cache, "m")
+    results = service.predict([image_bytes(), b"garbage", image_bytes(fmt="PNG")])
+    with caplog.at_level("INFO"):
+        telemetry.record_batch(service.last_timing, results)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[METRICS]deepfake_")]
+    reported = {line.split("[METRICS]")[1].split(":")[0]: line for line in lines}
+    assert set(reported) == {f"{name}.{unit}" for name, (_, unit, _) in DECLARED.items()}
+    assert (
+        "deepfake_predictions.Count:2|#ModelName:m,Label:Fake|#type:COUNTER" in reported["deepfake_predictions.Count"]
+    )
+    assert ":1|#ModelName:m,ErrorType:InvalidImage|" in reported["deepfake_rejected_images.Count"]
+    assert "deepfake_batch_size.Count:2|#ModelName:m|#type:HISTOGRAM" in reported["deepfake_batch_size.Count"]
+    assert sum(line.startswith("[METRICS]deepfake_fake_probability") for line in lines) == 2  # one per image

@@ -106,7 +106,9 @@ class DeepfakeClient:
         self.config = dataclasses.replace(base, **overrides) if overrides else base
         self.replicas = ReplicaPool(self.config.inference_urls, self.config.replica_cooldown)
         self._session = requests.Session()
-        adapter = transport or pooled_transport(self.config.max_in_flight, hosts=len(self.replicas) + 1)
+        # every request in flight may go to one replica while the others are down
+        in_flight = self.config.max_in_flight * len(self.replicas)
+        adapter = transport or pooled_transport(in_flight, hosts=len(self.replicas) + 1)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._tokens: dict[str, Token] = {}

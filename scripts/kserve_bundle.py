@@ -1,0 +1,145 @@
+"""Lay out an archive the way KServe's TorchServe runtime reads it (``make kserve-bundle``).
+
+    python -m scripts.kserve_bundle --archive model_store/deepfake.mar --out artifacts/kserve-bundle
+
+    <out>/config/config.properties   deploy/kserve/config.properties + this archive's model_snapshot
+    <out>/config/metrics.yaml        the metrics configuration the archive carries (handler/metrics.yaml)
+    <out>/model-store/<model>.mar    the archive itself
+
+Copy <out> to the storage of deploy/kserve/inferenceservice.yaml's storageUri; KServe's storage
+initializer puts it at /mnt/models. The batch settings come from the archive's own
+model-config.yaml, so the bundle serves exactly what ``make mar`` built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scripts.serve import Ports, TorchServe, render_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEPLOY_DIR = REPO_ROOT / "deploy" / "kserve"
+CONFIG_TEMPLATE = DEPLOY_DIR / "config.properties"
+MOUNT = "/mnt/models"  # where KServe's storage initializer puts the storageUri's content
+# What KServe's TorchServe runtime sets in the container for protocolVersion v2 (the bundle's
+# config ignores environment overrides; the tests start TorchServe with these to prove it).
+KSERVE_ENVIRONMENT = {"TS_SERVICE_ENVELOPE": "kservev2", "PROTOCOL_VERSION": "v2"}
+
+
+class BundleError(ValueError):
+    """The archive cannot be bundled (not a TorchServe archive, or missing its settings)."""
+
+
+def read_archive(archive: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(manifest model entry, model-config.yaml, metrics.yaml text) of a .mar built by scripts/archive.py."""
+    try:
+        with zipfile.ZipFile(archive) as mar:
+            manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))["model"]
+            config = yaml.safe_load(mar.read(manifest.get("configFile", "model-config.yaml")))
+            metrics = mar.read("handler/metrics.yaml").decode()
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise BundleError(f"{archive}: not an archive built by scripts/archive.py ({exc})") from None
+    return manifest, config, metrics
+
+
+def model_snapshot(manifest: dict[str, Any], config: dict[str, Any], mar_name: str) -> dict[str, Any]:
+    """TorchServe's model_snapshot: what it loads at start, with the archive's own batch settings."""
+    entry = {
+        "defaultVersion": True,
+        "marName": mar_name,
+        "minWorkers": int(config.get("minWorkers", 1)),
+        "maxWorkers": int(config.get("maxWorkers", 1)),
+        "batchSize": int(config.get("batchSize", 1)),
+        "maxBatchDelay": int(config.get("maxBatchDelay", 100)),
+        "responseTimeout": int(config.get("responseTimeout", 120)),
+    }
+    version = manifest.get("modelVersion", "1.0")
+    return {"name": "startup.cfg", "modelCount": 1, "models": {manifest["modelName"]: {version: entry}}}
+
+
+def build_bundle(archive: Path, out: Path, template: Path = CONFIG_TEMPLATE) -> Path:
+    """Write the bundle for ``archive`` into ``out`` (replacing an earlier one) and return ``out``."""
+    manifest, config, metrics = read_archive(archive)
+    mar_name = f"{manifest['modelName']}.mar"
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "config").mkdir(parents=True)
+    (out / "model-store").mkdir()
+    shutil.copy2(archive, out / "model-store" / mar_name)
+    (out / "config" / "metrics.yaml").write_text(metrics)
+    snapshot = json.dumps(model_snapshot(manifest, config, mar_name), separators=(",", ":"))
+    text = template.read_text().rstrip("\n")
+    (out / "config" / "config.properties").write_text(f"{text}\nmodel_snapshot={snapshot}\n")
+    return out
+
+
+def bundle_models(bundle: Path) -> dict[str, str]:
+    """Model name -> archive file, from the bundle's model_snapshot."""
+    text = (bundle / "config" / "config.properties").read_text()
+    match = re.search(r"^model_snapshot=(.+)$", text, re.MULTILINE)
+    if not match:
+        raise BundleError(f"{bundle}: config.properties has no model_snapshot")
+    models = json.loads(match.group(1))["models"]
+    return {name: next(iter(versions.values()))["marName"] for name, versions in models.items()}
+
+
+class KServeTorchServe(TorchServe):
+    """TorchServe started from a bundle exactly as KServe's TorchServe runtime starts it: the same
+    command line, the bundle's config and the runtime's environment. Two things differ, because this
+    runs outside a pod: the bundle's folder stands for /mnt/models, and the ports are ``ports``."""
+
+    def __init__(self, bundle: Path, runtime_dir: Path, ports: Ports | None = None):
+        self.bundle = Path(bundle).resolve()
+        super().__init__(
+            runtime_dir,
+            self.bundle / "model-store",
+            bundle_models(self.bundle),
+            self.bundle / "config" / "config.properties",
+            ports or Ports.free(),
+        )
+
+    def rendered_config(self) -> str:
+        return render_config(self.config_file.read_text().replace(MOUNT, str(self.bundle)), self.ports)
+
+    def command(self, config: Path) -> list[str]:
+        torchserve = Path(sys.executable).with_name("torchserve")
+        return [str(torchserve), "--start", f"--model-store={self.model_store}", f"--ts-config={config}"]
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), **KSERVE_ENVIRONMENT}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archive", type=Path, default=REPO_ROOT / "model_store" / "deepfake.mar")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "artifacts" / "kserve-bundle")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        out = build_bundle(args.archive, args.out)
+    except BundleError as exc:
+        print(f"kserve_bundle: {exc}", file=sys.stderr)
+        return 2
+    print(f"Wrote {out} for {', '.join(bundle_models(out))}:")
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        print(f"  {path.relative_to(out)} ({os.path.getsize(path) / 1e6:.1f} MB)")
+    print(
+        f"Copy it to the storageUri of {DEPLOY_DIR.relative_to(REPO_ROOT)}/inferenceservice.yaml (see docs/deploy.md)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

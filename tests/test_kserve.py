@@ -1,0 +1,150 @@
+"""The KServe bundle, served exactly as KServe's TorchServe runtime serves it, and two replicas behind one client."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from deepfake_client import DeepfakeClient, SampledFrame
+from deepfake_client.contract import oip_request, predictions_from_oip
+from scripts import kserve_bundle
+from scripts.kserve_bundle import KSERVE_ENVIRONMENT, MOUNT, KServeTorchServe, read_archive
+from scripts.loadtest import distinct_images
+from scripts.serve import observed_batches
+from tests.conftest import REPO_ROOT, ServedModel, archive_service
+from tests.media import constant_rate, write_video
+
+READINESS = REPO_ROOT / "deploy" / "kserve" / "readiness.py"
+
+
+@pytest.fixture(scope="module")
+def bundle(model_store: dict[str, ServedModel], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("kserve") / "bundle"
+    assert kserve_bundle.main(["--archive", str(model_store["deepfake"].archive), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def replicas(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[KServeTorchServe]]:
+    """Two TorchServe instances started from the bundle, as two KServe predictor pods would be."""
+    servers = [KServeTorchServe(bundle, tmp_path_factory.mktemp(f"replica{i}")) for i in range(2)]
+    try:
+        for server in servers:
+            server.start(timeout=300)
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def infer(ts: KServeTorchServe, body: dict) -> requests.Response:
+    return requests.post(f"{ts.inference_url}/v2/models/deepfake/infer", json=body, timeout=120)
+
+
+def readiness(ts: KServeTorchServe, *models: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(READINESS), "--url", ts.management_url, *models]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def answered(ts: KServeTorchServe) -> int:
+    """Inference requests this instance answered (its access log)."""
+    log = ts.log_dir / "access_log.log"
+    return len(re.findall(r'"POST /v2/models/deepfake/infer HTTP/1.1" 200', log.read_text())) if log.exists() else 0
+
+
+def test_bundle_has_the_layout_and_settings_kserve_reads(bundle: Path, model_store: dict[str, ServedModel]):
+    archive = model_store["deepfake"].archive
+    assert sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()) == [
+        "config/config.properties",
+        "config/metrics.yaml",
+        "model-store/deepfake.mar",
+    ]
+    assert (bundle / "model-store" / "deepfake.mar").read_bytes() == archive.read_bytes()
+    assert (bundle / "config" / "metrics.yaml").read_text() == (REPO_ROOT / "handler" / "metrics.yaml").read_text()
+    _, config, _ = read_archive(archive)
+    text = (bundle / "config" / "config.properties").read_text()
+    assert text.startswith(kserve_bundle.CONFIG_TEMPLATE.read_text().rstrip("\n"))
+    snapshot = yaml.safe_load(re.search(r"^model_snapshot=(.+)$", text, re.MULTILINE).group(1))
+    entry = snapshot["models"]["deepfake"]["1.0"]
+    assert entry["marName"] == "deepfake.mar" and entry["defaultVersion"] is True
+    for key in ("batchSize", "maxBatchDelay", "minWorkers", "maxWorkers", "responseTimeout"):
+        assert entry[key] == config[key], key  # the archive's own settings
+    assert (
+        kserve_bundle.main(["--archive", str(bundle / "config" / "metrics.yaml"), "--out", str(bundle.parent / "x")])
+        == 2
+    )
+
+
+def test_started_like_kserve_it_answers_oip_in_batches(replicas: list[KServeTorchServe], model_store):
+    ts = replicas[0]
+    config = ts.rendered_config()
+    assert MOUNT not in config and "disable_token_authorization=true" in config
+    assert ts.command(Path("c.properties"))[1:] == [
+        "--start",
+        f"--model-store={ts.model_store}",
+        "--ts-config=c.properties",
+    ]
+    assert ts.environment()["TS_SERVICE_ENVELOPE"] == KSERVE_ENVIRONMENT["TS_SERVICE_ENVELOPE"] == "kservev2"
+    service = archive_service(model_store["deepfake"].archive)
+    images = distinct_images(8, seed=31)
+    expected = [service.logits(service.decode(image).unsqueeze(0))[0].tolist() for image in images]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda i: infer(ts, oip_request([images[i]], f"k-{i}")), range(8)))
+    assert [r.status_code for r in responses] == [200] * 8  # no key needed: KServe's model server sends none
+    for i, (response, logits) in enumerate(zip(responses, expected, strict=True)):
+        assert response.json()["id"] == f"k-{i}"
+        assert predictions_from_oip(response.json())[0].logits == pytest.approx(logits, abs=1e-4)
+    ids = {r.headers["x-request-id"] for r in responses}
+    batches = [b & ids for b in observed_batches((ts.log_dir / "ts_log.log").read_text(), "deepfake") if b & ids]
+    assert max(len(b) for b in batches) > 1, (
+        f"batch sizes {[len(b) for b in batches]}"
+    )  # the envelope did not take over
+    bad = infer(ts, {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [0.5]}]})
+    assert bad.status_code == 400 and "datatype 'FP32'" in bad.json()["error"]
+    metrics = requests.get(f"{ts.metrics_url}/metrics", timeout=30).text
+    assert re.search(r'^deepfake_predictions\{ModelName="deepfake",Label="\w+",', metrics, re.MULTILINE)
+
+
+def test_readiness_probe_reads_the_worker_state(replicas: list[KServeTorchServe]):
+    ready = readiness(replicas[0], "deepfake")
+    assert (ready.returncode, ready.stdout.strip()) == (0, "ready")
+    assert readiness(replicas[0]).returncode == 0  # every registered model
+    unknown = readiness(replicas[0], "nope")
+    assert unknown.returncode == 1 and "HTTP 404" in unknown.stderr
+
+
+def test_a_video_spreads_over_two_replicas_and_survives_one_stopping(replicas: list[KServeTorchServe], tmp_path: Path):
+    """Replica b is stopped mid-video: its frames go to a, and every frame is answered, in time order."""
+    a, b = replicas
+    video = write_video(tmp_path / "long.mp4", constant_rate(200, Fraction(5)))  # 40 s: 80 samples at 2 fps
+    with DeepfakeClient(a.client_config(protocol="oip", max_in_flight=8)) as client:
+        reference = client.analyze_video(video, fps=2.0)
+    before = {"a": answered(a), "b": answered(b)}
+    stopped_after = {}
+
+    def stop_b_midway(sample: SampledFrame) -> None:
+        if sample.index == 30:  # 30 frames sent, up to 16 of them still in flight
+            stopped_after["b"] = answered(b) - before["b"]
+            assert b.stop()
+
+    config = a.client_config(protocol="oip", replica_urls=(b.inference_url,), max_in_flight=8)
+    with DeepfakeClient(config) as client:
+        analysis = client.analyze_video(video, fps=2.0, on_frame=stop_b_midway)
+    assert [f.index for f in analysis.frames] == list(range(80))
+    assert all(f.error is None for f in analysis.frames)
+    for frame, expected in zip(analysis.frames, reference.frames, strict=True):
+        assert frame.prediction.fake_probability == pytest.approx(expected.prediction.fake_probability, abs=1e-4)
+    served = {"a": answered(a) - before["a"], "b": answered(b) - before["b"]}  # b's log outlives b
+    assert 0 < stopped_after["b"] <= served["b"] < 80, "replica b served nothing before it was stopped"
+    assert served["a"] + served["b"] >= 80  # a answered the rest, b's unanswered in-flight frames included
+    gone = readiness(b, "deepfake")
+    assert gone.returncode == 1 and "cannot read worker states" in gone.stderr

@@ -32,6 +32,8 @@ VIDEO ?= $(DEMO)/data/demo.mp4
 TIMELINE ?= artifacts/timeline.png
 # the web page (make web), against the TorchServe that make start runs
 WEB_PORT ?= 8000
+# make kserve-bundle: model_store/$(MODEL).mar laid out as KServe's TorchServe runtime reads it (docs/deploy.md)
+KSERVE_BUNDLE ?= artifacts/kserve-bundle
 
 export PYTHONPATH := $(CURDIR)
 archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $(STD),--std $(STD)) \
@@ -40,7 +42,7 @@ archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $
 	$(if $(PRECISION),--precision $(PRECISION)) $(if $(CALIBRATION_IMAGES),--calibration-images "$(CALIBRATION_IMAGES)") \
 	$(if $(JPEG_DRAFT),--jpeg-draft)
 
-.PHONY: help setup java browser mar start stop status run demo web test test-fast lint benchmark loadtest clean
+.PHONY: help setup java browser mar start stop status run demo web kserve-bundle test test-fast lint benchmark loadtest clean
 
 help:
 	@echo "make run [WEIGHTS=ckpt.pth ...]  set up, archive (or build the demo model), serve, analyse samples"
@@ -51,6 +53,7 @@ help:
 	@echo "         [PRECISION=fp32|bf16|int8 CALIBRATION_IMAGES=folder]   (default: int8 if it agrees with fp32)"
 	@echo "make start | stop | status       TorchServe with config.properties, runtime files in runtime/"
 	@echo "make web [WEB_PORT=8000]         the upload page on http://127.0.0.1:$(WEB_PORT)/ (after make start or make run)"
+	@echo "make kserve-bundle [MODEL=deepfake] model_store/MODEL.mar as a KServe bundle in $(KSERVE_BUNDLE) (docs/deploy.md)"
 	@echo "make demo                        build the demo data and model only (cached in $(DEMO))"
 	@echo "make benchmark                   throughput/latency report (docs/benchmark.md)"
 	@echo "make loadtest                    64 clients x 2,000 different images against make start's server"
@@ -94,6 +97,11 @@ demo: setup
 
 web: setup
 	$(PY) -m deepfake_client.web --port $(WEB_PORT) --model $(MODEL)
+
+kserve-bundle: setup
+	@if [ ! -f model_store/$(MODEL).mar ]; then \
+		echo "no model_store/$(MODEL).mar to bundle: build it with make run, or make mar WEIGHTS=ckpt.pth"; exit 2; fi
+	$(PY) -m scripts.kserve_bundle --archive model_store/$(MODEL).mar --out $(KSERVE_BUNDLE)
 
 run: setup
 ifeq ($(WEIGHTS),)

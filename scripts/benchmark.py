@@ -54,6 +54,7 @@ from PIL import Image
 
 from deepfake_client import encode_frame, sample_frames
 from handler.checkpoint import RESNET_LAYOUTS, build_model, load_model
+from handler.contract import NATIVE, OIP, oip_request
 from handler.preprocessing import decode_image, to_model_input
 from handler.settings import HALF_MEAN, HALF_STD, PRECISIONS, ModelSettings
 from scripts.archive import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, build_archive, load_archive
@@ -259,10 +260,16 @@ def log_size(ts: TorchServe) -> int:
     return log.stat().st_size if log.exists() else 0
 
 
-def load(ts: TorchServe, payloads: list[bytes], concurrency: int, total: int) -> dict[str, Any]:
-    """``total`` requests from ``concurrency`` clients, cycling over distinct payloads."""
-    url = f"{ts.inference_url}/predictions/{MODEL_NAME}"
-    headers = {"Authorization": f"Bearer {ts.keys()['inference']}", "Content-Type": "image/jpeg"}
+def load(ts: TorchServe, payloads: list[bytes], concurrency: int, total: int, protocol: str = NATIVE) -> dict[str, Any]:
+    """``total`` requests from ``concurrency`` clients, cycling over distinct payloads, in ``protocol``'s
+    wire format (native image bytes, or one image per Open Inference Protocol request)."""
+    if protocol == OIP:
+        url = f"{ts.inference_url}/v2/models/{MODEL_NAME}/infer"
+        bodies = [json.dumps(oip_request([payload])).encode() for payload in payloads]
+        content_type = "application/json"
+    else:
+        url, bodies, content_type = f"{ts.inference_url}/predictions/{MODEL_NAME}", payloads, "image/jpeg"
+    headers = {"Authorization": f"Bearer {ts.keys()['inference']}", "Content-Type": content_type}
     session = requests.Session()
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=concurrency + 2))
     latencies: list[float] = []
@@ -270,7 +277,7 @@ def load(ts: TorchServe, payloads: list[bytes], concurrency: int, total: int) ->
 
     def one(index: int) -> None:
         started = time.perf_counter()
-        response = session.post(url, data=payloads[index % len(payloads)], headers=headers, timeout=300)
+        response = session.post(url, data=bodies[index % len(bodies)], headers=headers, timeout=300)
         response.raise_for_status()
         latencies.append(time.perf_counter() - started)
         ids.add(response.headers["x-request-id"])
@@ -541,6 +548,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "lone": load(ts, payloads, 1, requests_total // 3),
                     "worker_rss_mb": worker_rss_mb(ts),
                 }
+                if mode == DEFAULT_PRECISION:  # the same frames over the Open Inference Protocol
+                    results["served"][mode]["crowd_oip"] = load(ts, payloads, CONCURRENCY, requests_total, OIP)
 
         # 3. the stock handler, same weights, inputs and batch settings
         print("[bench] stock ImageClassifier", flush=True)
@@ -690,6 +699,9 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for mode, r in results["served"].items():
         lines.append(_row(f"ours, {mode}", r["crowd"], r["worker_rss_mb"], r["crowd"]["images_per_s"] / stock_rate))
+        if "crowd_oip" in r:
+            oip = r["crowd_oip"]
+            lines.append(_row(f"ours, {mode}, Open Inference Protocol", oip, None, oip["images_per_s"] / stock_rate))
     stock = results["stock"]
     lines.append(_row("stock ImageClassifier (fp32 eager)", stock["crowd"], stock["worker_rss_mb"], 1.0))
     for mode, r in results["served"].items():

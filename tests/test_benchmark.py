@@ -21,6 +21,9 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
         assert served["crowd"]["images_per_s"] > 0 and served["cold_start_s"] > 0, mode
         assert served["crowd"]["max_batch"] > 1, f"{mode}: TorchServe never batched under 16 concurrent clients"
         assert served["crowd"]["inference_ms_per_batch"] > 0  # read back from the worker's own log
+    oip = results["served"]["int8"]["crowd_oip"]  # the default mode over the Open Inference Protocol too
+    assert oip["images_per_s"] > 0 and oip["max_batch"] > 1
+    assert "ours, int8, Open Inference Protocol" in text
     assert results["stock"]["crowd"]["images_per_s"] > 0
     assert set(results["ceiling"]) == {"openvino fp32", "openvino bf16", "openvino int8", "torch eager fp32",
                                        "torch eager bf16"}  # fmt: skip

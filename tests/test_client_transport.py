@@ -370,3 +370,23 @@ def test_cli_takes_several_urls(monkeypatch):
     assert _cli.main(["health", "--url", "http://a:1,http://b:2", "--url", "http://c:3", "--protocol", "oip"]) == 4
     config = seen["config"]
     assert config.inference_urls == ("http://a:1", "http://b:2", "http://c:3") and config.protocol == "oip"
+
+
+def test_oip_health_and_readiness_use_the_protocols_endpoints():
+    ready = {"deepfake": True}
+
+    def server(request: requests.PreparedRequest) -> requests.Response:
+        if request.path_url == "/v2/health/live":
+            return make_response(200, json={"live": True})
+        if request.path_url.startswith("/v2/models/") and request.path_url.endswith("/ready"):
+            name = request.path_url.split("/")[3]
+            if not ready.get(name):
+                return make_response(503, json={"error": f"Model with name {name} is not ready."})
+            return make_response(200, json={"name": name, "ready": True})
+        return make_response(404, json={"error": "not found"})
+
+    client, transport = fast_client(server, protocol="oip")
+    assert client.health() == {"status": "Healthy"} and client.ready() is True
+    ready["deepfake"] = False
+    assert client.ready() is False
+    assert [r.path_url for r in transport.requests] == ["/v2/health/live", *["/v2/models/deepfake/ready"] * 2]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
@@ -13,13 +16,14 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from requests.adapters import HTTPAdapter
 
 from deepfake_client import DeepfakeClient, SampledFrame
 from deepfake_client.contract import oip_request, predictions_from_oip
 from scripts import kserve_bundle
 from scripts.kserve_bundle import KSERVE_ENVIRONMENT, MOUNT, KServeTorchServe, read_archive
 from scripts.loadtest import distinct_images
-from scripts.serve import observed_batches
+from scripts.serve import Ports, observed_batches
 from tests.conftest import REPO_ROOT, ServedModel, archive_service
 from tests.media import constant_rate, write_video
 
@@ -53,12 +57,6 @@ def infer(ts: KServeTorchServe, body: dict) -> requests.Response:
 def readiness(ts: KServeTorchServe, *models: str) -> subprocess.CompletedProcess:
     command = [sys.executable, str(READINESS), "--url", ts.management_url, *models]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
-
-
-def answered(ts: KServeTorchServe) -> int:
-    """Inference requests this instance answered (its access log)."""
-    log = ts.log_dir / "access_log.log"
-    return len(re.findall(r'"POST /v2/models/deepfake/infer HTTP/1.1" 200', log.read_text())) if log.exists() else 0
 
 
 def test_bundle_has_the_layout_and_settings_kserve_reads(bundle: Path, model_store: dict[str, ServedModel]):
@@ -122,29 +120,113 @@ def test_readiness_probe_reads_the_worker_state(replicas: list[KServeTorchServe]
     assert unknown.returncode == 1 and "HTTP 404" in unknown.stderr
 
 
+@pytest.fixture(scope="module")
+def kserve_front(replicas: list[KServeTorchServe], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """KServe's model server (tests/kserve_front.py) in front of the first replica, as in a predictor pod."""
+    ports = Ports.free()
+    command = [sys.executable, "-m", "tests.kserve_front", "--http_port", str(ports.inference),
+               "--grpc_port", str(ports.grpc_inference), "--model_name", "deepfake",
+               "--predictor_host", f"127.0.0.1:{replicas[0].ports.inference}"]  # fmt: skip
+    log = tmp_path_factory.mktemp("front") / "front.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{ports.inference}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.25)  # polling interval, bounded by the deadline
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_cli_works_over_oip_through_kserves_model_server(kserve_front: str, replicas, tmp_path: Path):
+    """The same CLI against KServe's own model server: readiness, images and a video over the protocol."""
+    no_management = ["--management-url", "http://127.0.0.1:9"]  # behind KServe there is no management API
+
+    def detect(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "deepfake_client", args[0], "--protocol", "oip", *no_management, *args[1:]]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    health = detect("health", "--url", kserve_front)
+    assert health.returncode == 0 and "READY" in health.stdout, health.stderr
+    image = tmp_path / "face.png"
+    image.write_bytes(distinct_images(1, seed=32)[0])
+    through_kserve = detect("image", "--json", "--url", kserve_front, str(image))
+    direct = detect("image", "--json", "--url", replicas[0].inference_url, str(image))
+    assert through_kserve.returncode == direct.returncode == 0, through_kserve.stderr
+    assert json.loads(through_kserve.stdout) == json.loads(direct.stdout)  # KServe passed the answer on intact
+    video = write_video(tmp_path / "clip.mp4", constant_rate(50, Fraction(5)))  # 10 s: 20 samples
+    analysed = detect("video", "--json", "--quiet", "--url", kserve_front, str(video))
+    assert analysed.returncode == 0, analysed.stderr
+    frames = json.loads(analysed.stdout)["frames"]
+    assert [f["index"] for f in frames] == list(range(20)) and all(f["fake_probability"] is not None for f in frames)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    refused = detect("image", "--url", kserve_front, str(broken))
+    # KServe's model server passes the handler's message on (as a 500: it turns a predictor's 4xx into one)
+    assert refused.returncode != 0 and "not a recognised image format" in refused.stdout + refused.stderr
+
+
+class RecordingTransport(HTTPAdapter):
+    """The client's real HTTP transport, noting which replica answered each inference request (or refused it)."""
+
+    def __init__(self) -> None:
+        super().__init__(pool_connections=4, pool_maxsize=40)
+        self.lock = threading.Lock()
+        self.answers: list[tuple[str, int]] = []
+        self.refused: list[str] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs) -> requests.Response:
+        host = request.url.split("/")[2]
+        if not request.url.endswith("/infer"):
+            return super().send(request, **kwargs)
+        try:
+            response = super().send(request, **kwargs)
+        except requests.ConnectionError:
+            with self.lock:
+                self.refused.append(host)
+            raise
+        with self.lock:
+            self.answers.append((host, response.status_code))
+        return response
+
+    def answered_by(self, ts: KServeTorchServe) -> int:
+        with self.lock:
+            return sum(host.endswith(f":{ts.ports.inference}") and status == 200 for host, status in self.answers)
+
+
 def test_a_video_spreads_over_two_replicas_and_survives_one_stopping(replicas: list[KServeTorchServe], tmp_path: Path):
     """Replica b is stopped mid-video: its frames go to a, and every frame is answered, in time order."""
     a, b = replicas
     video = write_video(tmp_path / "long.mp4", constant_rate(200, Fraction(5)))  # 40 s: 80 samples at 2 fps
     with DeepfakeClient(a.client_config(protocol="oip", max_in_flight=8)) as client:
         reference = client.analyze_video(video, fps=2.0)
-    before = {"a": answered(a), "b": answered(b)}
-    stopped_after = {}
+    transport = RecordingTransport()
+    answered_before_stop = {}
 
     def stop_b_midway(sample: SampledFrame) -> None:
         if sample.index == 30:  # 30 frames sent, up to 16 of them still in flight
-            stopped_after["b"] = answered(b) - before["b"]
+            answered_before_stop["b"] = transport.answered_by(b)
             assert b.stop()
 
     config = a.client_config(protocol="oip", replica_urls=(b.inference_url,), max_in_flight=8)
-    with DeepfakeClient(config) as client:
+    with DeepfakeClient(config, transport=transport) as client:
         analysis = client.analyze_video(video, fps=2.0, on_frame=stop_b_midway)
     assert [f.index for f in analysis.frames] == list(range(80))
     assert all(f.error is None for f in analysis.frames)
     for frame, expected in zip(analysis.frames, reference.frames, strict=True):
         assert frame.prediction.fake_probability == pytest.approx(expected.prediction.fake_probability, abs=1e-4)
-    served = {"a": answered(a) - before["a"], "b": answered(b) - before["b"]}  # b's log outlives b
-    assert 0 < stopped_after["b"] <= served["b"] < 80, "replica b served nothing before it was stopped"
-    assert served["a"] + served["b"] >= 80  # a answered the rest, b's unanswered in-flight frames included
+    by_b = transport.answered_by(b)
+    assert 0 < answered_before_stop["b"] <= by_b < 80, "replica b served nothing before it was stopped"
+    assert transport.answered_by(a) == 80 - by_b  # a answered every other frame, b's unanswered ones included
+    assert any(host.endswith(f":{b.ports.inference}") for host in transport.refused)  # b's failure was met
     gone = readiness(b, "deepfake")
     assert gone.returncode == 1 and "cannot read worker states" in gone.stderr

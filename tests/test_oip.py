@@ -5,12 +5,17 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import deepfake_client.contract
 from handler.contract import (
     MAX_IMAGE_PIXELS,
     NATIVE,
@@ -188,3 +193,14 @@ def test_a_pixel_array_image_reaches_the_model_as_an_image(service: DetectorServ
     [from_png] = service.predict([buffer.getvalue()])
     [from_pixels] = service.predict([Image.fromarray(PIXELS)])
     assert from_png == from_pixels
+
+
+def test_the_client_package_ships_the_very_same_contract(tmp_path):
+    """deepfake_client/contract.py links to handler/contract.py; a built wheel carries its content."""
+    repo = Path(__file__).resolve().parents[1]
+    assert Path(deepfake_client.contract.__file__).resolve() == repo / "handler" / "contract.py"
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
+    subprocess.run([*command, str(repo / "client")], check=True, capture_output=True, timeout=300)
+    [wheel] = tmp_path.glob("deepfake_client-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read("deepfake_client/contract.py") == (repo / "handler" / "contract.py").read_bytes()

@@ -343,7 +343,8 @@ class DeepfakeClient:
         model = model or self.config.model
         if model not in self._metadata:
             try:
-                published = (self.describe(model).get("customizedMetadata") or {})["metadata"]
+                # optional information: no retries (an OIP server may have no management API at all)
+                published = (self.describe(model, retry=False).get("customizedMetadata") or {})["metadata"]
                 self._metadata[model] = ModelMetadata.from_json(published)
             except (DeepfakeError, KeyError, TypeError, ValueError):
                 self._metadata[model] = None
@@ -357,18 +358,34 @@ class DeepfakeClient:
 
     # --- management ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        """TorchServe's /ping. "Healthy" does not mean a worker is ready: see ``ready``."""
+        """Liveness: TorchServe's /ping, or over OIP the protocol's /v2/health/live. Neither means that
+        a worker is ready: see ``ready``."""
+        if self.config.protocol == OIP:
+            url = f"{self.config.base_url}/v2/health/live"
+            live = self._request("GET", url, "inference", "health check").json().get("live")
+            return {"status": "Healthy" if live else "Unhealthy"}
         return self._request("GET", f"{self.config.base_url}/ping", "inference", "health check").json()
 
-    def describe(self, model: str | None = None) -> dict[str, Any]:
+    def describe(self, model: str | None = None, *, retry: bool = True) -> dict[str, Any]:
         """Model status, workers and the archive's settings (normalisation, labels, T, alpha)."""
         model = model or self.config.model
         url = f"{self.config.management_url}/models/{model}"
-        entries = self._request("GET", url, "management", f"describe {model}", params={"customized": "true"}).json()
+        params = {"customized": "true"}
+        entries = self._request("GET", url, "management", f"describe {model}", retry=retry, params=params).json()
         return entries[0] if entries else {}
 
     def ready(self, model: str | None = None) -> bool:
-        """True when the model has workers and all of them are READY."""
+        """True when the model can answer now: every TorchServe worker READY (management API), or over
+        OIP the protocol's model readiness (``GET /v2/models/<model>/ready``, e.g. KServe's model server)."""
+        if self.config.protocol == OIP:
+            model = model or self.config.model
+            url = f"{self.config.base_url}/v2/models/{model}/ready"
+            try:
+                return bool(
+                    self._request("GET", url, "inference", f"readiness of {model}", retry=False).json().get("ready")
+                )
+            except ServerUnavailableError:  # 503: known, not ready
+                return False
         return _all_ready(self._worker_statuses(model))
 
     def _worker_statuses(self, model: str | None, retry: bool = True) -> list[str]:

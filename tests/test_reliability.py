@@ -287,7 +287,7 @@ def ipv4(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 def test_endpoints_listen_on_loopback_only(server: Server, reliability: ReliabilityRecord):
     frontend = psutil.Process(server.ts.pid())
-    sockets = [c.laddr for c in frontend.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+    sockets = [c.laddr for c in frontend.connections("inet") if c.status == psutil.CONN_LISTEN]  # psutil 5.9
     listening = {(str(ipv4(address.ip)), address.port) for address in sockets}
     ports = vars(server.ts.ports)
     assert {port for _, port in listening} == set(ports.values())  # the five configured, nothing else

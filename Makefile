@@ -23,6 +23,8 @@ PRECISION ?=
 CALIBRATION_IMAGES ?=
 # JPEG_DRAFT=1: decode large JPEG uploads at reduced scale (faster, not pixel-exact; see docs/benchmark.md)
 JPEG_DRAFT ?=
+# CROP=face: classify each detected face (checkpoints trained on face crops); full (default): the whole image
+CROP ?=
 
 # the demo: generated data, a ResNet18 trained and calibrated on it (cached in artifacts/)
 DEMO ?= artifacts/demo
@@ -35,12 +37,16 @@ WEB_PORT ?= 8000
 # make kserve-bundle: model_store/$(MODEL).mar laid out as KServe's TorchServe runtime reads it (docs/deploy.md)
 KSERVE_BUNDLE ?= artifacts/kserve-bundle
 
+# The face detector of CROP=face archives (MTCNN, weights in the wheel). Its pins (torch < 2.3, numpy < 2)
+# are outdated; it runs on this project's torch, so it is installed without them.
+FACE_DETECTOR := facenet-pytorch==2.6.0
+
 export PYTHONPATH := $(CURDIR)
 archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $(STD),--std $(STD)) \
 	$(if $(LABELS),--labels $(LABELS)) $(if $(ALPHA),--alpha $(ALPHA)) \
 	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(foreach f,$(SETTINGS),--settings-file $(f)) \
 	$(if $(PRECISION),--precision $(PRECISION)) $(if $(CALIBRATION_IMAGES),--calibration-images "$(CALIBRATION_IMAGES)") \
-	$(if $(JPEG_DRAFT),--jpeg-draft)
+	$(if $(JPEG_DRAFT),--jpeg-draft) $(if $(CROP),--crop $(CROP))
 
 .PHONY: help setup java browser mar start stop status run demo web kserve-bundle test test-fast lint benchmark loadtest clean
 
@@ -49,7 +55,7 @@ help:
 	@echo "make test                        run every test (starts real TorchServe instances)"
 	@echo "make test-fast                   unit tests only: no Java, no TorchServe, no demo build"
 	@echo "make setup                       create $(VENV) and install pinned dependencies + the client"
-	@echo "make mar WEIGHTS=ckpt.pth [MODEL=deepfake MEAN=0.5,0.5,0.5 STD=0.5,0.5,0.5 LABELS=Real,Fake ALPHA=6.0 TEMPERATURE=1.0]"
+	@echo "make mar WEIGHTS=ckpt.pth [MODEL=deepfake MEAN=0.5,0.5,0.5 STD=0.5,0.5,0.5 LABELS=Real,Fake ALPHA=6.0 TEMPERATURE=1.0 CROP=full|face]"
 	@echo "         [PRECISION=fp32|bf16|int8 CALIBRATION_IMAGES=folder]   (default: int8 if it agrees with fp32)"
 	@echo "make start | stop | status       TorchServe with config.properties, runtime files in runtime/"
 	@echo "make web [WEB_PORT=8000]         the upload page on http://127.0.0.1:$(WEB_PORT)/ (after make start or make run)"
@@ -75,6 +81,7 @@ $(VENV)/.installed: requirements.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -e './client[plot,web]'
+	$(PY) -m pip install --quiet --no-deps $(FACE_DETECTOR)
 	@touch $@
 
 mar: setup

@@ -40,6 +40,9 @@ def _tensor(datatype: str, item_shape: tuple[int, ...] = ()) -> dict[str, Any]:
     return {"oip": (datatype, item_shape)}
 
 
+JSON_IN_BYTES = {"oip": ("BYTES", ()), "json": True}  # a structured field: one JSON text per image
+
+
 @dataclass(frozen=True)
 class Prediction:
     """The answer for one image: what the handler sends and the client parses, in both formats."""
@@ -54,6 +57,9 @@ class Prediction:
     adjusted_confidence: float = field(metadata=_tensor("FP64"))  # the original app's sigmoid(|margin| / alpha)
     temperature: float = field(metadata=_tensor("FP64"))
     alpha: float = field(metadata=_tensor("FP64"))
+    # Face-crop archives (crop: face): every face classified, the fields above being the most fake
+    # face's answer. None for archives that classify the whole image.
+    faces: list[FaceAnswer] | None = field(default=None, metadata=JSON_IN_BYTES)
 
     @property
     def is_fake(self) -> bool:
@@ -65,11 +71,35 @@ class Prediction:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Prediction:
-        """Parse a native answer; KeyError names a missing field (extra fields are ignored)."""
-        return cls(**{name: data[name] for name in cls.field_names()})
+        """Parse a native answer; KeyError names a missing field (extra fields are ignored; ``faces`` may
+        be missing, from a server older than face mode)."""
+        values = {name: data[name] for name in cls.field_names() if name != "faces"}
+        faces = data.get("faces")
+        return cls(**values, faces=None if faces is None else [FaceAnswer.from_json(face) for face in faces])
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "faces"}
+        data = json.loads(json.dumps(data))  # plain copies of the lists and the dict
+        data["faces"] = None if self.faces is None else [face.to_json() for face in self.faces]
+        return data
+
+
+@dataclass(frozen=True)
+class FaceAnswer:
+    """One face of a face-crop answer: where it is, how sure the detector is, the classifier's answer."""
+
+    box: list[float]  # [x1, y1, x2, y2] in the uploaded image's pixels: the detector's box, before the margin
+    score: float  # the detector's probability that this is a face
+    prediction: Prediction
+
+    def to_json(self) -> dict[str, Any]:
+        answer = self.prediction.to_json()
+        answer.pop("faces")
+        return {"box": list(self.box), "score": self.score, "prediction": answer}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FaceAnswer:
+        return cls(list(data["box"]), float(data["score"]), Prediction.from_json(data["prediction"]))
 
 
 @dataclass(frozen=True)
@@ -112,6 +142,7 @@ class ModelMetadata:
     alpha: float
     max_image_pixels: int = MAX_IMAGE_PIXELS
     protocols: tuple[str, ...] = PROTOCOLS
+    crop: str = "full"  # "face": the server finds faces itself, so frames must keep their full resolution
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -154,6 +185,8 @@ def oip_outputs(predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
         datatype, item_shape = spec.metadata["oip"]
         values = [getattr(p, spec.name) for p in predictions]
         tensor: dict[str, Any] = {"name": spec.name, "datatype": datatype, "shape": [len(values), *item_shape]}
+        if spec.metadata.get("json"):
+            values = [json.dumps(p.to_json()[spec.name]) for p in predictions]
         if spec.name == "probabilities":
             labels = list(values[0]) if values else []
             tensor["parameters"] = {"labels": json.dumps(labels)}
@@ -181,6 +214,8 @@ def predictions_from_oip(response: Mapping[str, Any]) -> list[Prediction]:
     count = int(tensors["label"]["shape"][0])
     columns: dict[str, list[Any]] = {}
     for spec in fields(Prediction):
+        if spec.name == "faces" and "faces" not in tensors:  # a server older than face mode
+            continue
         tensor = tensors[spec.name]
         _, item_shape = spec.metadata["oip"]
         width = math.prod(item_shape)
@@ -191,5 +226,7 @@ def predictions_from_oip(response: Mapping[str, Any]) -> list[Prediction]:
         if spec.name == "probabilities":
             labels = json.loads(tensor["parameters"]["labels"])
             rows = [dict(zip(labels, row, strict=True)) for row in rows]
+        if spec.metadata.get("json"):
+            rows = [json.loads(row) for row in rows]
         columns[spec.name] = rows
-    return [Prediction(**{name: column[i] for name, column in columns.items()}) for i in range(count)]
+    return [Prediction.from_json({name: column[i] for name, column in columns.items()}) for i in range(count)]

@@ -21,7 +21,8 @@ from PIL import Image
 
 from handler.calibration import predictions_from_logits
 from handler.checkpoint import load_model
-from handler.contract import MAX_IMAGE_PIXELS, ErrorAnswer, ModelMetadata, Prediction
+from handler.contract import MAX_IMAGE_PIXELS, ErrorAnswer, FaceAnswer, ModelMetadata, Prediction
+from handler.faces import Face, FaceDetector, crop_images, no_face_error
 from handler.preprocessing import InvalidImageError, decode_image, to_model_input
 from handler.runtimes import Runtime, TorchRuntime, load_runtime
 from handler.settings import ModelSettings
@@ -51,6 +52,8 @@ class DetectorService:
         self.runtime = runtime
         self.settings = settings
         self.last_timing: BatchTiming | None = None
+        face_mode = settings.crop == "face"
+        self.detector = FaceDetector(settings.face_threshold, settings.max_faces) if face_mode else None
 
     @classmethod
     def from_checkpoint(
@@ -75,38 +78,63 @@ class DetectorService:
         )
         return cls(runtime, settings)
 
-    def decode(self, payload: bytes | Image.Image) -> torch.Tensor:
-        """Image bytes (or an already decoded RGB image) -> the model's input tensor; raises InvalidImageError."""
-        size = self.settings.image_size
+    def decode_image(self, payload: bytes | Image.Image) -> Image.Image:
+        """Image bytes (or an already decoded image) -> RGB image; raises InvalidImageError. A face-crop
+        archive decodes at full resolution: the faces are found in it."""
         if isinstance(payload, Image.Image):
-            image = payload
-        else:
-            image = decode_image(payload, size if self.settings.jpeg_draft else None)
-        return to_model_input(image, self.settings.mean, self.settings.std, size)
+            return payload
+        draft = self.settings.image_size if self.settings.jpeg_draft and self.detector is None else None
+        return decode_image(payload, draft)
+
+    def decode(self, payload: bytes | Image.Image) -> torch.Tensor:
+        """The whole image as the model's input tensor (what ``crop: full`` classifies)."""
+        return self.to_input(self.decode_image(payload))
+
+    def to_input(self, image: Image.Image) -> torch.Tensor:
+        return to_model_input(image, self.settings.mean, self.settings.std, self.settings.image_size)
+
+    def crops(self, payload: bytes | Image.Image) -> list[tuple[Face | None, Image.Image]]:
+        """What the model classifies of one image (handler.faces.crop_images); NoFaceError if a face-crop
+        archive finds no face."""
+        image = self.decode_image(payload)
+        crops = crop_images(image, self.settings, self.detector)
+        if not crops:
+            raise no_face_error(self.settings, image)
+        return crops
 
     def logits(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
         """One forward pass for a whole (N, 3, H, W) batch: (N, 2) float32 logits."""
         return torch.from_numpy(self.runtime(np.asarray(batch, dtype=np.float32)))
 
     def predict(self, payloads: Sequence[bytes | Image.Image | ErrorAnswer]) -> list[Prediction | ErrorAnswer]:
-        """Answer every image of a batch in one forward pass; a bad item fails alone."""
+        """Answer every image of a batch in one forward pass (every face of every image, in face mode);
+        a bad item fails alone."""
         started = time.perf_counter()
         results: list[Prediction | ErrorAnswer | None] = [None] * len(payloads)
-        tensors, positions = [], []
+        tensors: list[torch.Tensor] = []
+        owners: list[tuple[int, Face | None]] = []
         for index, payload in enumerate(payloads):
             if isinstance(payload, ErrorAnswer):
                 results[index] = payload
                 continue
             try:
-                tensors.append(self.decode(payload))
-                positions.append(index)
+                for face, crop in self.crops(payload):
+                    tensors.append(self.to_input(crop))
+                    owners.append((index, face))
             except InvalidImageError as exc:
                 results[index] = ItemError.from_exception(exc)
         decoded = time.perf_counter()
         if tensors:
             answers = predictions_from_logits(self.logits(torch.stack(tensors)), self.settings)
-            for index, answer in zip(positions, answers, strict=True):
-                results[index] = answer
+            faces: dict[int, list[FaceAnswer]] = {}
+            for (index, face), answer in zip(owners, answers, strict=True):
+                if face is None:
+                    results[index] = answer
+                else:
+                    faces.setdefault(index, []).append(FaceAnswer([round(v, 2) for v in face.box], face.score, answer))
+            for index, found in faces.items():  # the image's answer is its most fake face's
+                top = max(found, key=lambda f: f.prediction.fake_probability)
+                results[index] = dataclasses.replace(top.prediction, faces=found)
         finished = time.perf_counter()
         self.last_timing = BatchTiming(len(tensors), (decoded - started) * 1e3, (finished - decoded) * 1e3)
         return results  # type: ignore[return-value]
@@ -116,6 +144,8 @@ class DetectorService:
         size = self.settings.image_size
         for batch in range(1, max_batch_size + 1):
             self.runtime(np.zeros((batch, 3, size, size), dtype=np.float32))
+        if self.detector is not None:  # loads the face detector's networks
+            self.detector.detect(Image.new("RGB", (size, size)))
 
     def metadata(self) -> ModelMetadata:
         """What clients need to know (handler.contract): input size, labels, normalisation, precision."""
@@ -131,6 +161,7 @@ class DetectorService:
             temperature=s.temperature,
             alpha=s.alpha,
             max_image_pixels=MAX_IMAGE_PIXELS,
+            crop=s.crop,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -19,6 +19,10 @@ DEFAULT_LABELS = ("Real", "Fake")
 DEFAULT_ALPHA = 6.0  # the original app's hand-picked logit-margin scale
 IMAGE_SIZE = 224
 PRECISIONS = ("fp32", "bf16", "int8")  # what handler.runtimes can run, most exact first
+CROPS = ("full", "face")  # what the classifier sees: the whole image (the original app), or each face
+DEFAULT_FACE_MARGIN = 1.3  # the crop is the detector's box, squared and scaled by this (DFDC-style)
+DEFAULT_FACE_THRESHOLD = 0.9  # faces the detector is less sure of are ignored
+DEFAULT_MAX_FACES = 4  # the most likely faces of an image that are classified
 
 
 class SettingsError(ValueError):
@@ -70,6 +74,10 @@ class ModelSettings:
     image_size: int = IMAGE_SIZE
     precision: str = "fp32"  # the runtime mode the archive was built for (scripts/archive.py)
     jpeg_draft: bool = False  # decode large JPEGs at a reduced scale (faster, not pixel-exact)
+    crop: str = "full"  # "face": detect faces and classify each crop (checkpoints trained on face crops)
+    face_margin: float = DEFAULT_FACE_MARGIN
+    face_threshold: float = DEFAULT_FACE_THRESHOLD
+    max_faces: int = DEFAULT_MAX_FACES
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -95,6 +103,21 @@ class ModelSettings:
             raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         object.__setattr__(self, "precision", precision)
         object.__setattr__(self, "jpeg_draft", str(self.jpeg_draft).lower() in ("true", "1", "yes"))
+        crop = str(self.crop).lower()
+        if crop not in CROPS:
+            raise SettingsError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+        object.__setattr__(self, "crop", crop)
+        margin = _positive("face_margin", self.face_margin)
+        if margin < 1:
+            raise SettingsError(f"face_margin must be at least 1 (the detector's box itself), got {margin}")
+        object.__setattr__(self, "face_margin", margin)
+        threshold = _positive("face_threshold", self.face_threshold)
+        if threshold >= 1:
+            raise SettingsError(f"face_threshold must lie between 0 and 1, got {threshold}")
+        object.__setattr__(self, "face_threshold", threshold)
+        if int(self.max_faces) < 1:
+            raise SettingsError(f"max_faces must be at least 1, got {self.max_faces}")
+        object.__setattr__(self, "max_faces", int(self.max_faces))
 
     @property
     def fake_index(self) -> int:

@@ -28,7 +28,15 @@ import yaml
 
 from handler.checkpoint import CheckpointError, load_model, read_state_dict
 from handler.service import DetectorService, settings_from_model_config
-from handler.settings import PRECISIONS, ModelSettings, SettingsError
+from handler.settings import (
+    CROPS,
+    DEFAULT_FACE_MARGIN,
+    DEFAULT_FACE_THRESHOLD,
+    DEFAULT_MAX_FACES,
+    PRECISIONS,
+    ModelSettings,
+    SettingsError,
+)
 from scripts.precision import DEFAULT_PRECISION, PrecisionError, build_runtime
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +72,9 @@ def resolve_settings(args: argparse.Namespace) -> ModelSettings:
     for path in files:
         print(f"Settings from {path}")
     values = settings_from_files(files)
-    for key in ("arch", "mean", "std", "labels", "fake_label", "temperature", "alpha", "jpeg_draft"):
+    keys = ("arch", "mean", "std", "labels", "fake_label", "temperature", "alpha", "jpeg_draft",
+            "crop", "face_margin", "face_threshold", "max_faces")  # fmt: skip
+    for key in keys:
         value = getattr(args, key)
         if value is not None:
             values[key] = value
@@ -185,6 +195,25 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="decode large JPEG uploads at reduced scale: faster, not pixel-exact (deviation: docs/benchmark.md)",
     )
+    parser.add_argument(
+        "--crop",
+        choices=CROPS,
+        default=None,
+        help="what the model classifies: full (the whole image, default) or face (each detected face, cropped "
+        "with a margin: for checkpoints trained on face crops)",
+    )
+    parser.add_argument(
+        "--face-margin", type=float, default=None, help=f"face crop: box x this (default {DEFAULT_FACE_MARGIN})"
+    )
+    parser.add_argument(
+        "--face-threshold",
+        type=float,
+        default=None,
+        help=f"face crop: detector score needed (default {DEFAULT_FACE_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--max-faces", type=int, default=None, help=f"face crop: faces per image (default {DEFAULT_MAX_FACES})"
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--max-batch-delay", type=int, default=DEFAULT_MAX_BATCH_DELAY_MS, help="ms")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
@@ -222,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Wrote {path} ({settings.arch}, mean={list(settings.mean)}, std={list(settings.std)}, "
         f"labels={list(settings.labels)}, T={settings.temperature}, alpha={settings.alpha}, "
-        f"precision={settings.precision})"
+        f"precision={settings.precision}, crop={settings.crop})"
     )
     return 0
 

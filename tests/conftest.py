@@ -32,10 +32,12 @@ SERVED_MODELS = {
     "r50_half": ("resnet50", "half", "fp32"),
     "r50_imagenet": ("resnet50", "imagenet", "fp32"),
     "constant": ("resnet18", "half", "fp32"),  # zero weights, fc bias = CONSTANT_LOGITS
+    "faces": ("resnet18", "half", "fp32"),  # crop: face (FACE_MODEL_SETTINGS)
 }
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONSTANT_LOGITS = (0.25, 1.75)
 CONSTANT_SETTINGS = {"temperature": 2.0, "alpha": 3.0}
+EXTRA_SETTINGS = {"constant": CONSTANT_SETTINGS, "faces": {"crop": "face"}}
 NORMALISATIONS = {"half": (HALF_MEAN, HALF_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
 
 
@@ -139,7 +141,7 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ServedMod
         weights = root / f"{name}.pth"
         torch.save(state, weights)
         mean, std = NORMALISATIONS[norm]
-        extra = CONSTANT_SETTINGS if name == "constant" else {}
+        extra = EXTRA_SETTINGS.get(name, {})
         settings = ModelSettings(mean=mean, std=std, **extra)
         archive, settings = build_archive(weights, settings, name, store, precision=precision)
         served[name] = ServedModel(name, weights, settings, archive)

@@ -49,6 +49,7 @@ def test_prediction_record_by_hand():
         "adjusted_confidence": pytest.approx(sigmoid(1.5 / 3.0), abs=1e-12),
         "temperature": 2.0,
         "alpha": 3.0,
+        "faces": None,  # a whole-image archive
     }
 
 

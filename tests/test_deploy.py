@@ -91,6 +91,8 @@ def test_container_recipe_installs_the_pinned_versions():
         selected = [name for name in pins if re.match(pattern, f"{name}==")]
         names = pattern[2:-3].split("|")
         assert sorted(selected) == sorted(names), f"{pattern} selects {selected}"
+    face_detector = re.search(r"^FACE_DETECTOR := (\S+)$", (REPO / "Makefile").read_text(), re.MULTILINE).group(1)
+    assert f"--no-deps {face_detector}" in dockerfile  # the same face detector as make setup installs
     for source in re.findall(r"^COPY (\S+) ", dockerfile, re.MULTILINE):
         assert (REPO / source).is_file(), source
 

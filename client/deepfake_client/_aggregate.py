@@ -68,10 +68,11 @@ def summarise(frames: Sequence[FrameResult], config: AggregationConfig = Aggrega
         verdict = LIKELY_DEEPFAKE
     else:
         verdict = LIKELY_REAL
+    no_face = sum(f.no_face for f in frames)
     return VideoSummary(
         frames=len(frames),
         analyzed=n,
-        failed=len(frames) - n,
+        failed=len(frames) - n - no_face,
         fake_frames=fake_frames,
         fake_frame_ratio=ratio,
         mean_adjusted_confidence=sum(p.adjusted_confidence for p in answered) / n if n else math.nan,
@@ -80,6 +81,7 @@ def summarise(frames: Sequence[FrameResult], config: AggregationConfig = Aggrega
         top_k_mean=top_k_mean(probabilities, config.top_k),
         confident_score=confident_strategy(probabilities, config),
         verdict=verdict,
+        no_face_frames=no_face,
     )
 
 

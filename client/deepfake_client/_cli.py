@@ -43,8 +43,14 @@ def _fmt(value: float) -> str:
 
 
 def image_block(source: str, p: Prediction) -> str:
-    """The original app's detailed block for one image."""
+    """The original app's detailed block for one image (face-crop archives: the most fake face's, then
+    one line per face)."""
     softmax = "  ".join(f"{label} {prob:.4f}" for label, prob in p.probabilities.items())
+    faces = [
+        f"  Face {i + 1} at [{', '.join(f'{v:.0f}' for v in face.box)}] (detector {face.score:.3f}): "
+        f"{face.prediction.label}, fake probability {face.prediction.fake_probability:.4f}"
+        for i, face in enumerate(p.faces or [])
+    ]
     return "\n".join(
         [
             f"Image: {source}",
@@ -55,6 +61,8 @@ def image_block(source: str, p: Prediction) -> str:
             f"  Softmax confidence:  {p.softmax_confidence:.4f}",
             f"  Adjusted confidence: {p.adjusted_confidence:.4f}  "
             f"(sigmoid(|logit margin| / alpha), alpha {round(p.alpha, 4)})",
+            *([f"  Faces:               {len(faces)} (the answer above is the most fake one's)"] if faces else []),
+            *faces,
         ]
     )
 
@@ -71,11 +79,12 @@ def _segment_caveat(analysis: VideoAnalysis) -> str:
 def video_report(analysis: VideoAnalysis) -> str:
     s = analysis.summary
     seconds = analysis.frames[-1].time + 1 / analysis.fps if analysis.frames else 0.0
+    no_face = f", {s.no_face_frames} without a face" if s.no_face_frames else ""
     threshold = analysis.thresholds.get("segment_threshold", 0.5)
     lines = [
         f"Video: {analysis.source}",
         f"  Frames:                   {s.frames} sampled at {analysis.fps:g} fps ({seconds:.1f} s), "
-        f"{s.analyzed} analysed, {s.failed} failed",
+        f"{s.analyzed} analysed, {s.failed} failed{no_face}",
         f"  Verdict:                  {s.verdict}{_segment_caveat(analysis)}",
         f"  Fake-frame ratio:         {_fmt(s.fake_frame_ratio)} ({s.fake_frames}/{s.analyzed})",
         f"  Mean adjusted confidence: {_fmt(s.mean_adjusted_confidence)}",
@@ -92,7 +101,7 @@ def video_report(analysis: VideoAnalysis) -> str:
         ]
     else:
         lines.append(f"  Suspicious segments:      none above {threshold:g}")
-    errors = [f for f in analysis.frames if f.error]
+    errors = [f for f in analysis.frames if f.error and not f.no_face]
     lines += [f"  Frame {f.index} at {f.time:.2f}s failed: {f.error}" for f in errors[:5]]
     return "\n".join(lines)
 
@@ -111,9 +120,11 @@ def cmd_image(client: DeepfakeClient, args: argparse.Namespace) -> int:
         for result in results:
             if result.prediction is not None:
                 print(image_block(result.source, result.prediction))
+            elif result.no_face:
+                print(f"Image: {result.source}\n  No face: {result.error}")
             else:
                 print(f"Image: {result.source}\n  Error: {result.error}")
-    failed = [r for r in results if r.prediction is None]
+    failed = [r for r in results if r.prediction is None and not r.no_face]  # no face is an answer
     if args.json:  # the text report shows errors inline; JSON keeps stdout machine-readable
         for result in failed:
             print(f"deepfake-detect: {result.error}", file=sys.stderr)
@@ -158,7 +169,13 @@ def cmd_models(client: DeepfakeClient, args: argparse.Namespace) -> int:
             print(
                 f"  arch {settings.get('arch')}, mean {settings.get('mean')}, std {settings.get('std')}, "
                 f"labels {settings.get('labels')}, T {settings.get('temperature')}, alpha {settings.get('alpha')}, "
-                f"input {settings.get('image_size')}px"
+                f"input {settings.get('image_size')}px, crop {settings.get('crop', 'full')}"
+                + (
+                    f" (margin {settings.get('face_margin')}, detector score >= {settings.get('face_threshold')}, "
+                    f"up to {settings.get('max_faces')} faces)"
+                    if settings.get("crop") == "face"
+                    else ""
+                )
             )
         if runtime:
             line = f"  runs {runtime.get('precision')} on {runtime.get('engine')}"

@@ -81,6 +81,11 @@ def _image_too_large(response: requests.Response, error_type: str) -> bool:
         return False
 
 
+def _no_face(exc: InputError) -> bool:
+    """A face-crop archive's answer for an image without a face: 422 NoFace (native) or 422 (OIP)."""
+    return isinstance(exc, InputRejectedError) and exc.status == 422 and exc.error_type in ("NoFace", "")
+
+
 def _all_ready(statuses: list[str]) -> bool:
     return bool(statuses) and all(status == "READY" for status in statuses)
 
@@ -265,7 +270,7 @@ class DeepfakeClient:
                 payload, name = self._read_image(image)
                 return ImageResult(name, self._predict_bytes(payload, name, model))
             except InputError as exc:
-                return ImageResult(name, None, str(exc))
+                return ImageResult(name, None, str(exc), no_face=_no_face(exc))
 
         with ThreadPoolExecutor(max_workers=self.config.max_in_flight) as pool:
             return list(pool.map(one, list(images)))
@@ -302,7 +307,9 @@ class DeepfakeClient:
                 )
             except InputRejectedError as exc:
                 results.append(
-                    FrameResult(sample.index, sample.time, sample.frame_time, sample.frame_number, None, str(exc))
+                    FrameResult(
+                        sample.index, sample.time, sample.frame_time, sample.frame_number, None, str(exc), _no_face(exc)
+                    )
                 )
             if progress:
                 progress(len(results))
@@ -351,10 +358,11 @@ class DeepfakeClient:
         return self._metadata[model]
 
     def input_size(self, model: str | None = None) -> int | None:
-        """The model's input size, so that frames travel already resized; None when unknown: frames
-        then travel at their own size and the server resizes them (exact for any model, only slower)."""
+        """The size frames travel at, already resized to the model's input. None when unknown, and for a
+        face-crop archive (the server finds the faces in the full frame): frames then travel at their own
+        size and the server resizes (exact for any model, only slower)."""
         metadata = self.metadata(model)
-        return metadata.input_size if metadata else None
+        return metadata.input_size if metadata and metadata.crop == "full" else None
 
     # --- management ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Timeline plot: fake probability over time, the threshold, suspicious segments shaded."""
+"""Timeline plot: fake probability over time, the threshold, suspicious segments shaded, frames
+that failed or (face-crop archives) had no face marked on the time axis."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def plot_timeline(analysis: VideoAnalysis, path: str | Path, threshold: float | 
         raise DeepfakeError("--plot needs matplotlib: pip install 'deepfake-client[plot]'") from None
     threshold = analysis.thresholds.get("segment_threshold", 0.5) if threshold is None else threshold
     answered = [f for f in analysis.frames if f.prediction is not None]
-    failed = [f for f in analysis.frames if f.prediction is None]
+    failed = [f for f in analysis.frames if f.prediction is None and not f.no_face]
+    no_face = [f for f in analysis.frames if f.no_face]
     figure, axes = plt.subplots(figsize=(10, 3.2), dpi=110)
     for index, segment in enumerate(analysis.segments):
         axes.axvspan(
@@ -35,6 +37,8 @@ def plot_timeline(analysis: VideoAnalysis, path: str | Path, threshold: float | 
     )
     if failed:
         axes.plot([f.time for f in failed], [0.0] * len(failed), "x", color="black", label="frame failed")
+    if no_face:
+        axes.plot([f.time for f in no_face], [0.0] * len(no_face), "|", color="tab:gray", markersize=9, label="no face")
     axes.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold:.2f}")
     axes.set_ylim(-0.02, 1.02)
     end = max([s.end for s in analysis.segments] + [f.time + 1 / analysis.fps for f in analysis.frames] + [1.0])

@@ -16,10 +16,11 @@ class ImageResult:
     source: str
     prediction: Prediction | None = None
     error: str | None = None
+    no_face: bool = False  # a face-crop archive found no face: no verdict, and not an error of the input
 
     def to_dict(self) -> dict[str, Any]:
         if self.prediction is None:
-            return {"source": self.source, "error": self.error}
+            return {"source": self.source, "error": self.error, "no_face": self.no_face}
         return {"source": self.source, **self.prediction.to_json()}
 
 
@@ -33,6 +34,7 @@ class FrameResult:
     frame_number: int  # the chosen frame's position among the decoded frames
     prediction: Prediction | None = None
     error: str | None = None
+    no_face: bool = False  # a face-crop archive found no face in this frame: neither real nor fake
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -50,8 +52,10 @@ class FrameResult:
                 adjusted_confidence=p.adjusted_confidence,
                 logits=p.logits,
             )
+            if p.faces is not None:
+                data["faces"] = [face.to_json() for face in p.faces]
         else:
-            data.update(fake_probability=None, error=self.error)
+            data.update(fake_probability=None, error=self.error, no_face=self.no_face)
         return data
 
 
@@ -74,7 +78,7 @@ class Segment:
 class VideoSummary:
     frames: int
     analyzed: int
-    failed: int
+    failed: int  # frames the server refused (never counted as real)
     fake_frames: int
     fake_frame_ratio: float
     mean_adjusted_confidence: float
@@ -83,6 +87,7 @@ class VideoSummary:
     top_k_mean: float
     confident_score: float
     verdict: str
+    no_face_frames: int = 0  # face-crop archives: frames without a face (neither real nor fake, not failed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

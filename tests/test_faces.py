@@ -1,0 +1,92 @@
+"""Face-crop mode in-process: the detector on real photos, the crop, and the answers it leads to."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from handler.contract import ErrorAnswer, Prediction
+from handler.faces import FaceDetector, crop_box, crop_images
+from handler.service import DetectorService
+from handler.settings import ModelSettings, SettingsError
+from tests.conftest import random_checkpoint
+from tests.faces import ASTRONAUT_FACE, CAMERA_FACE, pasted, photo, png_bytes, shifted
+
+FACE_SETTINGS = ModelSettings(mean=(0.5,) * 3, std=(0.5,) * 3, crop="face")
+
+
+def close(box: tuple[float, ...], expected: tuple[float, ...], tolerance: float = 6.0) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(box, expected, strict=True))
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector(FACE_SETTINGS.face_threshold, FACE_SETTINGS.max_faces)
+
+
+def test_faces_are_found_where_they_are_and_nowhere_else(detector: FaceDetector):
+    [astronaut] = detector.detect(photo("astronaut"))
+    [camera] = detector.detect(photo("camera"))
+    assert close(astronaut.box, ASTRONAUT_FACE) and astronaut.score > 0.99
+    assert close(camera.box, CAMERA_FACE) and camera.score > 0.99
+    assert detector.detect(photo("coffee")) == []
+
+
+def test_a_face_pasted_into_a_large_background_is_found_at_its_place(detector: FaceDetector):
+    frame = pasted((1280, 720), (photo("astronaut"), (700, 150)))
+    [face] = detector.detect(frame)
+    assert close(face.box, shifted(ASTRONAUT_FACE, (700, 150)))
+    smaller = pasted((1280, 720), (photo("astronaut").resize((256, 256)), (60, 400)))  # a ~45 px face
+    [face] = detector.detect(smaller)
+    assert close(face.box, shifted(ASTRONAUT_FACE, (60, 400), scale=0.5), tolerance=4)
+
+
+def test_two_faces_give_two_entries(detector: FaceDetector):
+    frame = pasted((1100, 560), (photo("astronaut"), (0, 0)), (photo("camera"), (560, 40)))
+    faces = sorted(detector.detect(frame), key=lambda f: f.box[0])
+    assert len(faces) == 2
+    assert close(faces[0].box, ASTRONAUT_FACE) and close(faces[1].box, shifted(CAMERA_FACE, (560, 40)))
+
+
+def test_crop_box_is_a_square_with_margin_kept_inside_the_image():
+    assert crop_box((100, 100, 200, 150), 1.3, 1000, 1000) == (85, 60, 215, 190)  # 130 px square, centred
+    assert crop_box((0, 0, 100, 100), 1.5, 1000, 1000) == (0, 0, 150, 150)  # moved inside at the corner
+    assert crop_box((10, 10, 390, 290), 2.0, 400, 300) == (0, 0, 400, 300)  # larger than the image: cut
+    with pytest.raises(SettingsError, match="face_margin"):
+        ModelSettings(crop="face", face_margin=0.8)
+    with pytest.raises(SettingsError, match="crop must be one of full, face"):
+        ModelSettings(crop="faces")
+
+
+def test_full_mode_keeps_the_whole_image():
+    image = photo("astronaut")
+    [(face, crop)] = crop_images(image, ModelSettings())
+    assert face is None and crop is image
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> DetectorService:
+    weights = tmp_path_factory.mktemp("faces") / "r18.pth"
+    torch.save(random_checkpoint("resnet18", 41), weights)
+    return DetectorService.from_checkpoint(weights, FACE_SETTINGS)
+
+
+def test_each_face_is_classified_and_the_answer_is_the_most_fake_face(service: DetectorService):
+    frame = pasted((1100, 560), (photo("astronaut"), (0, 0)), (photo("camera"), (560, 40)))
+    [answer] = service.predict([png_bytes(frame)])
+    assert isinstance(answer, Prediction) and len(answer.faces) == 2
+    for face in answer.faces:  # each face's answer is the model's on that face's crop
+        crop = frame.crop(crop_box(face.box, FACE_SETTINGS.face_margin, *frame.size))
+        expected = service.logits(service.to_input(crop).unsqueeze(0))[0].tolist()
+        assert face.prediction.logits == pytest.approx(expected, abs=1e-4)
+    most_fake = max(answer.faces, key=lambda f: f.prediction.fake_probability)
+    assert answer.fake_probability == most_fake.prediction.fake_probability
+    assert Prediction.from_json(answer.to_json()) == answer
+    assert service.metadata().crop == "face"
+
+
+def test_an_image_without_a_face_gets_a_defined_answer_and_others_are_unaffected(service: DetectorService):
+    results = service.predict([png_bytes(photo("coffee")), png_bytes(photo("camera"))])
+    assert isinstance(results[0], ErrorAnswer)
+    assert (results[0].code, results[0].type) == (422, "NoFace") and "no face found" in results[0].message
+    assert isinstance(results[1], Prediction) and len(results[1].faces) == 1

@@ -1,0 +1,86 @@
+"""Face-crop mode served: the server crops for every client (curl, library, CLI, OIP), images and video."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from deepfake_client import DeepfakeClient
+from deepfake_client.contract import Prediction, oip_request, predictions_from_oip
+from handler.faces import crop_box
+from tests.conftest import Server, archive_service, cli
+from tests.faces import ASTRONAUT_FACE, CAMERA_FACE, face_video, pasted, photo, png_bytes, shifted
+
+MODEL = "faces"
+
+
+def close(box: list[float], expected: tuple[float, ...], tolerance: float = 6.0) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(box, expected, strict=True))
+
+
+def test_served_faces_match_the_in_process_reference_on_the_same_crops(server: Server):
+    frame = pasted((1280, 720), (photo("astronaut"), (0, 100)), (photo("camera"), (700, 150)))
+    payload = png_bytes(frame)
+    response = server.predict(MODEL, payload, "image/png")
+    assert response.status_code == 200, response.text
+    answer = Prediction.from_json(response.json())
+    faces = sorted(answer.faces, key=lambda f: f.box[0])
+    assert len(faces) == 2
+    assert close(faces[0].box, shifted(ASTRONAUT_FACE, (0, 100))) and close(
+        faces[1].box, shifted(CAMERA_FACE, (700, 150))
+    )
+    service = archive_service(server.models[MODEL].archive)  # the worker's own code and runtime, in-process
+    settings = server.models[MODEL].settings
+    for face in faces:
+        crop = frame.crop(crop_box(face.box, settings.face_margin, *frame.size))
+        expected = service.logits(service.to_input(crop).unsqueeze(0))[0].tolist()
+        assert face.prediction.logits == pytest.approx(expected, abs=1e-4)
+    assert answer.fake_probability == max(f.prediction.fake_probability for f in faces)
+    # the same over the Open Inference Protocol
+    oip = requests.post(
+        f"{server.ts.inference_url}/v2/models/{MODEL}/infer",
+        json=oip_request([payload]),
+        headers=server.headers(),
+        timeout=120,
+    )
+    assert predictions_from_oip(oip.json()) == [answer]
+
+
+def test_no_face_is_a_defined_4xx_for_every_client(server: Server, tmp_path: Path):
+    coffee = png_bytes(photo("coffee"))
+    response = server.predict(MODEL, coffee, "image/png")
+    assert response.status_code == 422 and response.json()["type"] == "NoFace"
+    oip = requests.post(
+        f"{server.ts.inference_url}/v2/models/{MODEL}/infer",
+        json=oip_request([coffee]),
+        headers=server.headers(),
+        timeout=120,
+    )
+    assert oip.status_code == 422 and "no face found" in oip.json()["error"]
+    path = tmp_path / "coffee.png"
+    path.write_bytes(coffee)
+    text = cli(server.ts, "image", "--model", MODEL, str(path))
+    assert text.returncode == 0 and "No face:" in text.stdout and "no face found" in text.stdout  # an answer
+    as_json = cli(server.ts, "image", "--model", MODEL, "--json", "--protocol", "oip", str(path))
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)[0]["no_face"] is True
+
+
+def test_a_video_in_face_mode_counts_frames_without_a_face(server: Server, tmp_path: Path):
+    video, has_face = face_video(tmp_path / "pan.mp4")
+    with DeepfakeClient(server.ts.client_config(model=MODEL)) as client:
+        assert client.input_size() is None  # face mode: frames keep their full resolution
+        analysis = client.analyze_video(video, fps=2.0)
+    assert [f.no_face for f in analysis.frames] == [not face for face in has_face]
+    with_face = [f for f in analysis.frames if not f.no_face]
+    assert all(f.prediction is not None and len(f.prediction.faces) == 1 for f in with_face)
+    xs = [f.prediction.faces[0].box[0] for f in with_face]
+    assert xs == sorted(xs) and xs[-1] - xs[0] > 200  # the face pans from left to right
+    summary = analysis.summary
+    assert (summary.frames, summary.analyzed, summary.no_face_frames, summary.failed) == (12, 4, 8, 0)
+    plot = tmp_path / "timeline.png"
+    report = cli(server.ts, "video", "--model", MODEL, str(video), "--plot", str(plot))
+    assert report.returncode == 0, report.stderr
+    assert "4 analysed, 0 failed, 8 without a face" in report.stdout and plot.stat().st_size > 0

@@ -81,6 +81,18 @@ def crop_box(box: tuple[float, float, float, float], margin: float, width: int, 
     return round(left), round(top), max(round(right), round(left) + 1), max(round(bottom), round(top) + 1)
 
 
+def crop_regions(
+    image: Image.Image, settings: ModelSettings, detector: FaceDetector | None = None
+) -> list[tuple[Face | None, tuple[int, ...]]]:
+    """The regions of ``image`` the classifier sees, as [left, top, right, bottom]: the whole image
+    (``crop: full``), or one square per face (``crop: face``; none when there is no face)."""
+    width, height = image.size
+    if settings.crop == "full":
+        return [(None, (0, 0, width, height))]
+    detector = detector or FaceDetector(settings.face_threshold, settings.max_faces)
+    return [(face, crop_box(face.box, settings.face_margin, width, height)) for face in detector.detect(image)]
+
+
 def crop_images(
     image: Image.Image, settings: ModelSettings, detector: FaceDetector | None = None
 ) -> list[tuple[Face | None, Image.Image]]:
@@ -88,11 +100,7 @@ def crop_images(
     (``crop: face``; an empty list when there is none)."""
     if settings.crop == "full":
         return [(None, image)]
-    detector = detector or FaceDetector(settings.face_threshold, settings.max_faces)
-    width, height = image.size
-    return [
-        (face, image.crop(crop_box(face.box, settings.face_margin, width, height))) for face in detector.detect(image)
-    ]
+    return [(face, image.crop(region)) for face, region in crop_regions(image, settings, detector)]
 
 
 def no_face_error(settings: ModelSettings, image: Image.Image) -> NoFaceError:

@@ -1,7 +1,7 @@
 """Labelled image folders and batched logits, shared by train, calibrate and evaluate.
 
-Images go through the handler's own ``decode_image`` and ``to_model_input``, so what a model
-sees here is exactly what it sees behind TorchServe.
+Images go through the handler's own ``decode_image``, ``crop_regions`` (face-crop mode) and
+``to_model_input``, so what a model sees here is exactly what it sees behind TorchServe.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from handler.faces import FaceDetector, crop_regions
 from handler.preprocessing import decode_image, to_model_input
 from handler.settings import ModelSettings
 
@@ -43,7 +44,12 @@ def labelled_files(root: Path, labels: Sequence[str], suffixes: set[str] = IMAGE
 
 
 class LabelledImages(Dataset):
-    """Images with labels; ``augment`` (PIL -> PIL) runs before the shared preprocessing."""
+    """Images with labels; ``augment`` (PIL -> PIL) runs before the shared preprocessing.
+
+    With ``crop: face`` each image stands for its most certain face, cropped by the handler's own
+    ``crop_regions`` (found once, here; images without a face are left out and counted in
+    ``no_face``), so a model trains on exactly the crops the server will show it.
+    """
 
     def __init__(
         self,
@@ -51,16 +57,29 @@ class LabelledImages(Dataset):
         settings: ModelSettings,
         augment: Callable[[Image.Image], Image.Image] | None = None,
     ):
-        self.items = list(items)
         self.settings = settings
         self.augment = augment
+        self.items: list[tuple[Path, int, tuple[int, ...] | None]] = []
+        self.no_face: list[Path] = []
+        detector = FaceDetector(settings.face_threshold, 1) if settings.crop == "face" else None
+        for path, label in items:
+            if detector is None:
+                self.items.append((path, label, None))
+                continue
+            regions = crop_regions(decode_image(path.read_bytes()), settings, detector)
+            if regions:
+                self.items.append((path, label, regions[0][1]))
+            else:
+                self.no_face.append(path)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path, label = self.items[index]
+        path, label, region = self.items[index]
         image = decode_image(path.read_bytes())
+        if region is not None:
+            image = image.crop(region)
         if self.augment is not None:
             image = self.augment(image)
         return to_model_input(image, self.settings.mean, self.settings.std, self.settings.image_size), label

@@ -37,6 +37,7 @@ from deepfake_client._aggregate import confident_strategy
 from handler.calibration import expected_calibration_error
 from handler.checkpoint import CheckpointError
 from handler.contract import ErrorAnswer
+from handler.faces import NoFaceError
 from handler.service import DetectorService
 from handler.settings import ModelSettings, SettingsError
 from scripts.archive import load_archive, settings_from_files, sidecar_files
@@ -73,25 +74,29 @@ class InProcess:
         self.service = service
         self.batch_size = batch_size
 
-    def _answers(self, payloads: list[bytes]) -> list[Prediction]:
-        answers = []
+    def _answers(self, payloads: list[bytes]) -> list[Prediction | None]:
+        """One answer per payload; None where a face-crop archive found no face."""
+        answers: list[Prediction | None] = []
         for start in range(0, len(payloads), self.batch_size):
             for answer in self.service.predict(payloads[start : start + self.batch_size]):
                 if isinstance(answer, ErrorAnswer):
-                    raise ValueError(answer.message)
+                    if answer.type != NoFaceError.error_type:
+                        raise ValueError(answer.message)
+                    answer = None
                 answers.append(answer)
         return answers
 
-    def images(self, paths: Sequence[Path]) -> list[float]:
-        return [a.fake_probability for a in self._answers([p.read_bytes() for p in paths])]
+    def images(self, paths: Sequence[Path]) -> list[float | None]:
+        return [a.fake_probability if a else None for a in self._answers([p.read_bytes() for p in paths])]
 
     def video_frames(self, path: Path, fps: float) -> list[FrameResult]:
         """Like DeepfakeClient.analyze_video's frames: same sampling, same JPEG frames."""
         samples, frames = [], []
+        settings = self.service.settings
+        size = None if settings.crop == "face" else settings.image_size  # faces are found in the full frame
         for sample in sample_frames(path, fps):
-            samples.append(
-                (sample.index, sample.time, sample.frame_time, sample.frame_number, encode_frame(sample.image))
-            )
+            payload = encode_frame(sample.image, size=size)
+            samples.append((sample.index, sample.time, sample.frame_time, sample.frame_number, payload))
             if len(samples) == self.batch_size:
                 frames += self._frames(samples)
                 samples = []
@@ -99,10 +104,13 @@ class InProcess:
 
     def _frames(self, samples: list[tuple]) -> list[FrameResult]:
         answers = self._answers([payload for *_, payload in samples])
-        return [FrameResult(*meta, prediction=a) for (*meta, _), a in zip(samples, answers, strict=True)]
+        return [
+            FrameResult(*meta, prediction=a, no_face=a is None) for (*meta, _), a in zip(samples, answers, strict=True)
+        ]
 
     def video(self, path: Path, fps: float) -> list[float]:
-        return [f.prediction.fake_probability for f in self.video_frames(path, fps)]  # type: ignore[union-attr]
+        """The fake probability of every frame with an answer (face-crop archives: with a face)."""
+        return [f.prediction.fake_probability for f in self.video_frames(path, fps) if f.prediction is not None]
 
 
 class ViaServer:
@@ -111,12 +119,12 @@ class ViaServer:
     def __init__(self, client: DeepfakeClient):
         self.client = client
 
-    def images(self, paths: Sequence[Path]) -> list[float]:
+    def images(self, paths: Sequence[Path]) -> list[float | None]:
         results = self.client.predict_images(paths)
-        failed = [r for r in results if r.prediction is None]
+        failed = [r for r in results if r.prediction is None and not r.no_face]
         if failed:
             raise ValueError(f"{len(failed)} images refused, first: {failed[0].error}")
-        return [r.prediction.fake_probability for r in results]  # type: ignore[union-attr]
+        return [r.prediction.fake_probability if r.prediction else None for r in results]
 
     def video(self, path: Path, fps: float) -> list[float]:
         analysis = self.client.analyze_video(path, fps)
@@ -135,8 +143,13 @@ def evaluate(
     fake_index = settings.fake_index
     if images:
         items = labelled_files(images, settings.labels)
-        probs = predictor.images([p for p, _ in items])
-        report["images"] = {"folder": str(images), **frame_metrics(probs, [int(y == fake_index) for _, y in items])}
+        scored = [(prob, y) for prob, (_, y) in zip(predictor.images([p for p, _ in items]), items, strict=True)]
+        answered = [(prob, y) for prob, y in scored if prob is not None]  # face-crop archives: faces only
+        if not answered:
+            raise ValueError(f"no image of {images} could be scored (no face in any of them?)")
+        probs, labels = [prob for prob, _ in answered], [int(y == fake_index) for _, y in answered]
+        no_face = len(scored) - len(answered)
+        report["images"] = {"folder": str(images), **frame_metrics(probs, labels), "no_face": no_face}
     if videos:
         items = labelled_files(videos, settings.labels, VIDEO_SUFFIXES)
         frame_probs, frame_labels, per_video = [], [], {}
@@ -169,8 +182,9 @@ def format_report(report: dict[str, Any]) -> str:
         if key in report:
             r = report[key]
             nll = f"  NLL {r['nll']:.4f}" if "nll" in r else ""  # reports written before NLL was added lack it
+            no_face = f"; {r['no_face']} without a face left out" if r.get("no_face") else ""
             lines.append(
-                f"{title} ({r['samples']} from {r['folder']}): accuracy {r['accuracy']:.4f}  "
+                f"{title} ({r['samples']} from {r['folder']}{no_face}): accuracy {r['accuracy']:.4f}  "
                 f"AUC {r['auc']:.4f}  EER {r['eer']:.4f}  ECE {r['ece']:.4f}{nll}"
             )
     if "videos" in report:

@@ -11,6 +11,7 @@ Writes ``best_<Arch>.pth`` (a plain state dict, ready for ``make mar``) with ``b
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import io
 import json
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from handler.calibration import calibration_metrics, softmax_with_temperature
 from handler.checkpoint import SUPPORTED_ARCHS, build_model, infer_architecture, read_state_dict
-from handler.settings import ModelSettings, SettingsError
+from handler.settings import CROPS, ModelSettings, SettingsError
 from scripts.data import LabelledImages, collect_logits, labelled_files
 from scripts.metrics import roc_auc
 
@@ -149,6 +150,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mean", default="0.485,0.456,0.406", help="normalisation mean (ImageNet by default)")
     parser.add_argument("--std", default="0.229,0.224,0.225", help="normalisation std")
     parser.add_argument("--labels", default="Real,Fake", help="label names by index; folders match them")
+    parser.add_argument(
+        "--crop",
+        choices=CROPS,
+        default="full",
+        help="train on whole images (full, default) or on each image's most certain face, cropped as the server "
+        "crops it (face); recorded in the settings the archive reads",
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -166,7 +174,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
-        settings = ModelSettings.from_mapping({"mean": args.mean, "std": args.std, "labels": args.labels})
+        settings = ModelSettings.from_mapping(
+            {"mean": args.mean, "std": args.std, "labels": args.labels, "crop": args.crop}
+        )
         generator = seed_everything(args.seed)
         items = labelled_files(args.data, settings.labels)
         if args.val_data:
@@ -180,8 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = dataclasses.replace(settings, arch=arch)
     model = model.to(memory_format=torch.channels_last)
     train_set = LabelledImages(train_items, settings, augment)
-    plain_train_set = LabelledImages(train_items, settings)  # for the BatchNorm re-estimation
+    plain_train_set = copy.copy(train_set)  # for the BatchNorm re-estimation: the same crops, not augmented
+    plain_train_set.augment = None
     val_set = LabelledImages(val_items, settings)
+    for name, dataset in (("training", train_set), ("validation", val_set)):
+        if dataset.no_face:
+            print(f"{len(dataset.no_face)} {name} images have no face and are left out (crop: face)")
+        if not len(dataset):
+            print(f"train: no {name} image left to train on", file=sys.stderr)
+            return 2
     loader = DataLoader(
         train_set,
         batch_size=args.batch_size,

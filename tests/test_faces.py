@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from PIL import Image
 
 from handler.contract import ErrorAnswer, Prediction
 from handler.faces import FaceDetector, crop_box, crop_images
@@ -90,3 +93,44 @@ def test_an_image_without_a_face_gets_a_defined_answer_and_others_are_unaffected
     assert isinstance(results[0], ErrorAnswer)
     assert (results[0].code, results[0].type) == (422, "NoFace") and "no face found" in results[0].message
     assert isinstance(results[1], Prediction) and len(results[1].faces) == 1
+
+
+def test_training_and_evaluation_use_the_servers_face_crops(tmp_path, capsys):
+    """train.py --crop face trains on the crops the server makes; evaluate.py scores faces, not backgrounds."""
+    from scripts import evaluate as evaluate_script
+    from scripts import train as train_script
+    from scripts.archive import get_args_parser as archive_parser
+    from scripts.archive import resolve_settings
+    from scripts.data import LabelledImages, labelled_files
+
+    faces = {"real": photo("astronaut").resize((256, 256)), "fake": photo("camera").resize((256, 256))}
+    for label, face in faces.items():
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(3):
+            pasted((640, 360), (face, (40 + 150 * i, 40 + 20 * i))).save(tmp_path / "data" / label / f"{i}.jpg")
+        photo("coffee").save(tmp_path / "data" / label / "no_face.jpg")
+    settings = ModelSettings(mean=(0.5,) * 3, std=(0.5,) * 3, crop="face")
+    dataset = LabelledImages(labelled_files(tmp_path / "data", settings.labels), settings)
+    assert len(dataset) == 6 and sorted(p.name for p in dataset.no_face) == ["no_face.jpg"] * 2
+    path, _, region = dataset.items[0]  # the region is the handler's crop of the most certain face
+    image = Image.open(path).convert("RGB")
+    [(_, expected)] = crop_images(image, settings)
+    assert image.crop(region).tobytes() == expected.tobytes()
+
+    out = tmp_path / "run"
+    args = ["--data", str(tmp_path / "data"), "--val-split", "0.34", "--out", str(out), "--epochs", "1",
+            "--batch-size", "2", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--crop", "face",
+            "--bn-samples", "0", "--workers", "0"]  # fmt: skip
+    assert train_script.main(args) == 0
+    assert "have no face and are left out" in capsys.readouterr().out
+    weights = out / "best_ResNet18.pth"
+    assert (
+        resolve_settings(archive_parser().parse_args(["--weights", str(weights)])).crop == "face"
+    )  # make mar reads it
+    report = tmp_path / "report.json"
+    assert (
+        evaluate_script.main(["--weights", str(weights), "--images", str(tmp_path / "data"), "--json", str(report)])
+        == 0
+    )
+    images = json.loads(report.read_text())["images"]
+    assert (images["samples"], images["no_face"]) == (6, 2)

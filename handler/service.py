@@ -22,7 +22,7 @@ from PIL import Image
 from handler.calibration import predictions_from_logits
 from handler.checkpoint import load_model
 from handler.contract import MAX_IMAGE_PIXELS, ErrorAnswer, FaceAnswer, ModelMetadata, Prediction
-from handler.faces import Face, FaceDetector, crop_images, no_face_error
+from handler.faces import Face, crop_images, detector_for, no_face_error
 from handler.preprocessing import InvalidImageError, decode_image, to_model_input
 from handler.runtimes import Runtime, TorchRuntime, load_runtime
 from handler.settings import ModelSettings
@@ -53,7 +53,7 @@ class DetectorService:
         self.settings = settings
         self.last_timing: BatchTiming | None = None
         face_mode = settings.crop == "face"
-        self.detector = FaceDetector(settings.face_threshold, settings.max_faces) if face_mode else None
+        self.detector = detector_for(settings) if face_mode else None
 
     @classmethod
     def from_checkpoint(

@@ -23,6 +23,7 @@ CROPS = ("full", "face")  # what the classifier sees: the whole image (the origi
 DEFAULT_FACE_MARGIN = 1.3  # the crop is the detector's box, squared and scaled by this (DFDC-style)
 DEFAULT_FACE_THRESHOLD = 0.9  # faces the detector is less sure of are ignored
 DEFAULT_MAX_FACES = 4  # the most likely faces of an image that are classified
+DEFAULT_MIN_FACE_SIZE = 40  # pixels: smaller faces are not looked for (detection ~2x faster on 720p than at 20)
 
 
 class SettingsError(ValueError):
@@ -78,6 +79,7 @@ class ModelSettings:
     face_margin: float = DEFAULT_FACE_MARGIN
     face_threshold: float = DEFAULT_FACE_THRESHOLD
     max_faces: int = DEFAULT_MAX_FACES
+    min_face_size: int = DEFAULT_MIN_FACE_SIZE
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +120,9 @@ class ModelSettings:
         if int(self.max_faces) < 1:
             raise SettingsError(f"max_faces must be at least 1, got {self.max_faces}")
         object.__setattr__(self, "max_faces", int(self.max_faces))
+        if int(self.min_face_size) < 12:  # MTCNN's smallest window
+            raise SettingsError(f"min_face_size must be at least 12 pixels, got {self.min_face_size}")
+        object.__setattr__(self, "min_face_size", int(self.min_face_size))
 
     @property
     def fake_index(self) -> int:

@@ -33,6 +33,7 @@ from handler.settings import (
     DEFAULT_FACE_MARGIN,
     DEFAULT_FACE_THRESHOLD,
     DEFAULT_MAX_FACES,
+    DEFAULT_MIN_FACE_SIZE,
     PRECISIONS,
     ModelSettings,
     SettingsError,
@@ -73,7 +74,7 @@ def resolve_settings(args: argparse.Namespace) -> ModelSettings:
         print(f"Settings from {path}")
     values = settings_from_files(files)
     keys = ("arch", "mean", "std", "labels", "fake_label", "temperature", "alpha", "jpeg_draft",
-            "crop", "face_margin", "face_threshold", "max_faces")  # fmt: skip
+            "crop", "face_margin", "face_threshold", "max_faces", "min_face_size")  # fmt: skip
     for key in keys:
         value = getattr(args, key)
         if value is not None:
@@ -213,6 +214,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-faces", type=int, default=None, help=f"face crop: faces per image (default {DEFAULT_MAX_FACES})"
+    )
+    parser.add_argument(
+        "--min-face-size",
+        type=int,
+        default=None,
+        help=f"face crop: smallest face looked for, px (default {DEFAULT_MIN_FACE_SIZE})",
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--max-batch-delay", type=int, default=DEFAULT_MAX_BATCH_DELAY_MS, help="ms")

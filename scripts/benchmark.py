@@ -55,7 +55,7 @@ from PIL import Image
 from deepfake_client import encode_frame, sample_frames
 from handler.checkpoint import RESNET_LAYOUTS, build_model, load_model
 from handler.contract import NATIVE, OIP, oip_request
-from handler.faces import FaceDetector
+from handler.faces import detector_for
 from handler.preprocessing import decode_image, to_model_input
 from handler.settings import HALF_MEAN, HALF_STD, PRECISIONS, ModelSettings
 from scripts.archive import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, build_archive, load_archive
@@ -481,7 +481,7 @@ def _close(box: tuple[float, ...], expected: tuple[float, ...], tolerance: float
 
 def face_detection(settings: ModelSettings, count: int) -> dict[str, float]:
     """The handler's detector on 720p frames with a real face at a known place (and some without)."""
-    detector = FaceDetector(settings.face_threshold, settings.max_faces)
+    detector = detector_for(settings)
     faces = found = false = no_face_images = 0
     times = []
     for image, box in face_frames(count):
@@ -526,7 +526,7 @@ def face_mode(
             results["images_720p"][mode] = load(ts, payloads, CONCURRENCY, requests_total)
             results["video"][mode] = video_ours(ts, clip, workdir)
     # the alternative: the client finds the faces itself (same detector) and sends 224 px crops
-    detector = FaceDetector(subject.settings.face_threshold, subject.settings.max_faces)
+    detector = detector_for(subject.settings)
     started = time.perf_counter()
     for sample in sample_frames(clip, 2.0):
         detector.detect(sample.image)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from handler.faces import FaceDetector, crop_regions
+from handler.faces import crop_regions, detector_for
 from handler.preprocessing import decode_image, to_model_input
 from handler.settings import ModelSettings
 
@@ -61,7 +61,7 @@ class LabelledImages(Dataset):
         self.augment = augment
         self.items: list[tuple[Path, int, tuple[int, ...] | None]] = []
         self.no_face: list[Path] = []
-        detector = FaceDetector(settings.face_threshold, 1) if settings.crop == "face" else None
+        detector = detector_for(settings) if settings.crop == "face" else None
         for path, label in items:
             if detector is None:
                 self.items.append((path, label, None))

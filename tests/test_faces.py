@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from handler.contract import ErrorAnswer, Prediction
-from handler.faces import FaceDetector, crop_box, crop_images
+from handler.faces import FaceDetector, crop_box, crop_images, detector_for
 from handler.service import DetectorService
 from handler.settings import ModelSettings, SettingsError
 from tests.conftest import random_checkpoint
@@ -24,7 +24,7 @@ def close(box: tuple[float, ...], expected: tuple[float, ...], tolerance: float 
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    return FaceDetector(FACE_SETTINGS.face_threshold, FACE_SETTINGS.max_faces)
+    return detector_for(FACE_SETTINGS)
 
 
 def test_faces_are_found_where_they_are_and_nowhere_else(detector: FaceDetector):

@@ -172,7 +172,7 @@ def cmd_models(client: DeepfakeClient, args: argparse.Namespace) -> int:
                 f"input {settings.get('image_size')}px, crop {settings.get('crop', 'full')}"
                 + (
                     f" (margin {settings.get('face_margin')}, detector score >= {settings.get('face_threshold')}, "
-                    f"up to {settings.get('max_faces')} faces)"
+                    f"up to {settings.get('max_faces')} faces of >= {settings.get('min_face_size')} px)"
                     if settings.get("crop") == "face"
                     else ""
                 )

@@ -103,6 +103,11 @@ function renderImage(answer, file) {
   $("image-adjusted").textContent = `${fmt(answer.adjusted_confidence)}  (sigmoid(|logit margin| / alpha))`;
   $("image-logits").textContent = `[${answer.logits.map((x) => fmt(x)).join(", ")}]`;
   $("image-calibration").textContent = `${fmt(answer.temperature)} / ${fmt(answer.alpha)}`;
+  // face-crop archives: every face found, the verdict above being the most fake face's
+  $("image-faces-row").hidden = !answer.faces;
+  $("image-faces").textContent = (answer.faces || [])
+    .map((f, i) => `face ${i + 1} at [${f.box.map((v) => Math.round(v)).join(", ")}]: ${f.prediction.label} ${fmt(f.prediction.fake_probability)}`)
+    .join("; ");
   $("image-result").hidden = false;
 }
 
@@ -111,7 +116,8 @@ function renderVideo(result, thumbnails) {
   $("video-name").textContent = result.name;
   $("video-verdict").textContent = s.verdict;
   $("video-verdict").dataset.label = s.verdict;
-  $("video-frames").textContent = `${s.frames} sampled at ${result.fps} fps, ${s.analyzed} analysed, ${s.failed} failed`;
+  const noFace = s.no_face_frames ? `, ${s.no_face_frames} without a face` : "";
+  $("video-frames").textContent = `${s.frames} sampled at ${result.fps} fps, ${s.analyzed} analysed, ${s.failed} failed${noFace}`;
   $("video-ratio").textContent = `${fmt(s.fake_frame_ratio)} (${s.fake_frames}/${s.analyzed})`;
   $("video-mean").textContent = fmt(s.mean_fake_probability);
   $("video-adjusted").textContent = fmt(s.mean_adjusted_confidence);
@@ -131,8 +137,8 @@ function renderVideo(result, thumbnails) {
     image.alt = `frame at ${frame.time.toFixed(2)} s`;
     row.insertCell().append(image);
     row.insertCell().textContent = `${frame.time.toFixed(2)} s`;
-    row.insertCell().textContent = frame.error ? "error" : fmt(frame.fake_probability);
-    row.insertCell().textContent = frame.error || frame.label;
+    row.insertCell().textContent = frame.no_face ? "no face" : frame.error ? "error" : fmt(frame.fake_probability);
+    row.insertCell().textContent = frame.no_face ? "no face" : frame.error || frame.label;
     if (!frame.error && frame.fake_probability >= (result.thresholds.segment_threshold ?? 0.5)) row.className = "suspicious";
   });
   $("video-result").hidden = false;

@@ -728,11 +728,14 @@ def checks(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
         )
     )
     face_video, full_video = faces["video"]["face"]["end_to_end_s"], faces["video"]["full"]["end_to_end_s"]
+    # detecting the faces and decoding the frames share the 2 cores: their times alone, added, bound it
+    bound = faces["video"]["client_detection_s"] + faces["video"]["full"]["decode_s"]
     rows.append(
         (
             f"face-mode clip <= {TARGETS['face_video_vs_full']:g}x full mode",
             face_video <= TARGETS["face_video_vs_full"] * full_video,
-            f"{face_video:.2f} s vs {full_video:.2f} s = {face_video / full_video:.2f}x",
+            f"{face_video:.2f} s vs {full_video:.2f} s = {face_video / full_video:.2f}x (face detection alone + "
+            f"decoding alone = {bound:.2f} s on these 2 cores bounds it at {bound / full_video:.1f}x)",
         )
     )
     cold = default["cold_start_s"]
@@ -942,6 +945,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video-seconds", type=float, default=60.0)
     parser.add_argument("--quick", action="store_true", help="smoke run: random ResNet18, small counts")
     parser.add_argument("--report", type=Path, default=Path("docs/benchmark.md"))
+    parser.add_argument(
+        "--render", type=Path, default=None, help="only write the report again from this run's JSON (no measuring)"
+    )
     return parser
 
 
@@ -949,7 +955,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     if args.quick and args.video_seconds == get_args_parser().get_default("video_seconds"):
         args.video_seconds = 4.0
-    results = run(args)
+    results = json.loads(args.render.read_text()) if args.render else run(args)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(markdown(results))
     args.report.with_suffix(".json").write_text(json.dumps(results, indent=2))

@@ -42,6 +42,9 @@ class Face:
     score: float
 
 
+_MTCNN_LOCK = threading.Lock()  # one MTCNN per process and setting, not meant for concurrent calls
+
+
 class FaceDetector:
     """MTCNN (facenet-pytorch, weights in its wheel), loaded once per process on first use.
 
@@ -56,7 +59,6 @@ class FaceDetector:
         self.threshold = threshold
         self.max_faces = max_faces
         self.min_face_size = min_face_size
-        self._lock = threading.Lock()  # MTCNN's networks are not meant for concurrent calls
 
     @staticmethod
     @functools.cache
@@ -84,7 +86,7 @@ class FaceDetector:
         found: list[list[Face]] = [[] for _ in images]
         for indices in by_size.values():
             arrays = [np.asarray(images[i].convert("RGB")) for i in indices]
-            with self._lock:
+            with _MTCNN_LOCK:
                 boxes, scores = self._mtcnn(self.min_face_size, self.threshold).detect(arrays)
             for index, image_boxes, image_scores in zip(indices, boxes, scores, strict=True):
                 found[index] = self._keep(image_boxes, image_scores)
@@ -94,7 +96,7 @@ class FaceDetector:
         if boxes is None:
             return []
         faces = [
-            Face(tuple(float(v) for v in box), float(score))
+            Face(tuple(round(float(v), 2) for v in box), float(score))  # the box the answer reports
             for box, score in zip(np.asarray(boxes), np.asarray(scores), strict=True)
             if score is not None and score >= self.threshold
         ]

@@ -131,7 +131,7 @@ class DetectorService:
                 if face is None:
                     results[index] = answer
                 else:
-                    faces.setdefault(index, []).append(FaceAnswer([round(v, 2) for v in face.box], face.score, answer))
+                    faces.setdefault(index, []).append(FaceAnswer(list(face.box), face.score, answer))
             for index, found in faces.items():  # the image's answer is its most fake face's
                 top = max(found, key=lambda f: f.prediction.fake_probability)
                 results[index] = dataclasses.replace(top.prediction, faces=found)

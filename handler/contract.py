@@ -78,8 +78,8 @@ class Prediction:
         return cls(**values, faces=None if faces is None else [FaceAnswer.from_json(face) for face in faces])
 
     def to_json(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "faces"}
-        data = json.loads(json.dumps(data))  # plain copies of the lists and the dict
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "faces"}
+        data["logits"], data["probabilities"] = list(self.logits), dict(self.probabilities)  # copies
         data["faces"] = None if self.faces is None else [face.to_json() for face in self.faces]
         return data
 
@@ -185,8 +185,8 @@ def oip_outputs(predictions: Sequence[Prediction]) -> list[dict[str, Any]]:
         datatype, item_shape = spec.metadata["oip"]
         values = [getattr(p, spec.name) for p in predictions]
         tensor: dict[str, Any] = {"name": spec.name, "datatype": datatype, "shape": [len(values), *item_shape]}
-        if spec.metadata.get("json"):
-            values = [json.dumps(p.to_json()[spec.name]) for p in predictions]
+        if spec.metadata.get("json"):  # faces: one JSON text per image
+            values = [json.dumps(None if v is None else [face.to_json() for face in v]) for v in values]
         if spec.name == "probabilities":
             labels = list(values[0]) if values else []
             tensor["parameters"] = {"labels": json.dumps(labels)}

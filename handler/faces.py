@@ -76,21 +76,9 @@ class FaceDetector:
 
     def detect(self, image: Image.Image) -> list[Face]:
         """The faces scoring at least ``threshold``, most certain first, at most ``max_faces``."""
-        return self.detect_many([image])[0]
-
-    def detect_many(self, images: list[Image.Image]) -> list[list[Face]]:
-        """``detect`` for each image; images of one size go through MTCNN together (~15% faster)."""
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for index, image in enumerate(images):
-            by_size.setdefault(image.size, []).append(index)
-        found: list[list[Face]] = [[] for _ in images]
-        for indices in by_size.values():
-            arrays = [np.asarray(images[i].convert("RGB")) for i in indices]
-            with _MTCNN_LOCK:
-                boxes, scores = self._mtcnn(self.min_face_size, self.threshold).detect(arrays)
-            for index, image_boxes, image_scores in zip(indices, boxes, scores, strict=True):
-                found[index] = self._keep(image_boxes, image_scores)
-        return found
+        with _MTCNN_LOCK:
+            boxes, scores = self._mtcnn(self.min_face_size, self.threshold).detect(image.convert("RGB"))
+        return self._keep(boxes, scores)
 
     def _keep(self, boxes: Any, scores: Any) -> list[Face]:
         if boxes is None:
@@ -116,24 +104,15 @@ def crop_box(box: tuple[float, float, float, float], margin: float, width: int, 
     return round(left), round(top), max(round(right), round(left) + 1), max(round(bottom), round(top) + 1)
 
 
-def crop_regions_many(
-    images: list[Image.Image], settings: ModelSettings, detector: FaceDetector | None = None
-) -> list[list[tuple[Face | None, tuple[int, ...]]]]:
-    """For each image, the regions the classifier sees, as [left, top, right, bottom]: the whole image
-    (``crop: full``), or one square per face (``crop: face``; none when there is no face)."""
-    if settings.crop == "full":
-        return [[(None, (0, 0, *image.size))] for image in images]
-    detector = detector or detector_for(settings)
-    return [
-        [(face, crop_box(face.box, settings.face_margin, *image.size)) for face in faces]
-        for image, faces in zip(images, detector.detect_many(images), strict=True)
-    ]
-
-
 def crop_regions(
     image: Image.Image, settings: ModelSettings, detector: FaceDetector | None = None
 ) -> list[tuple[Face | None, tuple[int, ...]]]:
-    return crop_regions_many([image], settings, detector)[0]
+    """The regions of ``image`` the classifier sees, as [left, top, right, bottom]: the whole image
+    (``crop: full``), or one square per face (``crop: face``; none when there is no face)."""
+    if settings.crop == "full":
+        return [(None, (0, 0, *image.size))]
+    detector = detector or detector_for(settings)
+    return [(face, crop_box(face.box, settings.face_margin, *image.size)) for face in detector.detect(image)]
 
 
 def crop_images(

@@ -13,6 +13,7 @@ management API.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -321,8 +322,8 @@ class TorchServe:
             "--models", *(f"{name}={archive}" for name, archive in self.models.items()),
         ]  # fmt: skip
 
-    @property
-    def token_auth(self) -> bool:
+    @functools.cached_property
+    def token_auth(self) -> bool:  # read once: polled on every readiness check
         return not re.search(r"^disable_token_authorization\s*=\s*true\s*$", self.rendered_config(), re.MULTILINE)
 
     def auth_headers(self, kind: str) -> dict[str, str]:

@@ -51,6 +51,27 @@ def test_two_faces_give_two_entries(detector: FaceDetector):
     assert close(faces[0].box, ASTRONAUT_FACE) and close(faces[1].box, shifted(CAMERA_FACE, (560, 40)))
 
 
+def test_the_faster_layout_finds_the_same_faces_as_facenets_own_path(detector: FaceDetector):
+    """FaceDetector runs MTCNN channels-last on planar pixels for speed; its boxes and scores must be
+    the ones facenet-pytorch's plain path (a PIL image, default layout) gives."""
+    from facenet_pytorch import MTCNN
+
+    reference = MTCNN(
+        keep_all=True,
+        post_process=False,
+        min_face_size=detector.min_face_size,
+        thresholds=[0.7, 0.8, detector.threshold],
+    )
+    frame = pasted((1100, 560), (photo("astronaut"), (0, 0)), (photo("camera").resize((300, 200)), (700, 300)))
+    boxes, scores = reference.detect(frame)
+    faces = detector.detect(frame)
+    assert len(faces) == len(boxes) == 2
+    for face in faces:
+        match = min(range(len(boxes)), key=lambda i: abs(boxes[i][0] - face.box[0]))
+        assert face.box == pytest.approx(boxes[match], abs=0.01)
+        assert face.score == pytest.approx(scores[match], abs=1e-5)
+
+
 def test_crop_box_is_a_square_with_margin_kept_inside_the_image():
     assert crop_box((100, 100, 200, 150), 1.3, 1000, 1000) == (85, 60, 215, 190)  # 130 px square, centred
     assert crop_box((0, 0, 100, 100), 1.5, 1000, 1000) == (0, 0, 150, 150)  # moved inside at the corner

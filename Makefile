@@ -25,6 +25,8 @@ CALIBRATION_IMAGES ?=
 JPEG_DRAFT ?=
 # CROP=face: classify each detected face (checkpoints trained on face crops); full (default): the whole image
 CROP ?=
+# TorchServe workers of the archive, sharing the cores; empty = 1 (2 with CROP=face)
+WORKERS ?=
 
 # the demo: generated data, a ResNet18 trained and calibrated on it (cached in artifacts/)
 DEMO ?= artifacts/demo
@@ -46,7 +48,7 @@ archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $
 	$(if $(LABELS),--labels $(LABELS)) $(if $(ALPHA),--alpha $(ALPHA)) \
 	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(foreach f,$(SETTINGS),--settings-file $(f)) \
 	$(if $(PRECISION),--precision $(PRECISION)) $(if $(CALIBRATION_IMAGES),--calibration-images "$(CALIBRATION_IMAGES)") \
-	$(if $(JPEG_DRAFT),--jpeg-draft) $(if $(CROP),--crop $(CROP))
+	$(if $(JPEG_DRAFT),--jpeg-draft) $(if $(CROP),--crop $(CROP)) $(if $(WORKERS),--workers $(WORKERS))
 
 .PHONY: help setup java browser mar start stop status run demo web kserve-bundle test test-fast lint benchmark loadtest clean
 

@@ -18,6 +18,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from handler.contract import ErrorAnswer, Prediction
 from handler.formats import WireRequest, decode_request, encode_answer
+from handler.runtimes import share_cores
 from handler.service import DetectorService, settings_from_model_config
 from handler.telemetry import Telemetry
 
@@ -40,6 +41,7 @@ class DeepfakeHandler(BaseHandler):
         model_dir = Path(context.system_properties["model_dir"])
         config = context.model_yaml_config or {}
         settings = settings_from_model_config(config)
+        share_cores(int(config.get("minWorkers", 1)))  # before the runtime and the face detector load
         self.service = DetectorService.from_model_dir(model_dir, self.manifest["model"]["serializedFile"], settings)
         self.telemetry = Telemetry(context.metrics, self.model_name)
         loaded = time.perf_counter()

@@ -15,8 +15,11 @@ evaluation scripts. Each runtime takes a float32 NCHW batch and returns float32 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import math
+import os
 import warnings
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
@@ -116,6 +119,33 @@ def cpu_capabilities() -> set[str]:
     except ImportError:
         return set()
     return set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def available_cores(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 quota (a container's CPU
+    limit, e.g. the KServe manifest's 2 CPUs on a larger node)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
+def share_cores(workers: int, cores: int | None = None) -> int | None:
+    """Split the cores between an archive's ``workers``: each worker's torch (the face detector, the
+    eager runtime) and OpenVINO then use ``cores // workers`` threads instead of all of them, so that
+    the workers run side by side instead of oversubscribing the CPU. One worker keeps the engines'
+    own defaults. Returns the threads per worker (None: left as is)."""
+    if workers <= 1:
+        return None
+    threads = max(1, (cores or available_cores()) // workers)
+    torch.set_num_threads(threads)
+    with contextlib.suppress(ImportError):  # no OpenVINO: torch eager is the runtime
+        openvino_core().set_property("CPU", {"INFERENCE_NUM_THREADS": threads})
+    return threads
 
 
 def plan_precision(requested: str, capabilities: Collection[str]) -> tuple[str, str | None]:

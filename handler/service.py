@@ -169,7 +169,7 @@ class DetectorService:
         return {
             "metadata": self.metadata().to_json(),
             "settings": self.settings.to_mapping(),
-            "runtime": self.runtime.info.to_mapping(),
+            "runtime": {**self.runtime.info.to_mapping(), "threads": torch.get_num_threads()},
         }
 
 

@@ -27,8 +27,8 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     assert results["stock"]["crowd"]["images_per_s"] > 0
     faces = results["faces"]  # face-crop mode next to full mode
     assert faces["detection"]["faces"] > 0 and faces["detection"]["no_face_images"] > 0
-    assert set(faces["images_720p"]) == set(faces["video"]) - {"client_detection_s"} == {"full", "face"}
-    assert faces["video"]["face"]["frames"] == faces["video"]["full"]["frames"] == 8
+    assert set(faces["images_720p"]) == set(faces["video"]) - {"client_detection_s"} == set(benchmark.FACE_MODES)
+    assert {faces["video"][mode]["frames"] for mode in benchmark.FACE_MODES} == {8}
     assert "## 8. Face-crop mode" in text
     assert set(results["ceiling"]) == {"openvino fp32", "openvino bf16", "openvino int8", "torch eager fp32",
                                        "torch eager bf16"}  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,16 @@ import pytest
 import torch
 
 from handler.checkpoint import load_model
-from handler.runtimes import OpenVINORuntime, RuntimeInfo, TorchRuntime, plan_precision, to_openvino
+from handler.runtimes import (
+    OpenVINORuntime,
+    RuntimeInfo,
+    TorchRuntime,
+    available_cores,
+    openvino_core,
+    plan_precision,
+    share_cores,
+    to_openvino,
+)
 from handler.service import DetectorService
 from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
 from scripts.precision import MIN_LABEL_AGREEMENT, build_runtime, image_sets
@@ -146,3 +156,41 @@ def test_calibration_images_are_split_without_overlap(calibration_folder: Path):
     assert not set(sets.held_out) & set(sets.calibration)
     with pytest.raises(ValueError, match="at least 20"):
         image_sets(calibration_folder / "missing")
+
+
+def test_available_cores_follow_the_affinity_capped_by_the_container_quota(tmp_path: Path):
+    affinity = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    assert available_cores(cpu_max) == affinity  # no cgroup v2 file: the affinity
+    cpu_max.write_text("max 100000\n")
+    assert available_cores(cpu_max) == affinity  # no quota
+    cpu_max.write_text("50000 100000\n")
+    assert available_cores(cpu_max) == 1  # half a CPU still gets a thread
+    cpu_max.write_text(f"{150000 * affinity} 100000\n")
+    assert available_cores(cpu_max) == affinity  # a quota above the affinity does not add cores
+    if affinity >= 2:
+        cpu_max.write_text("200000 100000\n")
+        assert available_cores(cpu_max) == 2  # e.g. a 2-CPU pod on a larger node
+
+
+@pytest.fixture
+def restore_threads():
+    torch_threads = torch.get_num_threads()
+    openvino_threads = openvino_core().get_property("CPU", "INFERENCE_NUM_THREADS")
+    yield
+    torch.set_num_threads(torch_threads)
+    openvino_core().set_property("CPU", {"INFERENCE_NUM_THREADS": openvino_threads})
+
+
+def test_workers_share_the_cores_between_torch_and_openvino(restore_threads):
+    before = torch.get_num_threads()
+    assert share_cores(1, cores=4) is None and torch.get_num_threads() == before  # one worker: engine defaults
+    assert share_cores(2, cores=4) == 2
+    assert torch.get_num_threads() == 2
+    assert openvino_core().get_property("CPU", "INFERENCE_NUM_THREADS") == 2
+    assert share_cores(3, cores=2) == 1  # more workers than cores: one thread each, never none
+    assert torch.get_num_threads() == 1
+    tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2)).eval()
+    tiny(torch.zeros(1, 3, 32, 32))
+    compiled = OpenVINORuntime(to_openvino(tiny, 32), RuntimeInfo("openvino", "fp32", "fp32")).compiled
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1  # what a worker's runtime compiles with

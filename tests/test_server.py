@@ -14,7 +14,8 @@ import torch
 
 from handler.checkpoint import load_model
 from handler.preprocessing import decode_image, to_model_input
-from scripts.archive import DEFAULT_MAX_BATCH_DELAY_MS
+from handler.runtimes import available_cores
+from scripts.archive import DEFAULT_FACE_WORKERS, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_WORKERS
 from scripts.loadtest import distinct_images
 from tests.conftest import CONSTANT_LOGITS, SERVED_MODELS, ServedModel, Server, archive_service, image_bytes
 
@@ -58,9 +59,15 @@ def test_each_archive_runs_the_mode_it_was_built_for(server: Server):
             headers=server.headers("management"),
             timeout=60,
         )
-        runtime = response.json()[0]["customizedMetadata"]["runtime"]
+        [entry] = response.json()
+        runtime = entry["customizedMetadata"]["runtime"]
+        threads = runtime.pop("threads")
         expected = precision or server.models[name].settings.precision
         assert runtime == {"engine": "openvino", "precision": expected, "requested": expected}  # no fallback (null)
+        workers = len(entry["workers"])
+        assert workers == (DEFAULT_FACE_WORKERS if name == "faces" else DEFAULT_WORKERS)  # the crop mode's default
+        if workers > 1:  # the workers share the cores instead of each taking all of them
+            assert threads == max(1, available_cores() // workers)
     report = server.models["deepfake"].settings.extra["precision_report"]
     assert report["chosen"] == "int8" and report["agreement"]["int8"]["passes"]  # the default, verified
 

@@ -179,6 +179,8 @@ def cmd_models(client: DeepfakeClient, args: argparse.Namespace) -> int:
             )
         if runtime:
             line = f"  runs {runtime.get('precision')} on {runtime.get('engine')}"
+            if runtime.get("threads"):
+                line += f", {runtime['threads']} threads per worker"
             print(
                 f"{line} (archive built for {runtime.get('requested')})"
                 + (f"; fallback: {runtime['fallback']}" if runtime.get("fallback") else "")

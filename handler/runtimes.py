@@ -138,7 +138,9 @@ def share_cores(workers: int, cores: int | None = None) -> int | None:
     """Split the cores between an archive's ``workers``: each worker's torch (the face detector, the
     eager runtime) and OpenVINO then use ``cores // workers`` threads instead of all of them, so that
     the workers run side by side instead of oversubscribing the CPU. One worker keeps the engines'
-    own defaults. Returns the threads per worker (None: left as is)."""
+    own defaults. The split follows the archive's ``minWorkers``, read once at worker start: workers
+    added later through the management API do not re-split it. Returns the threads per worker (None:
+    left as is)."""
     if workers <= 1:
         return None
     threads = max(1, (cores or available_cores()) // workers)

@@ -52,7 +52,7 @@ DEFAULT_MAX_BATCH_DELAY_MS = 5
 DEFAULT_WORKERS = 1  # whole images: on 2 cores, 2 workers were measured slower than 1
 # Face crop: MTCNN works one image at a time through many small steps that use one core well and two
 # poorly. Two workers of one thread each (handler.runtimes.share_cores) found faces 1.5x faster than one
-# worker of two threads on 2 cores, and the 60 s face clip ran ~1.3x faster end to end (docs/benchmark.md).
+# worker of two threads on 2 cores, and the 60 s face clip ran ~1.4x faster end to end (docs/benchmark.md).
 DEFAULT_FACE_WORKERS = 2
 
 

@@ -52,8 +52,7 @@ class DetectorService:
         self.runtime = runtime
         self.settings = settings
         self.last_timing: BatchTiming | None = None
-        face_mode = settings.crop == "face"
-        self.detector = detector_for(settings) if face_mode else None
+        self.detector = detector_for(settings) if settings.crop == "face" else None
 
     @classmethod
     def from_checkpoint(

@@ -8,6 +8,7 @@ A worker reports them as log lines; nothing here blocks or fails a request.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,13 +68,13 @@ class Telemetry:
                 self._add(BATCH_SIZE, timing.size)
                 self._add(PREPROCESS_MS, round(timing.decode_ms, 3))
                 self._add(INFERENCE_MS, round(timing.inference_ms, 3))
-            labels: dict[str, int] = {}
-            errors: dict[str, int] = {}
+            labels: Counter[str] = Counter()
+            errors: Counter[str] = Counter()
             for result in results:
                 if isinstance(result, ErrorAnswer):
-                    errors[result.type] = errors.get(result.type, 0) + 1
+                    errors[result.type] += 1
                 else:
-                    labels[result.label] = labels.get(result.label, 0) + 1
+                    labels[result.label] += 1
                     self._add(FAKE_PROBABILITY, result.fake_probability)
             for label, count in labels.items():
                 self._add(PREDICTIONS, count, label)

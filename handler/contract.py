@@ -102,6 +102,16 @@ class FaceAnswer:
         return cls(list(data["box"]), float(data["score"]), Prediction.from_json(data["prediction"]))
 
 
+# A face-crop archive's answer for an image without a face: a defined answer, not a verdict. OIP's error
+# body has no type, so there the status alone tells it.
+NO_FACE_STATUS = 422
+NO_FACE_TYPE = "NoFace"
+
+
+def is_no_face(status: int | None, error_type: str | None) -> bool:
+    return status == NO_FACE_STATUS and error_type in (NO_FACE_TYPE, "")
+
+
 @dataclass(frozen=True)
 class ErrorAnswer:
     """A refused request: its HTTP status, a machine-readable type and a one-line message."""
@@ -115,6 +125,10 @@ class ErrorAnswer:
         if protocol == OIP:
             return {"error": self.message}
         return {"code": self.code, "type": self.type, "message": self.message}
+
+    @property
+    def is_no_face(self) -> bool:
+        return is_no_face(self.code, self.type)
 
     @classmethod
     def from_json(cls, data: Any, status: int) -> ErrorAnswer:

@@ -37,7 +37,6 @@ from deepfake_client._aggregate import confident_strategy
 from handler.calibration import expected_calibration_error
 from handler.checkpoint import CheckpointError
 from handler.contract import ErrorAnswer
-from handler.faces import NoFaceError
 from handler.service import DetectorService
 from handler.settings import ModelSettings, SettingsError
 from scripts.archive import load_archive, settings_from_files, sidecar_files
@@ -80,7 +79,7 @@ class InProcess:
         for start in range(0, len(payloads), self.batch_size):
             for answer in self.service.predict(payloads[start : start + self.batch_size]):
                 if isinstance(answer, ErrorAnswer):
-                    if answer.type != NoFaceError.error_type:
+                    if not answer.is_no_face:
                         raise ValueError(answer.message)
                     answer = None
                 answers.append(answer)

@@ -31,7 +31,15 @@ from deepfake_client._replicas import ReplicaPool
 from deepfake_client._results import FrameResult, ImageResult, VideoAnalysis
 from deepfake_client._transport import pooled_transport
 from deepfake_client._video import SampledFrame, sample_frames
-from deepfake_client.contract import OIP, ErrorAnswer, ModelMetadata, Prediction, oip_request, predictions_from_oip
+from deepfake_client.contract import (
+    OIP,
+    ErrorAnswer,
+    ModelMetadata,
+    Prediction,
+    is_no_face,
+    oip_request,
+    predictions_from_oip,
+)
 
 ImageInput = str | Path | bytes | Image.Image
 ProgressCallback = Callable[[int], None]  # called with the number of frames answered so far
@@ -82,8 +90,8 @@ def _image_too_large(response: requests.Response, error_type: str) -> bool:
 
 
 def _no_face(exc: InputError) -> bool:
-    """A face-crop archive's answer for an image without a face: 422 NoFace (native) or 422 (OIP)."""
-    return isinstance(exc, InputRejectedError) and exc.status == 422 and exc.error_type in ("NoFace", "")
+    """A face-crop archive's answer for an image without a face."""
+    return isinstance(exc, InputRejectedError) and is_no_face(exc.status, exc.error_type)
 
 
 def _all_ready(statuses: list[str]) -> bool:

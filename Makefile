@@ -50,7 +50,7 @@ archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $
 	$(if $(PRECISION),--precision $(PRECISION)) $(if $(CALIBRATION_IMAGES),--calibration-images "$(CALIBRATION_IMAGES)") \
 	$(if $(JPEG_DRAFT),--jpeg-draft) $(if $(CROP),--crop $(CROP)) $(if $(WORKERS),--workers $(WORKERS))
 
-.PHONY: help setup java browser mar start stop status run demo web kserve-bundle test test-fast lint benchmark loadtest clean
+.PHONY: help setup java test-tools browser proxy mar start stop status run demo web kserve-bundle test test-fast lint benchmark loadtest clean
 
 help:
 	@echo "make run [WEIGHTS=ckpt.pth ...]  set up, archive (or build the demo model), serve, analyse samples"
@@ -72,12 +72,16 @@ java: $(VENV)/.installed
 
 setup: $(VENV)/.installed java
 
-# The web page's browser test drives Debian's chromium through chromium-driver (apt, as root or via sudo).
-browser:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
-	else echo "Installing chromium and chromium-driver for the browser test"; \
+# What make test needs from Debian (apt, as root or via sudo): chromium + chromium-driver for the web page's
+# browser test, nginx for the reverse-proxy test (deploy/nginx/deepfake-serve.conf in front of TorchServe).
+TEST_TOOLS := chromium chromedriver:chromium-driver nginx
+test-tools:
+	@missing=""; for tool in $(TEST_TOOLS); do command=$${tool%%:*}; package=$${tool##*:}; \
+		command -v $$command >/dev/null || [ -x /usr/sbin/$$command ] || missing="$$missing $$package"; done; \
+	if [ -n "$$missing" ]; then echo "Installing$$missing for the tests"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; fi
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
+browser proxy: test-tools
 
 $(VENV)/.installed: requirements.txt client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -132,7 +136,7 @@ endif
 	@echo "  make web                       the upload page on http://127.0.0.1:$(WEB_PORT)/ (images and videos)"
 	@echo "Stop it: make stop"
 
-test: setup browser
+test: setup test-tools
 	$(PY) -m pytest tests
 
 test-fast: setup

@@ -31,6 +31,21 @@ PROTOCOLS = (NATIVE, OIP)
 # bomb does not). The client checks video frames against it before sending them.
 MAX_IMAGE_PIXELS = 64_000_000
 
+# --- Budgets: what one request may cost the server, enforced before any pixel is decoded ----------------
+# (README "Security"). Over a budget a request gets a 4xx in its own wire format naming the budget.
+MAX_IMAGES_PER_REQUEST = 64  # images of one OIP request: a client packing a few dozen video frames fits
+MAX_REQUEST_PIXELS = MAX_IMAGE_PIXELS  # declared pixels of one request's images together (one largest image)
+# Declared pixels of one TorchServe batch: requests are admitted smallest first; the ones that no longer
+# fit are answered 503 (retried by the client) instead of making every neighbour wait for them.
+MAX_BATCH_PIXELS = 2 * MAX_IMAGE_PIXELS
+MAX_JSON_DEPTH = 16  # nesting of a JSON body: an OIP request with [N, H, W, C] pixels needs 8
+MAX_ID_LENGTH = 256  # characters of an OIP request id, which the answer echoes
+# Bytes of one answer: under TorchServe's max_response_size (config.properties), which kills the worker
+# when an answer exceeds it. 64 face-mode answers take about 0.3 MB; this is a guard, never a limit in use.
+MAX_ANSWER_BYTES = 4_000_000
+BUDGET_ERROR_TYPE = "OverBudget"  # the native error type of a request over one of these budgets (413)
+BATCH_BUDGET_ERROR_TYPE = "BatchFull"  # 503: this batch's pixel budget is spent, send it again
+
 OIP_IMAGE_INPUT = "image"  # the input tensor name oip_request() uses (the server accepts any name)
 OIP_DATATYPES = ("BYTES", "UINT8")  # what the server accepts as images
 
@@ -41,6 +56,46 @@ def _tensor(datatype: str, item_shape: tuple[int, ...] = ()) -> dict[str, Any]:
 
 
 JSON_IN_BYTES = {"oip": ("BYTES", ()), "json": True}  # a structured field: one JSON text per image
+
+
+class ContractError(ValueError):
+    """An answer that does not fit this contract: a field missing, of the wrong type or out of range."""
+
+
+def _number(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ContractError(f"{name} must be a finite number, got {_kind(value)}")
+    if not low <= value <= high:
+        raise ContractError(f"{name} must lie in [{low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
+def _positive(name: str, value: Any) -> float:
+    number = _number(name, value)
+    if number <= 0:
+        raise ContractError(f"{name} must be positive, got {value!r}")
+    return number
+
+
+def _kind(value: Any) -> str:
+    """What a value is, for a message: never its (possibly huge) content."""
+    if isinstance(value, str):
+        return repr(value[:40]) + ("..." if len(value) > 40 else "")
+    return (
+        "null" if value is None else f"a {type(value).__name__}" if not isinstance(value, (int, float)) else repr(value)
+    )
+
+
+def _row(name: str, value: Any, length: int) -> list[float]:
+    if not isinstance(value, list) or len(value) != length:
+        raise ContractError(f"{name} must be a list of {length} numbers, got {_kind(value)}")
+    return [_number(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
+def _object(name: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ContractError(f"{name} must be a JSON object, got {_kind(value)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -70,12 +125,36 @@ class Prediction:
         return tuple(f.name for f in fields(cls))
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Prediction:
-        """Parse a native answer; KeyError names a missing field (extra fields are ignored; ``faces`` may
-        be missing, from a server older than face mode)."""
-        values = {name: data[name] for name in cls.field_names() if name != "faces"}
+    def from_json(cls, data: Any) -> Prediction:
+        """Parse and check a native answer: ContractError names a field that is missing, of the wrong type or
+        out of range (extra fields are ignored; ``faces`` may be missing, from a server older than face mode)."""
+        data = _object("the answer", data)
+        missing = [name for name in cls.field_names() if name != "faces" and name not in data]
+        if missing:
+            raise ContractError(f"the answer has no {', '.join(missing)}")
+        label, index = data["label"], data["class_index"]
+        if not isinstance(label, str) or not label:
+            raise ContractError(f"label must be a text, got {_kind(label)}")
+        if isinstance(index, bool) or index not in (0, 1):
+            raise ContractError(f"class_index must be 0 or 1, got {_kind(index)}")
+        probabilities = _object("probabilities", data["probabilities"])
+        if len(probabilities) != 2 or not all(isinstance(k, str) for k in probabilities):
+            raise ContractError(f"probabilities must name 2 labels, got {len(probabilities)} entries")
         faces = data.get("faces")
-        return cls(**values, faces=None if faces is None else [FaceAnswer.from_json(face) for face in faces])
+        if faces is not None and not isinstance(faces, list):
+            raise ContractError(f"faces must be a list or null, got {_kind(faces)}")
+        return cls(
+            label=label,
+            class_index=index,
+            logits=_row("logits", data["logits"], 2),
+            probabilities={k: _number(f"probabilities[{k[:20]!r}]", v, 0, 1) for k, v in probabilities.items()},
+            fake_probability=_number("fake_probability", data["fake_probability"], 0, 1),
+            softmax_confidence=_number("softmax_confidence", data["softmax_confidence"], 0, 1),
+            adjusted_confidence=_number("adjusted_confidence", data["adjusted_confidence"], 0, 1),
+            temperature=_positive("temperature", data["temperature"]),
+            alpha=_positive("alpha", data["alpha"]),
+            faces=None if faces is None else [FaceAnswer.from_json(face) for face in faces],
+        )
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "faces"}
@@ -98,8 +177,14 @@ class FaceAnswer:
         return {"box": list(self.box), "score": self.score, "prediction": answer}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FaceAnswer:
-        return cls(list(data["box"]), float(data["score"]), Prediction.from_json(data["prediction"]))
+    def from_json(cls, data: Any) -> FaceAnswer:
+        data = _object("a face", data)
+        if not {"box", "score", "prediction"} <= set(data):
+            raise ContractError("a face needs box, score and prediction")
+        answer = _object("a face's prediction", data["prediction"])
+        if answer.get("faces") is not None:
+            raise ContractError("a face's prediction cannot have faces of its own")
+        return cls(_row("box", data["box"], 4), _number("score", data["score"], 0, 1), Prediction.from_json(answer))
 
 
 # A face-crop archive's answer for an image without a face: a defined answer, not a verdict. OIP's error
@@ -134,10 +219,11 @@ class ErrorAnswer:
     def from_json(cls, data: Any, status: int) -> ErrorAnswer:
         """Parse either format's error body (anything else: an empty type, the text as message)."""
         if isinstance(data, Mapping):
-            message = data.get("message", data.get("error"))
-            if message is not None:
-                return cls(int(data.get("code", status)), str(data.get("type", "")), str(message))
-        return cls(status, "", "" if data is None else str(data))
+            message, code, kind = data.get("message", data.get("error")), data.get("code"), data.get("type")
+            if isinstance(message, str):
+                code = code if isinstance(code, int) and not isinstance(code, bool) else status
+                return cls(code, kind[:100] if isinstance(kind, str) else "", message[:1000])
+        return cls(status, "", data[:1000] if isinstance(data, str) else "")
 
 
 @dataclass(frozen=True)
@@ -162,12 +248,23 @@ class ModelMetadata:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ModelMetadata:
+    def from_json(cls, data: Any) -> ModelMetadata:
+        """Parse and check published metadata; ContractError when a field is missing or makes no sense."""
+        data = _object("the model's metadata", data)
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        for name in ("labels", "mean", "std", "protocols"):
-            if name in values:
-                values[name] = tuple(values[name])
-        return cls(**values)
+        try:
+            for name in ("labels", "mean", "std", "protocols"):
+                if name in values:
+                    values[name] = tuple(values[name])
+            metadata = cls(**values)
+        except TypeError as exc:  # a missing field, or one that is not a list
+            raise ContractError(f"the model's metadata does not fit: {exc}") from None
+        size = metadata.input_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 4096:
+            raise ContractError(f"input_size must be a whole number of pixels from 16 to 4096, got {_kind(size)}")
+        if not isinstance(metadata.crop, str) or len(metadata.labels) != 2:
+            raise ContractError("the model's metadata needs a crop mode and two labels")
+        return metadata
 
 
 # --- Open Inference Protocol ----------------------------------------------------------------------
@@ -222,8 +319,19 @@ def oip_response(
     return body
 
 
-def predictions_from_oip(response: Mapping[str, Any]) -> list[Prediction]:
-    """Parse an OIP answer back into one Prediction per image; KeyError/ValueError when it does not fit."""
+def predictions_from_oip(response: Any) -> list[Prediction]:
+    """Parse and check an OIP answer: one Prediction per image; ContractError when it does not fit."""
+    try:
+        return _predictions_from_oip(response)
+    except ContractError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise ContractError(
+            f"the OIP answer does not fit the contract ({type(exc).__name__}: {str(exc)[:80]})"
+        ) from None
+
+
+def _predictions_from_oip(response: Any) -> list[Prediction]:
     tensors = {output["name"]: output for output in response["outputs"]}
     count = int(tensors["label"]["shape"][0])
     columns: dict[str, list[Any]] = {}

@@ -16,8 +16,8 @@ from typing import Any
 
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.contract import ErrorAnswer, Prediction
-from handler.formats import WireRequest, decode_request, encode_answer
+from handler.contract import NATIVE, OIP, ErrorAnswer, Prediction
+from handler.formats import WireRequest, decode_request, encode_answer, share_batch_budget
 from handler.runtimes import share_cores
 from handler.service import DetectorService, settings_from_model_config
 from handler.telemetry import Telemetry
@@ -43,6 +43,7 @@ class DeepfakeHandler(BaseHandler):
         settings = settings_from_model_config(config)
         share_cores(int(config.get("minWorkers", 1)))  # before the runtime and the face detector load
         self.service = DetectorService.from_model_dir(model_dir, self.manifest["model"]["serializedFile"], settings)
+        self.service.max_batch_size = int(config.get("batchSize", 1))  # forward passes never exceed the warm-up
         self.telemetry = Telemetry(context.metrics, self.model_name)
         loaded = time.perf_counter()
         self.service.warm_up(int(config.get("batchSize", 1)))
@@ -56,7 +57,18 @@ class DeepfakeHandler(BaseHandler):
         self.initialized = True
 
     def preprocess(self, data: list[Any]) -> list[WireRequest]:
-        return [decode_request(request, self._content_types(index, request)) for index, request in enumerate(data)]
+        requests = [
+            decode_request(request, self._content_types(index, request), self._endpoint(index))
+            for index, request in enumerate(data)
+        ]
+        share_batch_budget(requests)
+        return requests
+
+    def _endpoint(self, index: int) -> str:
+        """The protocol of the endpoint request ``index`` came to: TorchServe's frontend gives a request to
+        ``/predictions/<model>`` a ``url_path`` header (the path after the model's name, usually empty) and
+        one to ``/v2/models/<model>/infer`` none (observed in TorchServe 0.12)."""
+        return NATIVE if self.context.get_request_header(index, "url_path") is not None else OIP
 
     def _content_types(self, index: int, request: Any) -> dict[str, str | None]:
         """The content type TorchServe recorded for each field of request ``index``."""
@@ -89,7 +101,7 @@ class DeepfakeHandler(BaseHandler):
             self.context.set_response_content_type(index, "application/json")
             if answer.error_type is not None:
                 self.context.set_response_status(code=answer.status, phrase=answer.error_type, idx=index)
-            responses.append(json.dumps(answer.body))
+            responses.append(answer.text)
         return responses
 
     def describe_handle(self) -> dict[str, Any]:

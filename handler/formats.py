@@ -4,21 +4,29 @@ Two formats feed the same model core: native (``POST /predictions/<model>``, ``h
 the Open Inference Protocol (``POST /v2/models/<model>/infer``, ``handler.oip``). A request becomes a
 list of images for the core; the core's answers for them become one HTTP answer in the request's
 own format, with the fields ``handler.contract`` declares for both.
+
+Every request is read within the budgets ``handler.contract`` declares, and nothing raised while
+reading one request leaves this module: it becomes that request's 4xx, in its own format.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 
-from handler.contract import NATIVE, OIP, ErrorAnswer, Prediction, oip_response
+from handler.contract import MAX_ANSWER_BYTES, MAX_BATCH_PIXELS, NATIVE, OIP, ErrorAnswer, Prediction, oip_response
 from handler.oip import images_from_oip, oip_body, request_id
-from handler.preprocessing import InvalidImageError
+from handler.preprocessing import InvalidImageError, declared_pixels
 from handler.service import ItemError
-from handler.wire import extract_image_bytes
+from handler.wire import BatchFullError, OverBudgetError, extract_image_bytes
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,6 +37,10 @@ class WireRequest:
     images: list[bytes | Image.Image] = field(default_factory=list)
     request_id: str | None = None
     error: ErrorAnswer | None = None
+    pixels: int = 0  # what its images declare: the batch's pixel budget is shared out by this
+
+    def refuse(self, exc: InvalidImageError) -> None:
+        self.images, self.error = [], ItemError.from_exception(exc)
 
 
 @dataclass(frozen=True)
@@ -37,19 +49,74 @@ class WireAnswer:
     body: dict[str, Any]
     error_type: str | None = None
 
+    @functools.cached_property
+    def text(self) -> str:
+        return json.dumps(self.body)
 
-def decode_request(item: Any, content_types: Mapping[str, str | None] | None = None) -> WireRequest:
-    """Read one TorchServe request item; a malformed one is refused alone (``error``), never raised."""
-    body = oip_body(item)
-    if body is not None:
-        try:
-            return WireRequest(OIP, images_from_oip(body), request_id(body))
-        except InvalidImageError as exc:
-            return WireRequest(OIP, request_id=request_id(body), error=ItemError.from_exception(exc))
+
+def _within_answer_budget(answer: WireAnswer, protocol: str) -> WireAnswer:
+    """An answer over MAX_ANSWER_BYTES (TorchServe's frontend would drop the worker for one over its
+    max_response_size) is replaced by a small 500 that says so. The budgets keep answers far below it."""
+    size = len(answer.text)
+    if size <= MAX_ANSWER_BYTES:
+        return answer
+    error = ErrorAnswer(500, "AnswerTooLarge", f"the answer of {size} bytes is over MAX_ANSWER_BYTES")
+    return WireAnswer(error.code, error.to_json(protocol), error.type)
+
+
+def request_protocol(item: Any, endpoint: str | None = None) -> str:
+    """OIP or native: the protocol of the endpoint the request was sent to when known, else from the body."""
+    if endpoint is not None:
+        return endpoint
     try:
-        return WireRequest(NATIVE, [extract_image_bytes(item, content_types)])
+        return OIP if oip_body(item) is not None else NATIVE
+    except InvalidImageError:  # a JSON body too deep to parse: refused below, in the native shape
+        return NATIVE
+
+
+def decode_request(
+    item: Any, content_types: Mapping[str, str | None] | None = None, endpoint: str | None = None
+) -> WireRequest:
+    """Read one TorchServe request item; a malformed one is refused alone (``error``), never raised.
+
+    ``endpoint``: NATIVE or OIP when the endpoint the request came to is known (every request through
+    TorchServe's frontend); an OIP endpoint answers in the OIP shape whatever the body holds.
+    """
+    protocol = request_protocol(item, endpoint)
+    request = WireRequest(protocol)
+    try:
+        if protocol == OIP:
+            body = oip_body(item, required=True)
+            assert body is not None  # required: raises instead
+            request.request_id = request_id(body)
+            request.images, request.pixels = images_from_oip(body)
+        else:
+            request.images = [extract_image_bytes(item, content_types)]
+            request.pixels = declared_pixels(request.images[0])
     except InvalidImageError as exc:
-        return WireRequest(NATIVE, error=ItemError.from_exception(exc))
+        request.refuse(exc)
+    except Exception as exc:
+        logger.exception("Could not read a request")
+        request.request_id = None
+        request.refuse(OverBudgetError(f"cannot read the request ({type(exc).__name__})", status=400))
+    return request
+
+
+def share_batch_budget(requests: Sequence[WireRequest], budget: int = MAX_BATCH_PIXELS) -> None:
+    """Admit a batch's requests smallest first while their declared pixels fit ``budget`` (the first one
+    always does: it is within the request budget); the others are answered 503, to be sent again, so a
+    few large requests never make the small ones beside them wait."""
+    spent = 0
+    for request in sorted((r for r in requests if r.error is None), key=lambda r: r.pixels):
+        if spent and spent + request.pixels > budget:
+            request.refuse(
+                BatchFullError(
+                    f"this batch's budget of {budget / 1e6:.0f} MP (MAX_BATCH_PIXELS) is spent by other requests; "
+                    "send it again"
+                )
+            )
+        else:
+            spent += request.pixels
 
 
 def _first_error(results: Sequence[Prediction | ErrorAnswer]) -> ErrorAnswer | None:
@@ -67,7 +134,11 @@ def encode_answer(
     """The HTTP answer to ``request``. An OIP request is one inference: one bad image fails all of it."""
     error = request.error or _first_error(results)
     if error is not None:
-        return WireAnswer(error.code, error.to_json(request.protocol), error.type)
+        return _within_answer_budget(
+            WireAnswer(error.code, error.to_json(request.protocol), error.type), request.protocol
+        )
     if request.protocol == OIP:
-        return WireAnswer(200, oip_response(model_name, list(results), request.request_id, model_version))
-    return WireAnswer(200, results[0].to_json())
+        answer = WireAnswer(200, oip_response(model_name, list(results), request.request_id, model_version))
+    else:
+        answer = WireAnswer(200, results[0].to_json())
+    return _within_answer_budget(answer, request.protocol)

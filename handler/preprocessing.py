@@ -73,6 +73,18 @@ def decode_image(payload: bytes, draft_size: int | None = None) -> Image.Image:
         raise InvalidImageError(f"cannot decode image ({len(payload)} bytes): {exc}") from None
 
 
+def declared_pixels(payload: bytes | Image.Image) -> int:
+    """The pixels an image declares, read from its header without decoding it (0 when it has no readable
+    header: decoding then fails at once, at no cost)."""
+    if isinstance(payload, Image.Image):
+        return payload.width * payload.height
+    try:
+        with Image.open(io.BytesIO(payload)) as image:
+            return image.width * image.height
+    except Exception:
+        return 0
+
+
 def image_from_array(pixels: np.ndarray) -> Image.Image:
     """An RGB image from uint8 pixels of shape (H, W, C), C = 1 (gray), 3 (RGB) or 4 (RGBA, alpha dropped)."""
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4):

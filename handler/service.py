@@ -9,6 +9,7 @@ on its internals).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from handler.faces import Face, crop_images, detector_for, no_face_error
 from handler.preprocessing import InvalidImageError, decode_image, to_model_input
 from handler.runtimes import Runtime, TorchRuntime, load_runtime
 from handler.settings import ModelSettings
+
+logger = logging.getLogger(__name__)
+DEFAULT_MAX_BATCH_SIZE = 8  # an archive's batchSize (scripts/archive.py) when none is given
 
 
 class ItemError(ErrorAnswer):
@@ -52,6 +56,8 @@ class DetectorService:
         self.runtime = runtime
         self.settings = settings
         self.last_timing: BatchTiming | None = None
+        # The largest forward pass (the archive's batchSize, set by the handler): bigger batches run in chunks.
+        self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
         self.detector = detector_for(settings) if settings.crop == "face" else None
 
     @classmethod
@@ -106,36 +112,58 @@ class DetectorService:
         return torch.from_numpy(self.runtime(np.asarray(batch, dtype=np.float32)))
 
     def predict(self, payloads: Sequence[bytes | Image.Image | ErrorAnswer]) -> list[Prediction | ErrorAnswer]:
-        """Answer every image of a batch in one forward pass (every face of every image, in face mode);
-        a bad item fails alone."""
+        """Answer every image of a batch (every face of every image, in face mode); a bad item fails alone.
+
+        Images are decoded as the forward passes need them, ``max_batch_size`` at a time: however many a
+        batch carries, the worker holds one chunk of inputs and runs only the batch sizes it warmed up.
+        """
         started = time.perf_counter()
+        inference_s = 0.0
         results: list[Prediction | ErrorAnswer | None] = [None] * len(payloads)
+        faces: dict[int, list[FaceAnswer]] = {}
         tensors: list[torch.Tensor] = []
         owners: list[tuple[int, Face | None]] = []
-        for index, payload in enumerate(payloads):
-            if isinstance(payload, ErrorAnswer):
-                results[index] = payload
-                continue
-            try:
-                for face, crop in self.crops(payload):
-                    tensors.append(self.to_input(crop))
-                    owners.append((index, face))
-            except InvalidImageError as exc:
-                results[index] = ItemError.from_exception(exc)
-        decoded = time.perf_counter()
-        if tensors:
+        classified = 0
+
+        def forward() -> None:
+            nonlocal inference_s, classified
+            begun = time.perf_counter()
             answers = predictions_from_logits(self.logits(torch.stack(tensors)), self.settings)
-            faces: dict[int, list[FaceAnswer]] = {}
             for (index, face), answer in zip(owners, answers, strict=True):
                 if face is None:
                     results[index] = answer
                 else:
                     faces.setdefault(index, []).append(FaceAnswer(list(face.box), face.score, answer))
-            for index, found in faces.items():  # the image's answer is its most fake face's
-                top = max(found, key=lambda f: f.prediction.fake_probability)
-                results[index] = dataclasses.replace(top.prediction, faces=found)
-        finished = time.perf_counter()
-        self.last_timing = BatchTiming(len(tensors), (decoded - started) * 1e3, (finished - decoded) * 1e3)
+            classified += len(tensors)
+            tensors.clear()
+            owners.clear()
+            inference_s += time.perf_counter() - begun
+
+        for index, payload in enumerate(payloads):
+            if isinstance(payload, ErrorAnswer):
+                results[index] = payload
+                continue
+            try:
+                crops = self.crops(payload)
+            except InvalidImageError as exc:
+                results[index] = ItemError.from_exception(exc)
+                continue
+            except Exception as exc:
+                logger.exception("Could not decode image %d of a batch", index)
+                results[index] = ItemError(400, "InvalidImage", f"cannot decode image ({type(exc).__name__})")
+                continue
+            for face, crop in crops:
+                tensors.append(self.to_input(crop))
+                owners.append((index, face))
+                if len(tensors) >= self.max_batch_size:
+                    forward()
+        if tensors:
+            forward()
+        for index, found in faces.items():  # the image's answer is its most fake face's
+            top = max(found, key=lambda f: f.prediction.fake_probability)
+            results[index] = dataclasses.replace(top.prediction, faces=found)
+        total_ms = (time.perf_counter() - started) * 1e3
+        self.last_timing = BatchTiming(classified, total_ms - inference_s * 1e3, inference_s * 1e3)
         return results  # type: ignore[return-value]
 
     def warm_up(self, max_batch_size: int) -> None:

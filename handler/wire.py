@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from handler.contract import BATCH_BUDGET_ERROR_TYPE, BUDGET_ERROR_TYPE, MAX_JSON_DEPTH
 from handler.preprocessing import InvalidImageError
 
 
@@ -20,6 +21,59 @@ class InvalidRequestError(InvalidImageError):
     """The request's shape is wrong (no image field, bad base64): HTTP 400 "InvalidRequest"."""
 
     error_type = "InvalidRequest"
+
+
+class OverBudgetError(InvalidImageError):
+    """The request asks for more than one of handler.contract's budgets allows (413, or 400 for shape)."""
+
+    error_type = BUDGET_ERROR_TYPE
+
+    def __init__(self, message: str, status: int = 413):
+        super().__init__(message)
+        self.status = status
+
+
+class BatchFullError(InvalidImageError):
+    """The batch's pixel budget was spent by smaller requests: 503, the client sends it again."""
+
+    status = 503
+    error_type = BATCH_BUDGET_ERROR_TYPE
+
+
+def describe(value: Any, limit: int = 60) -> str:
+    """A short description of a value from a request, safe to put in an answer: never the whole value
+    (an answer must stay small) and never a recursive repr (a value may be nested thousands deep)."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
+    if isinstance(value, (bool, int, float)) or value is None:
+        text = repr(value)
+        return text if len(text) <= limit else text[:limit] + "..."
+    if isinstance(value, (bytes, bytearray)):
+        return f"{len(value)} bytes"
+    if isinstance(value, Mapping):
+        return f"an object of {len(value)} fields"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    return f"a {type(value).__name__}"
+
+
+def _names(names: Any, most: int = 8) -> str:
+    """Field names for a message: sorted, each cut short, at most ``most`` of them."""
+    listed = sorted(str(name)[:30] for name in list(names)[: most + 1])
+    return ", ".join(listed[:most]) + (", ..." if len(listed) > most else "")
+
+
+def parse_json(payload: bytes | str) -> Any:
+    """json.loads that turns a body nested past Python's recursion limit into a 400 naming the budget
+    (the deeper checks against MAX_JSON_DEPTH happen where the parsed value is walked)."""
+    try:
+        return json.loads(payload)
+    except RecursionError:
+        raise too_deep() from None
+
+
+def too_deep() -> OverBudgetError:
+    return OverBudgetError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels (budget MAX_JSON_DEPTH)", status=400)
 
 
 # Fields a JSON or multipart request may carry the image in, in order of preference.
@@ -46,29 +100,38 @@ def _check_not_broken_json(payload: bytes, content_type: str | None) -> bytes:
     """
     if content_type and "json" in content_type.lower() and payload.lstrip()[:1] in (b"{", b"[", b'"'):
         try:
-            json.loads(payload)
+            parse_json(payload)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRequestError(f"malformed JSON body ({exc})") from None
+            raise InvalidRequestError(f"malformed JSON body ({str(exc)[:120]})") from None
     return payload
 
 
-def extract_image_bytes(request: Any, content_types: Mapping[str, str | None] | None = None) -> bytes:
-    """Pull the image bytes out of one TorchServe request item.
+def extract_image_bytes(request: Any, content_types: Mapping[str, str | None] | None = None, depth: int = 0) -> bytes:
+    """Pull the image bytes out of one TorchServe request item: one image, never one of several silently.
 
-    ``content_types``: the declared content type of each of the item's fields, when known.
+    ``content_types``: the declared content type of each of the item's fields, when known. A multipart
+    form with more than one file is refused (400): one image per native request, several per OIP request.
     """
     content_types = content_types or {}
     if isinstance(request, Mapping):
+        if depth >= 2:  # {"body": {"image": "<base64>"}} is as deep as a native request goes
+            raise InvalidRequestError('the image field is nested too deep: send JSON {"image": "<base64>"}')
+        files = [name for name, value in request.items() if isinstance(value, (bytes, bytearray))]
+        if len(files) > 1:
+            shown = _names(files)
+            raise InvalidRequestError(
+                f"{len(files)} files in one request ({shown}); send one image per request, or several "
+                "images in one Open Inference Protocol request (POST /v2/models/<model>/infer)"
+            )
         for key in IMAGE_FIELDS:
             if key in request and request[key] is not None:
                 value = request[key]
                 if isinstance(value, (bytes, bytearray)):
                     return _check_not_broken_json(bytes(value), content_types.get(key))
-                return extract_image_bytes(value)
-        for value in request.values():  # multipart with an unusual field name
-            if isinstance(value, (bytes, bytearray)):
-                return bytes(value)
-        fields = ", ".join(sorted(map(str, request))) or "none"
+                return extract_image_bytes(value, depth=depth + 1)
+        if files:  # multipart with an unusual field name
+            return bytes(request[files[0]])
+        fields = _names(request) or "none"
         raise InvalidRequestError(
             f"no image in request (fields: {fields}); send raw image bytes, a multipart file "
             'field, or JSON {"image": "<base64>"}'
@@ -77,4 +140,4 @@ def extract_image_bytes(request: Any, content_types: Mapping[str, str | None] | 
         return bytes(request)
     if isinstance(request, str):
         return decode_base64(request.strip())
-    raise InvalidRequestError(f"unsupported request payload of type {type(request).__name__}")
+    raise InvalidRequestError(f"unsupported request payload: {describe(request)}; send the image bytes or base64")

@@ -20,6 +20,7 @@ SECTIONS = {
     "load": "Load",
     "faults": "Faults",
     "security": "Security",
+    "hostile": "Hostile input: every request within a budget",
 }
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 

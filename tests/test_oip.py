@@ -100,13 +100,14 @@ def test_bytes_and_uint8_inputs_give_the_images_they_carry():
     request = oip_request([jpeg, png])
     request["inputs"].append(uint8_tensor(np.stack([PIXELS, PIXELS[::-1]])))  # [N, H, W, C]
     request["inputs"].append(uint8_tensor(PIXELS[..., :1]))  # gray [H, W, 1]
-    images = images_from_oip(request)
+    images, pixels = images_from_oip(request)
+    assert pixels == 2 * 96 * 64 + 3 * PIXELS.shape[0] * PIXELS.shape[1]  # declared: headers and shapes
     assert images[:2] == [jpeg, png]
     np.testing.assert_array_equal(np.asarray(images[2]), PIXELS)
     np.testing.assert_array_equal(np.asarray(images[3]), PIXELS[::-1])
     np.testing.assert_array_equal(np.asarray(images[4]), np.repeat(PIXELS[..., :1], 3, axis=2))
     nested = {"inputs": [{**uint8_tensor(PIXELS), "data": PIXELS.tolist()}]}  # nested data is row-major too
-    np.testing.assert_array_equal(np.asarray(images_from_oip(nested)[0]), PIXELS)
+    np.testing.assert_array_equal(np.asarray(images_from_oip(nested)[0][0]), PIXELS)
 
 
 def test_oip_bodies_are_recognised_however_they_arrive():
@@ -126,7 +127,7 @@ def test_oip_bodies_are_recognised_however_they_arrive():
         ({"name": "x", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}, 400, "not valid base64"),
         ({"name": "x", "datatype": "BYTES", "shape": [1], "data": [7]}, 400, "base64 strings"),
         ({"name": "x", "datatype": "BYTES", "shape": "1", "data": ["aGk="]}, 400, "shape must be a list"),
-        ({"name": "x", "datatype": "UINT8", "shape": [2, 2, 3], "data": [0] * 11}, 400, "needs 12 values"),
+        ({"name": "x", "datatype": "UINT8", "shape": [2, 2, 3], "data": [0] * 11}, 400, "needs 12 elements"),
         ({"name": "x", "datatype": "UINT8", "shape": [2, 2, 3], "data": [300] * 12}, 400, "0..255"),
         ({"name": "x", "datatype": "UINT8", "shape": [2, 2, 2], "data": [0] * 8}, 400, "2 channels"),
         ({"name": "x", "datatype": "UINT8", "shape": [6], "data": [0] * 6}, 400, r"need shape \[H, W, C\]"),

@@ -18,7 +18,7 @@ import requests
 from flask.testing import FlaskClient
 
 from deepfake_client import ClientConfig, DeepfakeClient
-from deepfake_client.web import WebConfig, create_app
+from deepfake_client.web import WebConfig, create_app, create_server
 from scripts.archive import build_archive
 from scripts.serve import Ports, TorchServe
 from tests.conftest import Server, cli, image_bytes
@@ -177,8 +177,6 @@ def test_two_users_uploading_different_videos_get_their_own_results(web: FlaskCl
 @pytest.fixture(scope="module")
 def demo_site(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, TorchServe]]:
     """The demo model on its own TorchServe, and the page on a free loopback port (waitress)."""
-    from waitress import create_server
-
     from handler.settings import ModelSettings
     from scripts.archive import settings_from_files, sidecar_files
 
@@ -188,7 +186,7 @@ def demo_site(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     build_archive(weights, settings, "deepfake", root / "store", precision="int8", calibration_images=None)
     ts = TorchServe(root / "rt", root / "store", ports=Ports.free())
     ts.start(timeout=300)
-    site = create_server(create_app(WebConfig(client=ts.client_config())), host="127.0.0.1", port=0, threads=4)
+    site = create_server(WebConfig(client=ts.client_config()), host="127.0.0.1", port=0, threads=4)
     thread = threading.Thread(target=site.run, daemon=True)
     thread.start()
     try:
@@ -272,6 +270,31 @@ def test_the_page_in_headless_chromium(demo_site, browser, demo: Path):
     browser.find_element(By.ID, "file-input").send_keys(str(notes))
     wait.until(shown.visibility_of_element_located((By.ID, "message")))
     assert "not an image" in browser.find_element(By.ID, "message").text
+
+
+def test_the_real_page_refuses_foreign_hosts_and_cross_site_posts(demo_site, browser, demo: Path):
+    """After the browser test: a DNS-rebound Host and another site's form post get 4xx from the real server,
+    while the page itself (loaded in Chromium under its Content-Security-Policy) kept working."""
+    url, _ = demo_site
+    image = (demo / "data" / "samples" / "real.jpg").read_bytes()
+    files = {"file": ("real.jpg", image, "image/jpeg")}
+    own = requests.post(f"{url}/api/analyze", files=files, timeout=60, headers={"Origin": url})
+    assert own.status_code == 200 and own.json()["kind"] == "image"
+    rebound = requests.post(f"{url}/api/analyze", files=files, timeout=60,
+                            headers={"Host": "evil.example", "Origin": "http://evil.example"})  # fmt: skip
+    assert rebound.status_code == 421 and rebound.json()["error"] == "bad_host"
+    foreign = requests.post(f"{url}/api/analyze", files=files, timeout=60, headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403 and foreign.json()["error"] == "cross_site"
+    page = requests.get(url, timeout=10)
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    # Chromium itself: a form on a page of another origin posting to the page is refused
+    browser.get("data:text/html,<form id=f method=post enctype=multipart/form-data action='" + url +
+                "/api/analyze'><input type=hidden name=x value=1></form><script>f.submit()</script>")  # fmt: skip
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 30).until(lambda b: "cross_site" in b.page_source or "bad_host" in b.page_source)
+    assert "cross_site" in browser.page_source
 
 
 def test_uploads_are_sniffed_and_names_only_displayed():

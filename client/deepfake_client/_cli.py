@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from deepfake_client._config import (
     Timeouts,
     split_urls,
 )
-from deepfake_client._exceptions import DeepfakeError
+from deepfake_client._exceptions import DeepfakeError, MalformedAnswerError
 from deepfake_client._plot import plot_timeline
 from deepfake_client._progress import ProgressBar
 from deepfake_client._results import ImageResult, Prediction, VideoAnalysis, json_safe
@@ -158,9 +159,11 @@ def cmd_models(client: DeepfakeClient, args: argparse.Namespace) -> int:
         print(_dump(models))
         return EXIT_OK
     for entry in models:
-        workers = ", ".join(f"{w['id']} {w['status']}" for w in entry.get("workers", [])) or "none"
+        workers = ", ".join(f"{w.get('id', '?')} {w.get('status', '?')}" for w in entry["workers"]) or "none"
         metadata = entry.get("customizedMetadata") or {}
-        settings, runtime = metadata.get("settings", {}), metadata.get("runtime", {})
+        settings, runtime = metadata.get("settings") or {}, metadata.get("runtime") or {}
+        if not isinstance(settings, dict) or not isinstance(runtime, dict):
+            raise MalformedAnswerError(f"{entry.get('modelName')}: settings and runtime must be JSON objects", 200)
         print(
             f"{entry['modelName']} (version {entry.get('modelVersion')}): workers {workers}; "
             f"batchSize {entry.get('batchSize')}, maxBatchDelay {entry.get('maxBatchDelay')} ms"
@@ -200,7 +203,7 @@ def cmd_health(client: DeepfakeClient, args: argparse.Namespace) -> int:
 
 def cmd_scale(client: DeepfakeClient, args: argparse.Namespace) -> int:
     answer = client.scale(args.workers, args.scale_model)
-    print(_dump(answer) if args.json else answer.get("status", answer))
+    print(_dump(answer) if args.json else answer["status"])
     return EXIT_OK
 
 
@@ -323,6 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("deepfake-detect: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (| head): nothing left to say, and nowhere to say it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 from PIL import Image
 from requests.adapters import BaseAdapter
 
@@ -22,6 +23,7 @@ from deepfake_client._exceptions import (
     DeepfakeError,
     InputError,
     InputRejectedError,
+    MalformedAnswerError,
     ModelNotFoundError,
     ServerError,
     ServerTimeoutError,
@@ -32,7 +34,9 @@ from deepfake_client._results import FrameResult, ImageResult, VideoAnalysis
 from deepfake_client._transport import pooled_transport
 from deepfake_client._video import SampledFrame, sample_frames
 from deepfake_client.contract import (
+    MAX_ANSWER_BYTES,
     OIP,
+    ContractError,
     ErrorAnswer,
     ModelMetadata,
     Prediction,
@@ -44,6 +48,54 @@ from deepfake_client.contract import (
 ImageInput = str | Path | bytes | Image.Image
 ProgressCallback = Callable[[int], None]  # called with the number of frames answered so far
 FRAME_SIZE = 224  # the usual input size; the client asks the archive for its own (DeepfakeClient.input_size)
+# The most the client reads of one answer: the server's own answers stay under MAX_ANSWER_BYTES; management
+# listings are smaller still. Anything larger is not an answer of this service.
+MAX_READ_BYTES = 4 * MAX_ANSWER_BYTES
+READ_CHUNK = 64 * 1024
+
+
+class _TooSlow(Exception):
+    """The body did not arrive within the request's total deadline."""
+
+
+def _read_body(response: requests.Response, deadline: float) -> None:
+    """Read a streamed body within ``deadline`` (monotonic) and at most MAX_READ_BYTES: each read returns
+    what has arrived, so a server trickling its answer cannot stretch the request past the deadline by
+    more than one read timeout."""
+    if response._content is not False:  # already read (an injected transport)
+        return
+    raw, chunks, size = response.raw, [], 0
+    read = getattr(raw, "read1", raw.read)
+    while True:
+        if time.monotonic() > deadline:
+            response.close()
+            raise _TooSlow
+        chunk = read(READ_CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > MAX_READ_BYTES:
+            response.close()
+            raise MalformedAnswerError(f"an answer larger than {MAX_READ_BYTES} bytes from {response.url}", None)
+        chunks.append(chunk)
+    response._content = b"".join(chunks)
+    response._content_consumed = True
+
+
+def answer_json(response: requests.Response, what: str, kind: type = dict) -> Any:
+    """The JSON of an answer, which must be a ``kind``; MalformedAnswerError for anything else."""
+    try:
+        data = response.json()
+    except (ValueError, RecursionError):
+        raise MalformedAnswerError(
+            f"{what}: the server's answer is not JSON: {response.text[:80]!r}", response.status_code
+        ) from None
+    if not isinstance(data, kind):
+        raise MalformedAnswerError(
+            f"{what}: expected a JSON {'object' if kind is dict else 'list'}, got {type(data).__name__}",
+            response.status_code,
+        )
+    return data
 
 
 def encode_frame(
@@ -85,7 +137,7 @@ def _image_too_large(response: requests.Response, error_type: str) -> bool:
         return True
     try:
         return "error" in response.json()
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return False
 
 
@@ -98,11 +150,22 @@ def _all_ready(statuses: list[str]) -> bool:
     return bool(statuses) and all(status == "READY" for status in statuses)
 
 
+def _model_entry(entries: list[Any], model: str) -> dict[str, Any]:
+    """One model's description from TorchServe's management API, checked for what the client reads of it."""
+    entry = entries[0] if entries else {}
+    workers = entry.get("workers", []) if isinstance(entry, dict) else None
+    if not isinstance(workers, list) or not all(isinstance(w, dict) for w in workers):
+        raise MalformedAnswerError(f"describe {model}: the answer has no list of workers", 200)
+    if not isinstance(entry.get("customizedMetadata", {}), (dict, type(None))):
+        raise MalformedAnswerError(f"describe {model}: customizedMetadata is not an object", 200)
+    return {**entry, "workers": workers}
+
+
 def _error_details(response: requests.Response) -> tuple[str, str]:
     """(type, message) of an error answer in either wire format (handler.contract's ErrorAnswer)."""
     try:
         error = ErrorAnswer.from_json(response.json(), response.status_code)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "", response.text.strip()[:300] or response.reason
     return error.type, error.message or response.text.strip()[:300] or response.reason
 
@@ -164,17 +227,19 @@ class DeepfakeClient:
             replica = self.replicas.acquire(avoid=failed) if url.startswith("/") else None
             target = f"{replica}{url}" if replica else url
             response, failure, ok = None, "", False
+            timeouts = self.config.timeouts
+            deadline = time.monotonic() + timeouts.connect + timeouts.read
             try:
                 response = self._session.request(
-                    method, target, headers=headers, timeout=self.config.timeouts.as_tuple(), **kwargs
+                    method, target, headers=headers, timeout=timeouts.as_tuple(), stream=True, **kwargs
                 )
-            except requests.ConnectionError as exc:  # includes connect timeouts: nothing was processed
-                failure = f"cannot reach TorchServe at {target}: {type(exc).__name__}"
-            except requests.Timeout:
+                _read_body(response, deadline)
+            except (requests.Timeout, urllib3.exceptions.ReadTimeoutError, _TooSlow):
                 raise ServerTimeoutError(
-                    f"TorchServe did not answer {what} within the read timeout of "
-                    f"{self.config.timeouts.read:g} s ({target})"
+                    f"TorchServe did not answer {what} within the read timeout of {timeouts.read:g} s ({target})"
                 ) from None
+            except (requests.ConnectionError, urllib3.exceptions.HTTPError) as exc:  # nothing usable came back
+                response, failure = None, f"cannot reach TorchServe at {target}: {type(exc).__name__}"
             else:
                 ok = not _retryable(response)
             finally:
@@ -238,13 +303,16 @@ class DeepfakeClient:
             path, body = f"/predictions/{model}", {"data": payload}
             body["headers"] = {"Content-Type": "application/octet-stream"}
         response = self._request("POST", path, "inference", what, **body)
+        data = answer_json(response, what)
         try:
             if self.config.protocol == OIP:
-                [prediction] = predictions_from_oip(response.json())
-                return prediction
-            return Prediction.from_json(response.json())
-        except (ValueError, KeyError, TypeError):
-            raise ServerError(f"{what}: unexpected answer from the server: {response.text[:200]!r}") from None
+                predictions = predictions_from_oip(data)
+                if len(predictions) != 1:
+                    raise ContractError(f"{len(predictions)} answers for one image")
+                return predictions[0]
+            return Prediction.from_json(data)
+        except ContractError as exc:
+            raise MalformedAnswerError(f"{what}: the server's answer does not fit the contract: {exc}", 200) from None
 
     @staticmethod
     def _read_image(image: ImageInput) -> tuple[bytes, str]:
@@ -378,17 +446,21 @@ class DeepfakeClient:
         a worker is ready: see ``ready``."""
         if self.config.protocol == OIP:
             url = f"{self.config.base_url}/v2/health/live"
-            live = self._request("GET", url, "inference", "health check").json().get("live")
-            return {"status": "Healthy" if live else "Unhealthy"}
-        return self._request("GET", f"{self.config.base_url}/ping", "inference", "health check").json()
+            live = answer_json(self._request("GET", url, "inference", "health check"), "health check").get("live")
+            return {"status": "Healthy" if live is True else "Unhealthy"}
+        answer = answer_json(self._request("GET", f"{self.config.base_url}/ping", "inference", "health check"),
+                             "health check")  # fmt: skip
+        if not isinstance(answer.get("status"), str):
+            raise MalformedAnswerError(f"health check: no status in {str(answer)[:80]}", 200)
+        return answer
 
     def describe(self, model: str | None = None, *, retry: bool = True) -> dict[str, Any]:
         """Model status, workers and the archive's settings (normalisation, labels, T, alpha)."""
         model = model or self.config.model
         url = f"{self.config.management_url}/models/{model}"
         params = {"customized": "true"}
-        entries = self._request("GET", url, "management", f"describe {model}", retry=retry, params=params).json()
-        return entries[0] if entries else {}
+        response = self._request("GET", url, "management", f"describe {model}", retry=retry, params=params)
+        return _model_entry(answer_json(response, f"describe {model}", list), model)
 
     def ready(self, model: str | None = None) -> bool:
         """True when the model can answer now: every TorchServe worker READY (management API), or over
@@ -397,9 +469,8 @@ class DeepfakeClient:
             model = model or self.config.model
             url = f"{self.config.base_url}/v2/models/{model}/ready"
             try:
-                return bool(
-                    self._request("GET", url, "inference", f"readiness of {model}", retry=False).json().get("ready")
-                )
+                response = self._request("GET", url, "inference", f"readiness of {model}", retry=False)
+                return answer_json(response, f"readiness of {model}").get("ready") is True
             except ServerUnavailableError:  # 503: known, not ready
                 return False
         return _all_ready(self._worker_statuses(model))
@@ -407,8 +478,9 @@ class DeepfakeClient:
     def _worker_statuses(self, model: str | None, retry: bool = True) -> list[str]:
         model = model or self.config.model
         url = f"{self.config.management_url}/models/{model}"
-        entries = self._request("GET", url, "management", f"describe {model}", retry=retry).json()
-        return [w.get("status", "?") for w in (entries[0] if entries else {}).get("workers", [])]
+        response = self._request("GET", url, "management", f"describe {model}", retry=retry)
+        entry = _model_entry(answer_json(response, f"describe {model}", list), model)
+        return [str(w.get("status", "?")) for w in entry["workers"]]
 
     def wait_until_ready(self, model: str | None = None, timeout: float = 120.0, interval: float = 0.5) -> None:
         """Poll the workers' state until all are READY; ServerUnavailableError after ``timeout``."""
@@ -432,8 +504,13 @@ class DeepfakeClient:
 
     def models(self) -> list[dict[str, Any]]:
         """Every registered model, described (status, workers, settings)."""
-        listing = self._request("GET", f"{self.config.management_url}/models", "management", "list models").json()
-        return [self.describe(entry["modelName"]) for entry in listing.get("models", [])]
+        response = self._request("GET", f"{self.config.management_url}/models", "management", "list models")
+        listing = answer_json(response, "list models").get("models")
+        if not isinstance(listing, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("modelName"), str) for entry in listing
+        ):
+            raise MalformedAnswerError("list models: the answer has no list of models with their names", 200)
+        return [self.describe(entry["modelName"]) for entry in listing]
 
     def scale(self, workers: int, model: str | None = None) -> dict[str, Any]:
         """Set the model's worker count (min = max = workers) and wait for TorchServe to apply it."""
@@ -442,4 +519,7 @@ class DeepfakeClient:
         model = model or self.config.model
         params = {"min_worker": workers, "max_worker": workers, "synchronous": "true"}
         url = f"{self.config.management_url}/models/{model}"
-        return self._request("PUT", url, "management", f"scale {model}", params=params).json()
+        answer = answer_json(self._request("PUT", url, "management", f"scale {model}", params=params), f"scale {model}")
+        if not isinstance(answer.get("status"), str):
+            raise MalformedAnswerError(f"scale {model}: the answer has no status", 200)
+        return answer

@@ -99,7 +99,7 @@ class ClientConfig:
             "management_token": os.environ.get(MANAGEMENT_TOKEN_ENV),
             "key_file": os.environ.get(KEY_FILE_ENV),
         }
-        values.update(overrides)
+        values.update({k: v for k, v in overrides.items() if v is not None})  # an unset option keeps the env's
         values = {k: v for k, v in values.items() if v is not None}
         if "key_file" in values:
             values["key_file"] = Path(values["key_file"])

@@ -8,6 +8,7 @@ DeepfakeError
 ├── ServerUnavailableError  cannot reach the server / no worker (CLI exit 4)
 │   └── ServerTimeoutError  no answer within the read timeout
 └── ServerError             the server failed or answered nonsense (CLI exit 5)
+    ├── MalformedAnswerError an answer that does not fit the contract (types, ranges, size)
     └── ModelNotFoundError  no such model on the server
 """
 
@@ -67,3 +68,8 @@ class ServerError(DeepfakeError):
 
 class ModelNotFoundError(ServerError):
     """The model name is not registered on the server."""
+
+
+class MalformedAnswerError(ServerError):
+    """The server's answer does not fit the wire contract: not JSON, a field missing, of the wrong type or
+    out of range, or larger than any answer can be. Never a traceback, never taken for a verdict."""

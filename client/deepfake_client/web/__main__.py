@@ -7,7 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from deepfake_client._config import DEFAULT_MODEL, ClientConfig
-from deepfake_client.web.app import DEFAULT_HOST, DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT, WebConfig, create_app
+from deepfake_client.web.app import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_PORT,
+    LOOPBACK_HOSTS,
+    WebConfig,
+    create_server,
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -19,19 +26,29 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--key-file", help="TorchServe key_file.json (default: ./runtime/key_file.json)")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="default %(default)s")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="a further Host name the page answers to, e.g. the name of a reverse proxy in front of it "
+        "(repeatable; always answered: 127.0.0.1, localhost and [::1] on the page's port)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from waitress import serve
-
     args = get_parser().parse_args(argv)
     client = ClientConfig.from_env(
         base_url=args.url, management_url=args.management_url, model=args.model, key_file=args.key_file
     )
-    app = create_app(WebConfig(client=client, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024)))
+    hosts = (*(f"{name}:{args.port}" for name in LOOPBACK_HOSTS), f"{args.host}:{args.port}", *args.allowed_host)
+    config = WebConfig(
+        client=client, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allowed_hosts=tuple(dict.fromkeys(hosts))
+    )
+    server = create_server(config, host=args.host, port=args.port)
     print(f"deepfake-serve web page on http://{args.host}:{args.port}/ (TorchServe at {client.base_url})", flush=True)
-    serve(app, host=args.host, port=args.port, threads=8, ident="deepfake-web")
+    server.run()
     return 0
 
 

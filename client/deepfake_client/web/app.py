@@ -4,10 +4,14 @@ Flask, as the original app used: the page needs a handful of routes, the work be
 client library's, and a WSGI app served by waitress (no debug mode, no reloader) is all it takes.
 A long video runs as a background job whose progress the page polls.
 
-Safe by construction: the upload size is capped before anything is read (Flask's
-MAX_CONTENT_LENGTH); the type is sniffed from the first bytes before anything is decoded; each
-video lands in its own temporary directory under a fixed name, removed when its analysis ends; an
-uploaded file name is only ever echoed back as text, never used as a path.
+Safe by construction: the upload size is capped before anything is read (waitress refuses a larger
+body before reading it, Flask's MAX_CONTENT_LENGTH backs it); the type is sniffed from the first
+bytes before anything is decoded; each video lands in its own temporary directory under a fixed
+name, removed when its analysis ends; an uploaded file name is only ever echoed back as text, never
+used as a path. It serves only its own origin: a request for another Host name (DNS rebinding) is
+refused, and so is a state-changing request from another site's page (its Origin, or
+Sec-Fetch-Site); every answer carries a Content-Security-Policy that allows only the page's own
+scripts and forbids framing. Every analysis, synchronous or not, counts against ``max_jobs``.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Flask, jsonify, request, send_from_directory
+from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from deepfake_client._client import DeepfakeClient
@@ -45,6 +50,19 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 200  # a few minutes of 1080p; images are further capped by TorchServe (32 MiB)
 DEFAULT_FPS = 2.0
 DEFAULT_MAX_JOBS = 4  # video analyses at once: each keeps 16 frames in flight on the one TorchServe
+# Host names the page answers to when no others are configured: this machine's, on any port. A DNS
+# rebinding attack arrives with the attacker's own name, and is refused.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+MULTIPART_OVERHEAD = 64 * 1024  # a form's boundaries and part headers around the uploaded file
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 THUMBNAIL_PX = 96
 JOB_TTL_S = 900.0  # a finished job's result stays this long for the page to fetch
 STATIC = Path(__file__).with_name("static")
@@ -78,6 +96,34 @@ class WebConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024
     fps: float = DEFAULT_FPS
     max_jobs: int = DEFAULT_MAX_JOBS
+    # Host header values the page answers: "name" (any port) or "name:port". A deployment behind a
+    # proxy adds the name users reach it by (--allowed-host).
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+
+
+def _host_port(value: str) -> tuple[str | None, int | None]:
+    parts = urlsplit("//" + value.strip())
+    return parts.hostname, parts.port
+
+
+def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a Host header names this page: an allowed "name:port" exactly, or an allowed name on any port."""
+    try:
+        name, port = _host_port(host)
+        entries = [_host_port(entry) for entry in allowed]
+    except ValueError:  # a port that is not a number
+        return False
+    return name is not None and any(name == n and p in (None, port) for n, p in entries)
+
+
+def cross_site(origin: str | None, fetch_site: str | None, host: str) -> bool:
+    """A state-changing request sent by another site's page: its Origin is not this page's, or the browser
+    says it is not same-origin (Sec-Fetch-Site). Requests from tools (curl, the tests) carry neither."""
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return True
+    if origin is None:
+        return False
+    return urlsplit(origin).netloc.lower() != host.strip().lower()
 
 
 class WebError(Exception):
@@ -151,6 +197,34 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
     jobs: dict[str, Job] = {}
     lock = threading.Lock()
     limit_mb = config.max_upload_bytes / 1024 / 1024
+    running_sync = [0]  # synchronous video analyses under way (the jobs dict holds the others)
+
+    @app.before_request
+    def only_this_origin():
+        if not host_allowed(request.host, config.allowed_hosts):
+            return jsonify(
+                error="bad_host", message=f"this page does not answer for the host {request.host[:100]!r}"
+            ), 421
+        if request.method not in SAFE_METHODS and cross_site(
+            request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), request.host
+        ):
+            return jsonify(error="cross_site", message="requests from another site's page are refused"), 403
+        return None
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def running() -> int:
+        return sum(j.state == "running" for j in jobs.values()) + running_sync[0]
+
+    def take_slot() -> None:
+        """Count one more analysis, or 503 busy when max_jobs are under way (the lock is held)."""
+        expire_jobs()
+        if running() >= config.max_jobs:
+            raise WebError(503, "busy", f"{config.max_jobs} videos are being analysed; try again shortly")
 
     @app.errorhandler(WebError)
     def on_web_error(exc: WebError):
@@ -208,10 +282,16 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
                 job = start_job(name, path, folder)  # the job removes the folder when it ends
                 handed_to_job = True
                 return jsonify(kind="video", job=job.id, name=name, total=job.total, status=f"/api/jobs/{job.id}"), 202
+            with lock:
+                take_slot()
+                running_sync[0] += 1
             try:
                 analysis = client.analyze_video(path, config.fps)
             except DeepfakeError as exc:
                 raise web_error(exc, path, name) from None
+            finally:
+                with lock:
+                    running_sync[0] -= 1
             return jsonify(kind="video", name=name, **video_json(analysis, name))
         finally:
             if not handed_to_job:
@@ -220,9 +300,7 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
     def start_job(name: str, path: Path, folder: Path) -> Job:
         duration = probe_duration(path)  # for the progress bar; read before taking the lock
         with lock:
-            expire_jobs()
-            if sum(j.state == "running" for j in jobs.values()) >= config.max_jobs:
-                raise WebError(503, "busy", f"{config.max_jobs} videos are being analysed; try again shortly")
+            take_slot()
             job = Job(uuid.uuid4().hex, name, math.ceil(duration * config.fps) if duration else None)
             jobs[job.id] = job
 
@@ -261,3 +339,13 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
         return jsonify(job.to_json())
 
     return app
+
+
+def create_server(config: WebConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options: Any):
+    """The page on waitress, which refuses a body over the upload limit before reading it (its own default
+    reads up to 1 GiB first)."""
+    from waitress import create_server as waitress_server
+
+    options = {"threads": 8, "ident": "deepfake-web", **options}
+    limit = config.max_upload_bytes + MULTIPART_OVERHEAD
+    return waitress_server(create_app(config), host=host, port=port, max_request_body_size=limit, **options)

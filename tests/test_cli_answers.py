@@ -1,0 +1,88 @@
+"""The CLI against a server that answers what no deepfake-serve server answers: exit 5, one line, no
+traceback, never exit 0. The server is a real HTTP server on loopback playing a broken or hostile one;
+the CLI runs as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from fractions import Fraction
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from tests.conftest import image_bytes
+from tests.media import constant_rate, write_video
+
+GOOD = {"label": "Fake", "class_index": 1, "logits": [0.0, 1.0], "probabilities": {"Real": 0.27, "Fake": 0.73},
+        "fake_probability": 0.73, "softmax_confidence": 0.73, "adjusted_confidence": 0.54, "temperature": 1.0,
+        "alpha": 6.0}  # fmt: skip
+METADATA = {"input_size": -3, "labels": ["Real", "Fake"], "fake_label": "Fake", "mean": [0.5] * 3, "std": [0.5] * 3,
+            "precision": "int8", "arch": "resnet18", "temperature": 1.0, "alpha": 6.0}  # fmt: skip
+
+# what the server answers, by case: (path prefix -> body)
+CASES = {
+    "not json": {"": b"<html>502 from some proxy</html>"},
+    "no fields": {"": b"{}"},
+    "wrong types": {"/ping": b'{"status": ["Healthy"]}', "/models": b'{"models": [{"modelName": 7}]}',
+                    "/predictions": json.dumps({**GOOD, "fake_probability": "high"}).encode(), "": b"[1, 2]"},
+    "null probability": {"/predictions": json.dumps({**GOOD, "fake_probability": None}).encode(),
+                         "/models/deepfake": json.dumps([{"modelName": "deepfake", "workers": [],
+                                                          "customizedMetadata": {"metadata": METADATA}}]).encode()},
+}  # fmt: skip
+
+
+class Answers(BaseHTTPRequestHandler):
+    answers: ClassVar[dict[str, bytes]] = {}
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = next((v for k, v in sorted(self.answers.items(), key=lambda kv: -len(kv[0]))
+                     if self.path.startswith(k)), b"{}")  # fmt: skip
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(params=list(CASES))
+def odd_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    handler = type("Handler", (Answers,), {"answers": CASES[request.param]})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def run(url: str, folder: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "deepfake_client", args[0], "--url", url, "--management-url", url,
+               "--token", "t", "--management-token", "m", "--retries", "0", *args[1:]]  # fmt: skip
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=120)
+
+
+def test_every_command_reports_a_malformed_answer_in_one_line(odd_server: str, tmp_path: Path):
+    (tmp_path / "x.jpg").write_bytes(image_bytes())
+    video = write_video(tmp_path / "clip.mp4", constant_rate(30, Fraction(30)))
+    for args in (["health"], ["models"], ["scale", "2"], ["image", "x.jpg"], ["image", "x.jpg", "--json"],
+                 ["video", str(video), "--quiet"], ["video", str(video), "--json"]):  # fmt: skip
+        result = run(odd_server, tmp_path, *args)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+        if args[0] == "health" and result.returncode == 4:  # "Unhealthy" is a fair reading of no status
+            continue
+        assert result.returncode == 5, (args, result.returncode, result.stdout[-300:], result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("deepfake-detect: "), (args, result.stderr)

@@ -1,0 +1,173 @@
+"""Hostile requests against a real TorchServe: each one batched with innocent requests.
+
+Every hostile request of the hostile-input probe is sent together with distinct innocent images until
+TorchServe puts them in one batch; every innocent request must get its own image's answer, every
+hostile one its own 4xx in its own wire format, and the worker process must be the same throughout.
+What was answered goes into docs/reliability.md ("Hostile input").
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import psutil
+import pytest
+import requests
+
+from handler.contract import MAX_IMAGES_PER_REQUEST, oip_request, predictions_from_oip
+from scripts import loadtest
+from tests.conftest import Server, image_bytes
+from tests.reliability_report import ReliabilityRecord
+from tests.test_reliability import short, worker_pid
+
+MODEL = "deepfake"
+
+
+@dataclass(frozen=True)
+class Hostile:
+    name: str
+    path: str  # "native" or "oip"
+    body: bytes
+    content_type: str
+    status: int
+    says: str  # a part of the error message
+    files: dict | None = None  # a multipart form instead of a body
+
+
+def deep(levels: int, inner: str) -> str:
+    return "[" * levels + inner + "]" * levels
+
+
+ENCODED = base64.b64encode(image_bytes()).decode()
+HOSTILE = [
+    Hostile("OIP request with a 7 MB id", "oip", json.dumps(oip_request([image_bytes()], "x" * 7_000_000)).encode(),
+            "application/json", 400, "MAX_ID_LENGTH"),
+    Hostile("UINT8 tensor declaring 500 images (4.6 KB)", "oip", json.dumps({"inputs": [
+        {"name": "x", "datatype": "UINT8", "shape": [500, 1, 1, 3], "data": [0] * 1500}]}).encode(),
+            "application/json", 413, "MAX_IMAGES_PER_REQUEST"),
+    Hostile("2,000 BYTES images in one request", "oip", json.dumps({"inputs": [
+        {"name": "x", "datatype": "BYTES", "shape": [2000], "data": [ENCODED] * 2000}]}).encode(),
+            "application/json", 413, "MAX_IMAGES_PER_REQUEST"),
+    Hostile("JSON nested 100,000 deep (native path)", "native", ('{"image": ' + deep(100_000, "0") + "}").encode(),
+            "application/json", 400, "MAX_JSON_DEPTH"),
+    Hostile("JSON nested 100,000 deep (OIP path)", "oip", ('{"inputs": ' + deep(100_000, "0") + "}").encode(),
+            "application/json", 400, "MAX_JSON_DEPTH"),
+    Hostile("BYTES data nested 900 deep", "oip", json.dumps({"inputs": [{"name": "x", "datatype": "BYTES",
+        "shape": [1], "data": json.loads(deep(900, json.dumps(ENCODED)))}]}).encode(),
+            "application/json", 400, "MAX_JSON_DEPTH"),
+    Hostile("two files in one multipart request", "native", b"", "", 400, "2 files in one request",
+            files={"a": ("1.jpg", image_bytes(), "image/jpeg"), "b": ("2.jpg", image_bytes((9, 9, 9)), "image/jpeg")}),
+    Hostile("UINT8 data given as floats", "oip", json.dumps({"inputs": [
+        {"name": "x", "datatype": "UINT8", "shape": [1, 1, 3], "data": [1.7, 2.0, 3.0]}]}).encode(),
+            "application/json", 400, "float values"),
+    Hostile("UINT8 data given as strings", "oip", json.dumps({"inputs": [
+        {"name": "x", "datatype": "UINT8", "shape": [1, 1, 3], "data": ["5", "5", "5"]}]}).encode(),
+            "application/json", 400, "str values"),
+    Hostile("UINT8 data given as booleans", "oip", json.dumps({"inputs": [
+        {"name": "x", "datatype": "UINT8", "shape": [1, 1, 3], "data": [True, False, True]}]}).encode(),
+            "application/json", 400, "bool values"),
+    Hostile("a raw JPEG posted to the OIP path", "oip", image_bytes(), "image/jpeg", 400, "send a JSON object"),
+    Hostile("a non-JSON text posted to the OIP path", "oip", b"inputs=1", "text/plain", 400, "send a JSON object"),
+]  # fmt: skip
+
+
+def send(server: Server, case: Hostile, session: requests.Session) -> requests.Response:
+    path = f"/v2/models/{MODEL}/infer" if case.path == "oip" else f"/predictions/{MODEL}"
+    headers = server.headers()
+    if case.files is None:
+        headers["Content-Type"] = case.content_type
+    return session.post(f"{server.ts.inference_url}{path}", data=case.body or None, files=case.files,
+                        headers=headers, timeout=120)  # fmt: skip
+
+
+def check_refusal(case: Hostile, response: requests.Response) -> str:
+    assert response.status_code == case.status, (case.name, response.status_code, response.text[:300])
+    body = response.json()
+    message = body["error"] if case.path == "oip" else body["message"]
+    assert set(body) == ({"error"} if case.path == "oip" else {"code", "type", "message"}), (case.name, body)
+    assert case.says in message and len(response.content) < 2000, (case.name, message)
+    return message
+
+
+def innocent_requests(server: Server, count: int) -> list[tuple[bytes, list[float]]]:
+    images = loadtest.distinct_images(count, seed=11)
+    return [(image, server.predict(MODEL, image, "image/png").json()["logits"]) for image in images]
+
+
+def mixed_round(server: Server, case: Hostile, innocents, attempts: int = 5) -> tuple[requests.Response, int]:
+    """Send ``case`` among the innocent requests until TorchServe batches them together; check every answer."""
+    for attempt in range(1, attempts + 1):
+        session = requests.Session()
+        jobs: list[Callable[[], requests.Response]] = [
+            functools.partial(server.predict, MODEL, image, "image/png", session) for image, _ in innocents
+        ]
+        middle = len(jobs) // 2
+        jobs.insert(middle, functools.partial(send, server, case, session))
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            responses = list(pool.map(lambda job: job(), jobs))
+        hostile = responses.pop(middle)
+        for (_, logits), response in zip(innocents, responses, strict=True):
+            assert response.status_code == 200, (case.name, response.text[:200])
+            assert response.json()["logits"] == pytest.approx(logits, abs=1e-4), case.name
+        check_refusal(case, hostile)
+        ids = {r.headers["x-request-id"] for r in responses}
+        hostile_id = hostile.headers.get("x-request-id")
+        if hostile_id and any(hostile_id in batch and batch & ids for batch in server.batches_of({hostile_id, *ids})):
+            return hostile, attempt
+    return hostile, 0  # not batched together in any attempt (reported, and checked below)
+
+
+def test_hostile_requests_fail_alone_inside_batches(server: Server, reliability: ReliabilityRecord):
+    innocents = innocent_requests(server, 7)
+    pid = worker_pid(server.ts)
+    rows, batched = [], 0
+    for case in HOSTILE:
+        response, attempt = mixed_round(server, case, innocents)
+        batched += attempt > 0
+        answer = response.json()
+        rows.append([case.name, response.status_code, short(answer.get("error") or answer.get("message"), 120),
+                     "yes" if attempt else "no (answered before the batch formed)"])  # fmt: skip
+        assert worker_pid(server.ts) == pid, case.name
+    assert batched >= len(HOSTILE) // 2, "too few hostile requests shared a batch with innocent ones"
+    reliability.table("hostile", ["hostile request (with 7 innocent ones)", "HTTP", "answer", "in a batch with them"],
+                      rows)  # fmt: skip
+    reliability.add(
+        "hostile",
+        f"Every innocent request got its own image's logits (within 1e-4 of its answer when sent alone); {batched} "
+        f"of {len(HOSTILE)} hostile requests shared a TorchServe batch with innocent ones; the worker process was "
+        "the same before and after every case.",
+        "",
+    )
+
+
+def worker_rss(server: Server) -> int:
+    return psutil.Process(worker_pid(server.ts)).memory_info().rss
+
+
+def test_a_full_request_is_answered_and_the_memory_is_given_back(server: Server, reliability: ReliabilityRecord):
+    pid, before = worker_pid(server.ts), worker_rss(server)
+    images = loadtest.distinct_images(MAX_IMAGES_PER_REQUEST, seed=5, size=224)
+    response = requests.post(f"{server.ts.inference_url}/v2/models/{MODEL}/infer", json=oip_request(images, "full"),
+                             headers=server.headers(), timeout=300)  # fmt: skip
+    assert response.status_code == 200, response.text[:300]
+    packed = predictions_from_oip(response.json())
+    assert len(packed) == MAX_IMAGES_PER_REQUEST
+    for image, prediction in list(zip(images, packed, strict=True))[::16]:  # each its own image's answer
+        assert prediction.logits == pytest.approx(server.predict(MODEL, image, "image/png").json()["logits"], abs=1e-4)
+    refused = send(server, HOSTILE[1], requests.Session())
+    check_refusal(HOSTILE[1], refused)
+    after = worker_rss(server)
+    assert worker_pid(server.ts) == pid
+    assert after - before < 400 * 2**20, (before, after)
+    reliability.add(
+        "hostile",
+        f"A request with {MAX_IMAGES_PER_REQUEST} distinct 224-px images (the most one request may carry) was "
+        f"answered with {len(packed)} answers, each its own image's; with the 500-image request refused after it, "
+        f"the worker's memory went from {before / 2**20:.0f} MB to {after / 2**20:.0f} MB "
+        f"({(after - before) / 2**20:+.0f} MB; the budget is 400 MB).",
+    )

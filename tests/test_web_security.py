@@ -1,0 +1,164 @@
+"""The web page serves only its own origin, within its limits: Host and Origin checks, security headers,
+one job limit for every analysis, and an oversized body refused before it is read.
+
+No TorchServe here: the page's client gets an injected transport (the real page against a real
+TorchServe and a real browser is tests/test_web.py, which repeats the origin checks there).
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import requests
+from flask.testing import FlaskClient
+
+from deepfake_client import ClientConfig, DeepfakeClient, MockTransport, make_response
+from deepfake_client.web import WebConfig, create_app, create_server
+from deepfake_client.web.app import SECURITY_HEADERS, cross_site, host_allowed
+from scripts.serve import Ports
+from tests.conftest import image_bytes
+from tests.media import constant_rate, write_video
+from tests.test_client_transport import DESCRIBE, answer
+
+URL = "http://127.0.0.1:9"  # never contacted: the transport answers
+
+
+class GatedServer:
+    """Answers like TorchServe, but holds every prediction until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release, self.predicting = threading.Event(), threading.Event()
+
+    def __call__(self, request):
+        if request.method == "GET":
+            return make_response(200, json=DESCRIBE)
+        self.predicting.set()
+        assert self.release.wait(60), "never released"
+        return make_response(200, json=answer(0.25))
+
+
+def page(max_jobs: int = 4, transport=None, **config) -> FlaskClient:
+    transport = transport or MockTransport(
+        lambda r: make_response(200, json=DESCRIBE if r.method == "GET" else answer())
+    )
+    client_config = ClientConfig(base_url=URL, management_url=URL, token="t", management_token="m")
+    client = DeepfakeClient(client_config, transport=transport)
+    return create_app(WebConfig(client=client_config, max_jobs=max_jobs, **config), client=client).test_client()
+
+
+def upload(app: FlaskClient, data: bytes, name: str = "x.png", query: str = "", **headers):
+    return app.post(f"/api/analyze{query}", data={"file": (io.BytesIO(data), name)},
+                    content_type="multipart/form-data", headers=headers)  # fmt: skip
+
+
+def test_a_foreign_host_name_is_refused():
+    app = page()
+    assert upload(app, image_bytes(fmt="PNG")).status_code == 200  # the test client's Host: localhost
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost:notaport"):
+        answer_ = upload(app, image_bytes(fmt="PNG"), Host=host)
+        assert answer_.status_code == 421 and answer_.get_json()["error"] == "bad_host", host
+        assert app.get("/", headers={"Host": host}).status_code == 421
+    proxied = page(allowed_hosts=("detector.example.org",))
+    assert upload(proxied, image_bytes(fmt="PNG"), Host="detector.example.org").status_code == 200
+    assert upload(proxied, image_bytes(fmt="PNG"), Host="localhost").status_code == 421
+
+
+def test_a_cross_site_post_is_refused():
+    app = page()
+    for headers in ({"Origin": "http://evil.example"}, {"Origin": "http://localhost:9999"},
+                    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}, {"Origin": "null"}):  # fmt: skip
+        refused = upload(app, image_bytes(fmt="PNG"), **headers)
+        assert refused.status_code == 403 and refused.get_json()["error"] == "cross_site", headers
+    same = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+    assert upload(app, image_bytes(fmt="PNG"), **same).status_code == 200
+    assert app.get("/api/health", headers={"Origin": "http://evil.example"}).status_code == 200  # reads: CSP/CORS
+
+
+def test_every_answer_carries_the_security_headers():
+    app = page()
+    for response in (app.get("/"), app.get("/static/app.js"), app.get("/api/health"), app.get("/api/jobs/none"),
+                     upload(app, b"not an image"), upload(app, b"", Host="evil.example")):  # fmt: skip
+        for name, value in SECURITY_HEADERS.items():
+            assert response.headers.get(name) == value, (response.request.path, name)
+    assert "frame-ancestors 'none'" in SECURITY_HEADERS["Content-Security-Policy"]
+
+
+def test_the_origin_rules():
+    assert host_allowed("127.0.0.1:8000", ("127.0.0.1:8000",)) and not host_allowed(
+        "127.0.0.1:8001", ("127.0.0.1:8000",)
+    )
+    assert host_allowed("[::1]:8000", ("[::1]",)) and not host_allowed("", ("localhost",))
+    assert not cross_site(None, None, "localhost:8000")  # curl, scripts: no browser involved
+    assert cross_site("http://localhost:8001", None, "localhost:8000")
+    assert not cross_site("https://localhost:8000", "same-origin", "localhost:8000")
+
+
+def test_synchronous_and_background_analyses_share_the_job_limit(tmp_path: Path):
+    gate = GatedServer()
+    app = page(max_jobs=1, transport=MockTransport(gate))
+    video = write_video(tmp_path / "clip.mp4", constant_rate(30, Fraction(30))).read_bytes()
+    first: dict = {}
+    worker = threading.Thread(target=lambda: first.update(answer=upload(app, video, "a.mp4")))
+    worker.start()
+    try:
+        assert gate.predicting.wait(30), "the first analysis never started"
+        busy = upload(app, video, "b.mp4")
+        assert busy.status_code == 503 and busy.get_json()["error"] == "busy"
+        busy_async = upload(app, video, "c.mp4", "?async=1")
+        assert busy_async.status_code == 503 and busy_async.get_json()["error"] == "busy"
+    finally:
+        gate.release.set()
+        worker.join(60)
+    assert first["answer"].status_code == 200 and first["answer"].get_json()["name"] == "a.mp4"
+    assert upload(app, video, "d.mp4").status_code == 200  # the slot was given back
+
+
+def test_an_oversized_body_is_refused_before_it_is_read():
+    config = WebConfig(client=ClientConfig(base_url=URL, token="t"), max_upload_bytes=1024 * 1024)
+    server = create_server(config, host="127.0.0.1", port=0, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.effective_port), timeout=10) as connection:
+            connection.sendall(
+                b"POST /api/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                b"boundary=x\r\nContent-Length: 629145600\r\n\r\n"
+            )  # 600 MB declared, none sent
+            started = time.monotonic()
+            reply = connection.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+        assert time.monotonic() - started < 5  # answered from the headers, not after reading anything
+    finally:
+        server.close()
+
+
+def test_the_allowed_host_option_reaches_the_page(tmp_path: Path):
+    """python -m deepfake_client.web --allowed-host NAME, as a deployment behind a proxy starts it."""
+    port = Ports.free().inference
+    command = [sys.executable, "-m", "deepfake_client.web", "--port", str(port),
+               "--allowed-host", "detector.example.org", "--url", URL]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                page_ = requests.get(f"http://127.0.0.1:{port}/", timeout=5, headers={"Host": "detector.example.org"})
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and process.poll() is None, "the page did not start"
+                time.sleep(0.1)  # polling interval, bounded by the deadline
+        assert page_.status_code == 200 and "Content-Security-Policy" in page_.headers
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200  # its own address
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5, headers={"Host": "evil.example"}).status_code == 421
+        other_port = {"Host": f"localhost:{port + 1}"}  # the page's names are pinned to its port
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5, headers=other_port).status_code == 421
+    finally:
+        process.terminate()
+        process.wait(10)

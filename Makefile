@@ -17,9 +17,10 @@ LABELS ?=
 ALPHA ?=
 TEMPERATURE ?=
 SETTINGS ?=
-# runtime mode: fp32 | bf16 | int8; empty = int8 when it agrees with fp32 on held-out images, else more exact
+# runtime mode: fp32 | bf16 | int8; empty = int8 calibrated on CALIBRATION_IMAGES (the demo: its own data) when it
+# agrees with fp32 on held-out images, else more exact; bf16 for a checkpoint given without CALIBRATION_IMAGES
 PRECISION ?=
-# images for int8 calibration (a third held out for the agreement check); default: demo or generated images
+# images of your model's domain for int8 calibration (a third held out for the agreement check)
 CALIBRATION_IMAGES ?=
 # JPEG_DRAFT=1: decode large JPEG uploads at reduced scale (faster, not pixel-exact; see docs/benchmark.md)
 JPEG_DRAFT ?=
@@ -27,13 +28,18 @@ JPEG_DRAFT ?=
 CROP ?=
 # TorchServe workers of the archive, sharing the cores; empty = 1 (2 with CROP=face)
 WORKERS ?=
+# FORCE=1: make mar builds the archive even when its inputs (weights, settings, calibration images, code) are unchanged
+FORCE ?=
+# make start: the archives to serve, separated by commas (default: the one MODEL)
+MODELS ?= $(MODEL)
 
 # the demo: generated data, a ResNet18 trained and calibrated on it (cached in artifacts/)
 DEMO ?= artifacts/demo
 DEMO_WEIGHTS := $(DEMO)/model/best_ResNet18.pth
 IMAGES ?= $(DEMO)/data/samples/real.jpg $(DEMO)/data/samples/fake.jpg
 VIDEO ?= $(DEMO)/data/demo.mp4
-TIMELINE ?= artifacts/timeline.png
+# the video's timeline plot: the demo's, or beside your weights with make run WEIGHTS=... (never over the demo's)
+TIMELINE ?= $(if $(WEIGHTS),$(basename $(WEIGHTS))_timeline.png,artifacts/timeline.png)
 # the web page (make web), against the TorchServe that make start runs
 WEB_PORT ?= 8000
 # make kserve-bundle: model_store/$(MODEL).mar laid out as KServe's TorchServe runtime reads it (docs/deploy.md)
@@ -48,7 +54,10 @@ archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $
 	$(if $(LABELS),--labels $(LABELS)) $(if $(ALPHA),--alpha $(ALPHA)) \
 	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(foreach f,$(SETTINGS),--settings-file $(f)) \
 	$(if $(PRECISION),--precision $(PRECISION)) $(if $(CALIBRATION_IMAGES),--calibration-images "$(CALIBRATION_IMAGES)") \
-	$(if $(JPEG_DRAFT),--jpeg-draft) $(if $(CROP),--crop $(CROP)) $(if $(WORKERS),--workers $(WORKERS))
+	$(if $(JPEG_DRAFT),--jpeg-draft) $(if $(CROP),--crop $(CROP)) $(if $(WORKERS),--workers $(WORKERS)) \
+	$(if $(FORCE),--force)
+comma := ,
+served_models = $(foreach m,$(subst $(comma), ,$(MODELS)),--model $(m))
 
 .PHONY: help setup java test-tools browser proxy mar start stop status run demo web kserve-bundle test test-fast lint benchmark loadtest clean
 
@@ -58,8 +67,9 @@ help:
 	@echo "make test-fast                   unit tests only: no Java, no TorchServe, no demo build"
 	@echo "make setup                       create $(VENV) and install pinned dependencies + the client"
 	@echo "make mar WEIGHTS=ckpt.pth [MODEL=deepfake MEAN=0.5,0.5,0.5 STD=0.5,0.5,0.5 LABELS=Real,Fake ALPHA=6.0 TEMPERATURE=1.0 CROP=full|face]"
-	@echo "         [PRECISION=fp32|bf16|int8 CALIBRATION_IMAGES=folder]   (default: int8 if it agrees with fp32)"
-	@echo "make start | stop | status       TorchServe with config.properties, runtime files in runtime/"
+	@echo "         [PRECISION=fp32|bf16|int8 CALIBRATION_IMAGES=folder]   (default: int8 calibrated on CALIBRATION_IMAGES"
+	@echo "         when it agrees with fp32; bf16 without them)"
+	@echo "make start [MODELS=a,b] | stop | status   TorchServe with config.properties, runtime files in runtime/"
 	@echo "make web [WEB_PORT=8000]         the upload page on http://127.0.0.1:$(WEB_PORT)/ (after make start or make run)"
 	@echo "make kserve-bundle [MODEL=deepfake] model_store/MODEL.mar as a KServe bundle in $(KSERVE_BUNDLE) (docs/deploy.md)"
 	@echo "make demo                        build the demo data and model only (cached in $(DEMO))"
@@ -97,7 +107,7 @@ mar: setup
 	$(PY) -m scripts.archive --weights "$(WEIGHTS)" --model-name $(MODEL) $(archive_flags)
 
 start: setup
-	$(PY) -m scripts.serve start --model $(MODEL)
+	$(PY) -m scripts.serve start $(served_models)
 
 stop:
 	@if [ -x $(PY) ]; then $(PY) -m scripts.serve stop; else echo "TorchServe was not running"; fi

@@ -243,6 +243,7 @@ class ModelMetadata:
     max_image_pixels: int = MAX_IMAGE_PIXELS
     protocols: tuple[str, ...] = PROTOCOLS
     crop: str = "full"  # "face": the server finds faces itself, so frames must keep their full resolution
+    notice: str = ""  # what every answer's reader must be told about the model (e.g. that it is a demo)
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -264,6 +265,8 @@ class ModelMetadata:
             raise ContractError(f"input_size must be a whole number of pixels from 16 to 4096, got {_kind(size)}")
         if not isinstance(metadata.crop, str) or len(metadata.labels) != 2:
             raise ContractError("the model's metadata needs a crop mode and two labels")
+        if not isinstance(metadata.notice, str):
+            raise ContractError(f"notice must be a text, got {_kind(metadata.notice)}")
         return metadata
 
 

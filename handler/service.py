@@ -189,6 +189,7 @@ class DetectorService:
             alpha=s.alpha,
             max_image_pixels=MAX_IMAGE_PIXELS,
             crop=s.crop,
+            notice=s.notice,
         )
 
     def describe(self) -> dict[str, Any]:

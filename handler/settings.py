@@ -80,6 +80,8 @@ class ModelSettings:
     face_threshold: float = DEFAULT_FACE_THRESHOLD
     max_faces: int = DEFAULT_MAX_FACES
     min_face_size: int = DEFAULT_MIN_FACE_SIZE
+    # What every answer's reader must know about the model, e.g. that it is the demo (scripts/archive.py)
+    notice: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -123,6 +125,7 @@ class ModelSettings:
         if int(self.min_face_size) < 12:  # MTCNN's smallest window
             raise SettingsError(f"min_face_size must be at least 12 pixels, got {self.min_face_size}")
         object.__setattr__(self, "min_face_size", int(self.min_face_size))
+        object.__setattr__(self, "notice", str(self.notice or "").strip())
 
     @property
     def fake_index(self) -> int:

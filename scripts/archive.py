@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import shutil
 import subprocess
@@ -38,7 +39,7 @@ from handler.settings import (
     ModelSettings,
     SettingsError,
 )
-from scripts.precision import DEFAULT_PRECISION, PrecisionError, build_runtime
+from scripts.precision import DEFAULT_PRECISION, PrecisionError, build_runtime, own_demo_images
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HANDLER_DIR = REPO_ROOT / "handler"
@@ -63,6 +64,9 @@ def sidecar_files(weights: Path, calibration: bool = True) -> list[Path]:
     return [weights.with_name(name) for name in names if weights.with_name(name).is_file()]
 
 
+DEMO_NOTICE = "demo model (synthetic scenes): not a detector for real faces"
+
+
 def settings_from_files(paths: list[Path]) -> dict[str, Any]:
     """Merge settings JSON files (written by train.py / calibrate.py); later files win."""
     merged: dict[str, Any] = {}
@@ -77,6 +81,13 @@ def resolve_settings(args: argparse.Namespace) -> ModelSettings:
     for path in files:
         print(f"Settings from {path}")
     values = settings_from_files(files)
+    trained_crop = values.get("crop")
+    if args.crop is not None and trained_crop is not None and str(trained_crop).lower() != args.crop:
+        fed = "face crops" if args.crop == "face" else "whole images"
+        print(
+            f"WARNING: CROP={args.crop}, but these weights were trained with crop {trained_crop} (settings from "
+            f"{', '.join(map(str, files))}): the server will feed the model {fed}, which it never saw in training"
+        )
     keys = ("arch", "mean", "std", "labels", "fake_label", "temperature", "alpha", "jpeg_draft",
             "crop", "face_margin", "face_threshold", "max_faces", "min_face_size")  # fmt: skip
     for key in keys:
@@ -120,6 +131,7 @@ def pack_archive(
         torch.save(state, stage / WEIGHTS_NAME)  # the clean state dict: smaller, weights-only
         config_path = stage / "model-config.yaml"
         config_path.write_text(yaml.safe_dump(config))
+        (export_path / f"{model_name}.mar").unlink(missing_ok=True)  # replaced, without the archiver's warning
         command = [
             str(archiver),
             "--model-name", model_name,
@@ -157,7 +169,10 @@ def build_archive(
     model, arch = load_model(state, arch=settings.arch)
     settings = dataclasses.replace(settings, arch=arch)
     with tempfile.TemporaryDirectory(prefix="runtime-") as tmp:
-        build = build_runtime(model, settings, Path(tmp), precision, calibration_images)
+        own_images = own_demo_images(weights)
+        if own_images is not None and not settings.notice:  # the demo model: every answer says what it is
+            settings = dataclasses.replace(settings, notice=DEMO_NOTICE)
+        build = build_runtime(model, settings, Path(tmp), precision, calibration_images, own_images=own_images)
         settings = dataclasses.replace(
             settings, precision=build.precision, extra={**settings.extra, "precision_report": build.report}
         )
@@ -243,23 +258,65 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default=None,
-        help=f"runtime mode; default: {DEFAULT_PRECISION} when it agrees with fp32 on held-out images, else the "
-        "next more exact mode. A mode named here is kept even when it misses that bar (with a warning)",
+        help=f"runtime mode; default: {DEFAULT_PRECISION} when there are images of the model's domain to calibrate "
+        "it on (--calibration-images, or a demo model's own data) and it agrees with fp32 on held-out ones, else "
+        "bf16; a mode that misses the bar falls back to the next more exact one. A mode named here is kept even "
+        "when it misses that bar (with a warning)",
     )
     parser.add_argument(
         "--calibration-images",
         type=Path,
         default=None,
-        help="images (any folder tree) for int8 calibration; a third is held out to check agreement with fp32. "
-        "Default: the demo images if built, else generated ones",
+        help="images of the model's domain (any folder tree) for int8 calibration; a third is held out to check "
+        "agreement with fp32. Default: none (a demo model: its own data)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="build the archive even when one built from the same inputs (weights, settings, calibration images, "
+        "code) is already there",
     )
     return parser
+
+
+def inputs_digest(args: argparse.Namespace, settings: ModelSettings) -> str:
+    """What an archive is built from, hashed: the weights, the resolved settings and archive options, the
+    calibration images (names, sizes, times) and the code that builds and serves it. The same digest means
+    the same archive, so `make mar` (and a repeat `make run`) need not build it again."""
+    digest = hashlib.sha256()
+    digest.update(Path(args.weights).read_bytes())
+    options = {
+        "settings": settings.to_mapping(),
+        **{key: getattr(args, key) for key in ("model_name", "batch_size", "max_batch_delay", "workers", "precision")},
+    }
+    digest.update(json.dumps(options, sort_keys=True, default=str).encode())
+    for folder in (args.calibration_images, own_demo_images(args.weights)):
+        if folder is not None and Path(folder).is_dir():
+            for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+                stat = path.stat()
+                digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    code = sorted(HANDLER_DIR.rglob("*.py")) + sorted(HANDLER_DIR.rglob("*.yaml"))
+    for path in [*code, Path(__file__), REPO_ROOT / "scripts" / "precision.py"]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def digest_file(export_path: Path, model_name: str) -> Path:
+    return Path(export_path) / f"{model_name}.mar.inputs"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         settings = resolve_settings(args)
+        digest = inputs_digest(args, settings)
+        recorded = digest_file(args.export_path, args.model_name)
+        existing = Path(args.export_path) / f"{args.model_name}.mar"
+        if not args.force and existing.is_file() and recorded.is_file() and recorded.read_text().strip() == digest:
+            print(f"{existing} is up to date: its weights, settings, calibration images and code are unchanged "
+                  "(--force, or make mar FORCE=1, rebuilds it)")  # fmt: skip
+            return 0
+        recorded.unlink(missing_ok=True)
         path, settings = build_archive(
             args.weights, settings, args.model_name, args.export_path,
             args.batch_size, args.max_batch_delay, args.workers, args.precision, args.calibration_images,
@@ -270,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     except subprocess.CalledProcessError as exc:
         print(f"archive: torch-model-archiver failed with exit code {exc.returncode}", file=sys.stderr)
         return 1
+    recorded.write_text(digest + "\n")
     print(
         f"Wrote {path} ({settings.arch}, mean={list(settings.mean)}, std={list(settings.std)}, "
         f"labels={list(settings.labels)}, T={settings.temperature}, alpha={settings.alpha}, "

@@ -11,6 +11,8 @@ user names is honoured, with a warning when it misses that bar.
 from __future__ import annotations
 
 import io
+import logging
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from handler.runtimes import IR_FILES, MORE_EXACT, OpenVINORuntime, RuntimeInfo, save_openvino, to_openvino
+from handler.runtimes import (
+    IR_FILES,
+    MORE_EXACT,
+    OpenVINORuntime,
+    RuntimeInfo,
+    cpu_capabilities,
+    plan_precision,
+    save_openvino,
+    to_openvino,
+)
 from handler.service import DetectorService
 from handler.settings import PRECISIONS, ModelSettings
 
@@ -28,11 +39,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRECISION = "int8"  # fastest mode that agreed with fp32 on both demo models (docs/benchmark.md)
 MIN_LABEL_AGREEMENT = 0.99
 MAX_MEAN_FAKE_PROBABILITY_DIFF = 0.02
+MAX_ONE_CLASS_SHARE = 0.95  # a reference giving one class to this share of the check images shows nothing
 CALIBRATION_LIMIT = 300  # NNCF's default subset size
 HELD_OUT_LIMIT = 200
 GENERATED_PER_SPLIT = 64  # images per split when neither CALIBRATION_IMAGES nor the demo data exist
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-DEMO_IMAGES = REPO_ROOT / "artifacts" / "demo" / "data" / "images"
 
 
 class PrecisionError(ValueError):
@@ -63,8 +74,28 @@ def _generated(count: int, first_seed: int) -> list[bytes]:
     return images
 
 
-def image_sets(folder: Path | None = None, demo_images: Path = DEMO_IMAGES) -> ImageSets:
-    """CALIBRATION_IMAGES split in two (a fixed shuffle), else the demo's val/test images, else generated ones."""
+def own_demo_images(weights: Path) -> Path | None:
+    """The demo's own images when ``weights`` is a demo build (scripts/build_demo lays out <out>/model/*.pth
+    beside <out>/data/images/{val,test}); None for any other checkpoint."""
+    images = Path(weights).resolve().parent.parent / "data" / "images"
+    return images if (images / "val").is_dir() and (images / "test").is_dir() else None
+
+
+def default_precision(calibration_images: Path | None, own_images: Path | None) -> tuple[str, str | None]:
+    """int8 when there are images of the model's own domain to calibrate it on (CALIBRATION_IMAGES, or a
+    demo model's own data); else bf16 (fp32 on a CPU without BF16), and the line that says how to get int8."""
+    if calibration_images is not None or own_images is not None:
+        return DEFAULT_PRECISION, None
+    fallback, _ = plan_precision("bf16", cpu_capabilities())
+    return fallback, (
+        f"{fallback}, not int8: int8 is calibrated on images of the model's own domain, and none were given. "
+        "For int8, pass them: make mar WEIGHTS=... CALIBRATION_IMAGES=path/to/images (or --calibration-images)"
+    )
+
+
+def image_sets(folder: Path | None = None, demo_images: Path | None = None) -> ImageSets:
+    """CALIBRATION_IMAGES split in two (a fixed shuffle), else a demo model's own val/test images, else generated
+    demo-style ones (only for a mode asked for by name: they are not the model's domain)."""
     if folder is not None:
         files = _image_files(Path(folder))
         if len(files) < 20:
@@ -74,7 +105,7 @@ def image_sets(folder: Path | None = None, demo_images: Path = DEMO_IMAGES) -> I
         held_out, calibration = files[:held], files[held : held + CALIBRATION_LIMIT]
         source = f"CALIBRATION_IMAGES={folder} ({len(calibration)} to calibrate, {held} held out, never calibrated on)"
         return ImageSets(source, [p.read_bytes() for p in calibration], [p.read_bytes() for p in held_out])
-    if (demo_images / "val").is_dir() and (demo_images / "test").is_dir():
+    if demo_images is not None and (demo_images / "val").is_dir() and (demo_images / "test").is_dir():
         calibration = _image_files(demo_images / "val")
         held_out = _image_files(demo_images / "test")
         random.Random(0).shuffle(calibration)
@@ -83,26 +114,36 @@ def image_sets(folder: Path | None = None, demo_images: Path = DEMO_IMAGES) -> I
         source = f"demo images in {demo_images} ({len(calibration)} val to calibrate, {len(held_out)} test held out)"
         return ImageSets(source, [p.read_bytes() for p in calibration], [p.read_bytes() for p in held_out])
     source = (
-        f"{2 * GENERATED_PER_SPLIT} generated demo-style images (no CALIBRATION_IMAGES given and no demo data "
-        "built): give your own with CALIBRATION_IMAGES=folder for a faithful int8 model"
+        f"{2 * GENERATED_PER_SPLIT} generated demo-style images (no CALIBRATION_IMAGES given): give images of "
+        "your model's domain with CALIBRATION_IMAGES=folder for a faithful int8 model"
     )
     return ImageSets(source, _generated(GENERATED_PER_SPLIT, 0), _generated(GENERATED_PER_SPLIT, 10_000))
 
 
 def agreement(reference: DetectorService, candidate: DetectorService, images: list[bytes]) -> dict[str, Any]:
-    """How often the candidate's label equals fp32's, and the mean |fake probability difference|."""
+    """How often the candidate's label equals fp32's, and the mean |fake probability difference|.
+
+    A reference that gives one class to nearly every check image (>= MAX_ONE_CLASS_SHARE: an untrained
+    checkpoint, or images from another domain) cannot show agreement: labels would agree whatever the
+    candidate did. Such a check does not pass, and says why."""
     batch = torch.stack([reference.decode(image) for image in images])
     fake = reference.settings.fake_index
     ref = torch.softmax(reference.logits(batch).double() / reference.settings.temperature, -1)
     cand = torch.softmax(candidate.logits(batch).double() / candidate.settings.temperature, -1)
     labels = float((ref.argmax(-1) == cand.argmax(-1)).double().mean())
     diff = (ref[:, fake] - cand[:, fake]).abs()
+    one_class = float(torch.bincount(ref.argmax(-1), minlength=2).max()) / len(images)
+    degenerate = one_class >= MAX_ONE_CLASS_SHARE
     return {
         "images": len(images),
         "label_agreement": round(labels, 4),
         "mean_abs_fake_probability_diff": round(float(diff.mean()), 5),
         "max_abs_fake_probability_diff": round(float(diff.max()), 5),
-        "passes": labels >= MIN_LABEL_AGREEMENT and float(diff.mean()) <= MAX_MEAN_FAKE_PROBABILITY_DIFF,
+        "reference_one_class_share": round(one_class, 4),
+        "degenerate": degenerate,
+        "passes": not degenerate
+        and labels >= MIN_LABEL_AGREEMENT
+        and float(diff.mean()) <= MAX_MEAN_FAKE_PROBABILITY_DIFF,
     }
 
 
@@ -116,6 +157,8 @@ def quantize_int8(fp32_model: Any, calibration: list[np.ndarray]) -> Any:
     """
     import nncf
 
+    if os.environ.get("DEEPFAKE_VERBOSE", "") in ("", "0"):  # its INFO lines mean nothing to a user (scripts/__init__)
+        nncf.set_log_level(logging.WARNING)
     return nncf.quantize(
         fp32_model,
         nncf.Dataset(calibration),
@@ -141,17 +184,26 @@ def build_runtime(
     precision: str | None = None,
     calibration_images: Path | None = None,
     log: Callable[[str], None] = print,
+    own_images: Path | None = None,
 ) -> RuntimeBuild:
-    """Build the IR for ``precision`` (None: DEFAULT_PRECISION, verified) into ``out_dir``."""
+    """Build the IR for ``precision`` into ``out_dir``. None: int8 when there are images of the model's own
+    domain (``calibration_images``, or ``own_images``: a demo model's data), else bf16 (default_precision);
+    any mode but fp32 is verified against fp32."""
     explicit = precision is not None
-    requested = precision or DEFAULT_PRECISION
+    notes = []
+    if precision is None:
+        precision, why = default_precision(calibration_images, own_images)
+        if why:
+            log(f"Precision: {why}")
+            notes.append(why)
+    requested = precision
     if requested not in PRECISIONS:
         raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     fp32_model = to_openvino(model, settings.image_size)
-    report: dict[str, Any] = {"requested": requested, "explicit": explicit, "agreement": {}, "notes": []}
+    report: dict[str, Any] = {"requested": requested, "explicit": explicit, "agreement": {}, "notes": notes}
     candidate, chosen_model = requested, fp32_model
     if candidate != "fp32":
-        images = image_sets(calibration_images)
+        images = image_sets(calibration_images, own_images)
         report["images"] = images.source
         log(f"Precision check images: {images.source}")
         reference = DetectorService(OpenVINORuntime(fp32_model, RuntimeInfo("openvino", "fp32", "fp32")), settings)
@@ -173,6 +225,11 @@ def build_runtime(
                 log(f"{summary}: within the bar")
                 break
             bar = f"(bar: >= {MIN_LABEL_AGREEMENT:.0%} and <= {MAX_MEAN_FAKE_PROBABILITY_DIFF})"
+            if measured["degenerate"]:
+                summary += (
+                    f", but fp32 gives one class to {measured['reference_one_class_share']:.0%} of these images, "
+                    "so agreement shows nothing (an untrained checkpoint, or images not of its domain)"
+                )
             if explicit:
                 note = f"WARNING: {summary} misses the bar {bar}; keeping {candidate} because it was asked for"
                 report["notes"].append(note)

@@ -24,7 +24,7 @@ from tests.reliability_report import reliability  # noqa: F401  (a session fixtu
 
 # Archives served by the session's TorchServe: name -> (arch, normalisation, precision; None = default).
 SERVED_MODELS = {
-    "deepfake": ("resnet18", "half", None),  # like the original app: ResNet18, mean/std 0.5; default mode
+    "deepfake": ("resnet18", "half", "int8"),  # like the original app: ResNet18, mean/std 0.5; int8 as the demo
     "r18_imagenet": ("resnet18", "imagenet", "fp32"),
     "r18_bf16": ("resnet18", "imagenet", "bf16"),
     "r34_half": ("resnet34", "half", "fp32"),

@@ -119,8 +119,8 @@ def test_progress_bar_draws_in_place_and_stays_silent_when_disabled():
     bar(4)
     bar.close()
     text = stream.getvalue()
-    assert text.startswith("\rframes 1/4 [") and "\rframes 4/4 [========================] 100%" in text
-    assert text.endswith("\n")
+    assert text.startswith("\rframes:   0%") and "frames: 100%" in text
+    assert "4/4 [00:00<00:00" in text and "frame/s]" in text  # elapsed < the estimated time left, the rate
     quiet = io.StringIO()
     silent = ProgressBar(total=4, stream=quiet, enabled=False)
     silent(2)

@@ -73,6 +73,12 @@ HOSTILE = [
             "application/json", 400, "bool values"),
     Hostile("a raw JPEG posted to the OIP path", "oip", image_bytes(), "image/jpeg", 400, "send a JSON object"),
     Hostile("a non-JSON text posted to the OIP path", "oip", b"inputs=1", "text/plain", 400, "send a JSON object"),
+    # a binary body declared a url-encoded form: TorchServe's form decoder splits it into fields (refused
+    # here: several files), or fails on it and the frontend answers 500 itself, before any worker sees it
+    Hostile("a PNG posted as a url-encoded form", "native", image_bytes(fmt="PNG"),
+            "application/x-www-form-urlencoded", 400, "files in one request"),
+    Hostile("a JPEG posted as a url-encoded form", "native", image_bytes(),
+            "application/x-www-form-urlencoded", 500, "Bad end of line"),
 ]  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from handler.runtimes import (
     RuntimeInfo,
     TorchRuntime,
     available_cores,
+    cpu_capabilities,
     openvino_core,
     plan_precision,
     share_cores,
@@ -22,8 +23,8 @@ from handler.runtimes import (
 )
 from handler.service import DetectorService
 from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
-from scripts.precision import MIN_LABEL_AGREEMENT, build_runtime, image_sets
-from tests.conftest import image_bytes, random_checkpoint
+from scripts.precision import MIN_LABEL_AGREEMENT, build_runtime, image_sets, own_demo_images
+from tests.conftest import constant_checkpoint, image_bytes, random_checkpoint
 
 SETTINGS = ModelSettings(mean=HALF_MEAN, std=HALF_STD)
 
@@ -68,9 +69,32 @@ def test_openvino_fp32_is_the_checkpoints_own_arithmetic(r18: torch.nn.Module):
         np.testing.assert_allclose(runtime(batch[:size].numpy()), expected[:size], rtol=1e-4, atol=1e-4)
 
 
-def test_default_mode_is_int8_when_it_agrees_and_records_why(r18, calibration_folder: Path, tmp_path: Path):
-    build = build_runtime(r18, SETTINGS, tmp_path, None, calibration_folder, log=lambda _: None)
-    assert build.precision == "int8"
+def split_model(images: Path) -> torch.nn.Module:
+    """A model that calls some of the images Fake and the others Real, each by a clear margin (a random model
+    gives nearly every image the same class, which shows no agreement): its margin is the images' main
+    direction of variation in feature space, scaled up, thresholded in the widest gap between them."""
+    state = random_checkpoint("resnet18", 3)
+    model = load_model(state)[0]
+    service = DetectorService(TorchRuntime(model), SETTINGS)
+    batch = torch.stack([service.decode(p.read_bytes()) for p in sorted(images.glob("*.jpg"))])
+    model.fc = torch.nn.Identity()
+    with torch.inference_mode():
+        features = model(batch).double()
+    direction = torch.linalg.svd(features - features.mean(0), full_matrices=False).Vh[0]
+    projected = features @ direction
+    scale = 8.0 / float(projected.std())
+    margins = (projected * scale).sort().values
+    middle = margins[len(margins) // 4 : 3 * len(margins) // 4]
+    widest = int((middle[1:] - middle[:-1]).argmax())
+    state["fc.weight"] = torch.stack([torch.zeros_like(direction), direction * scale]).float()
+    state["fc.bias"] = torch.tensor([0.0, -float(middle[widest] + middle[widest + 1]) / 2])
+    return load_model(state)[0]
+
+
+def test_default_mode_is_int8_when_it_agrees_and_records_why(calibration_folder: Path, tmp_path: Path):
+    model = split_model(calibration_folder)
+    build = build_runtime(model, SETTINGS, tmp_path, None, calibration_folder, log=lambda _: None)
+    assert build.precision == "int8", build.report
     assert [p.name for p in build.files] == ["model_int8.xml", "model_int8.bin"]
     assert all(p.is_file() for p in build.files)
     measured = build.report["agreement"]["int8"]
@@ -194,3 +218,35 @@ def test_workers_share_the_cores_between_torch_and_openvino(restore_threads):
     tiny(torch.zeros(1, 3, 32, 32))
     compiled = OpenVINORuntime(to_openvino(tiny, 32), RuntimeInfo("openvino", "fp32", "fp32")).compiled
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1  # what a worker's runtime compiles with
+
+
+def test_a_user_checkpoint_without_calibration_images_is_not_int8(r18: torch.nn.Module, tmp_path: Path):
+    lines: list[str] = []
+    build = build_runtime(r18, SETTINGS, tmp_path, None, None, log=lines.append)
+    expected, _ = plan_precision("bf16", cpu_capabilities())
+    assert build.report["requested"] == expected and not build.report["explicit"]
+    assert build.precision in (expected, "fp32")  # bf16 checked against fp32 like any mode
+    assert "int8" not in build.report["agreement"]
+    [line] = [line for line in lines if line.startswith("Precision: ")]
+    assert "CALIBRATION_IMAGES=" in line and "For int8" in line and line[len("Precision: ") :] in build.report["notes"]
+
+
+def test_only_a_demo_build_calibrates_on_the_demo_images(tmp_path: Path):
+    demo = tmp_path / "demo"
+    for split in ("val", "test"):
+        (demo / "data" / "images" / split).mkdir(parents=True)
+    (demo / "model").mkdir()
+    assert own_demo_images(demo / "model" / "best_ResNet18.pth") == (demo / "data" / "images").resolve()
+    assert own_demo_images(tmp_path / "mine" / "best_ResNet50.pth") is None
+    assert own_demo_images(tmp_path / "best_ResNet50.pth") is None
+
+
+def test_a_reference_that_gives_one_class_to_everything_shows_no_agreement(calibration_folder: Path, tmp_path: Path):
+    lines: list[str] = []
+    constant = load_model(constant_checkpoint())[0]  # class 1 for every image
+    build = build_runtime(constant, SETTINGS, tmp_path, None, calibration_folder, log=lines.append)
+    measured = build.report["agreement"]["int8"]
+    assert measured["label_agreement"] == 1.0 and measured["degenerate"] and not measured["passes"]
+    assert measured["reference_one_class_share"] == 1.0
+    assert build.precision == "fp32"  # nothing cheaper was shown to agree
+    assert any("so agreement shows nothing" in line for line in lines)

@@ -272,6 +272,58 @@ def test_the_page_in_headless_chromium(demo_site, browser, demo: Path):
     assert "not an image" in browser.find_element(By.ID, "message").text
 
 
+def test_the_page_says_what_a_first_time_user_needs(demo_site, browser, demo: Path, tmp_path: Path):
+    """The demo model's notice, the formats, a sentence under the verdict, the size checked before an upload,
+    every error as a sentence, no face as an answer, a cancel button while a video runs, the JSON to keep."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = demo_site
+    browser.get(url)
+    wait = WebDriverWait(browser, 180)
+    wait.until(shown.text_to_be_present_in_element((By.ID, "server-status"), "Detector ready"))
+    assert (
+        "demo model (synthetic scenes): not a detector for real faces"
+        in browser.find_element(By.ID, "model-notice").text
+    )
+    assert "FLV" in browser.find_element(By.ID, "video-formats").text
+    # an image: the verdict explained in a sentence, the JSON to download
+    browser.find_element(By.ID, "file-input").send_keys(str(demo / "data" / "samples" / "real.jpg"))
+    wait.until(shown.visibility_of_element_located((By.ID, "image-result")))
+    assert "the model's estimate that this image is manipulated" in browser.find_element(By.ID, "image-explain").text
+    assert browser.find_element(By.CSS_SELECTOR, "#image-result button.download").is_displayed()
+    # over the upload limit: refused in the browser, nothing sent
+    big = tmp_path / "big.mp4"
+    with open(big, "wb") as sparse:
+        sparse.truncate(201 * 1024 * 1024)
+    browser.find_element(By.ID, "file-input").send_keys(str(big))
+    wait.until(shown.text_to_be_present_in_element((By.ID, "message"), "over the upload limit of 200 MB"))
+    assert not browser.find_element(By.ID, "progress-box").is_displayed()
+    # a plain-text error from any layer (waitress's own 413, a proxy's 502) reads as a sentence
+    said = browser.execute_async_script(
+        "const done = arguments[0];"
+        "readAnswer(new Response('Request Entity Too Large', {status: 413})).then((a) => done(a.data.message));"
+    )
+    assert said == "The server answered HTTP 413: the file is larger than the server accepts."
+    # no face: an answer with the file's name, not an error box
+    browser.execute_script(
+        "renderImage({kind: 'image', name: 'holiday.png', no_face: true, message: 'no face found', model_notice: ''},"
+        " new File([''], 'holiday.png'));"
+    )
+    assert browser.find_element(By.ID, "image-label").text == "No face"
+    assert "No face was found in holiday.png" in browser.find_element(By.ID, "image-explain").text
+    # a video: a cancel button while it runs
+    browser.execute_script(
+        "window.cancelShown = false; new MutationObserver(() => { if (!document.getElementById('cancel').hidden)"
+        " window.cancelShown = true; }).observe(document.getElementById('cancel'), {attributes: true});"
+    )
+    browser.find_element(By.ID, "file-input").send_keys(str(demo / "data" / "demo.mp4"))
+    wait.until(shown.visibility_of_element_located((By.ID, "video-result")))
+    assert browser.execute_script("return window.cancelShown;")
+    assert "analysed frames were called fake" in browser.find_element(By.ID, "video-explain").text
+
+
 def test_the_real_page_refuses_foreign_hosts_and_cross_site_posts(demo_site, browser, demo: Path):
     """After the browser test: a DNS-rebound Host and another site's form post get 4xx from the real server,
     while the page itself (loaded in Chromium under its Content-Security-Policy) kept working."""

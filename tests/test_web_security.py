@@ -16,6 +16,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import pytest
 import requests
 from flask.testing import FlaskClient
 
@@ -25,7 +26,7 @@ from deepfake_client.web.app import SECURITY_HEADERS, cross_site, host_allowed
 from scripts.serve import Ports
 from tests.conftest import image_bytes
 from tests.media import constant_rate, write_video
-from tests.test_client_transport import DESCRIBE, answer
+from tests.test_client_transport import DESCRIBE, METADATA, answer
 
 URL = "http://127.0.0.1:9"  # never contacted: the transport answers
 
@@ -162,3 +163,56 @@ def test_the_allowed_host_option_reaches_the_page(tmp_path: Path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+# --- the first hour on the page: no face is an answer, a running video can be cancelled -------------------
+def test_an_image_without_a_face_is_an_answer_with_its_name():
+    no_face = {"code": 422, "type": "NoFace", "message": "no face found (detector score >= 0.9, faces >= 40 px)"}
+    app = page(transport=MockTransport(lambda r: make_response(200, json=DESCRIBE) if r.method == "GET"
+                                       else make_response(422, json=no_face)))  # fmt: skip
+    answer_ = upload(app, image_bytes(fmt="PNG"), "holiday.png")
+    assert answer_.status_code == 200
+    data = answer_.get_json()
+    assert data["kind"] == "image" and data["no_face"] is True and data["name"] == "holiday.png"
+    assert data["message"].startswith("no face found") and "<bytes>" not in data["message"]
+
+
+def test_a_running_video_can_be_cancelled(tmp_path: Path):
+    gate = GatedServer()
+    app = page(transport=MockTransport(gate))
+    video = write_video(tmp_path / "clip.mp4", constant_rate(90, Fraction(30))).read_bytes()
+    started = upload(app, video, "long.mp4", "?async=1").get_json()
+    assert gate.predicting.wait(30)
+    cancelled = app.delete(started["status"])
+    assert cancelled.status_code == 202
+    gate.release.set()
+    deadline = time.monotonic() + 30
+    while (state := app.get(started["status"]).get_json())["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)  # polling interval, bounded by the deadline
+    assert state["state"] == "cancelled" and state["done"] < 6  # stopped before the clip's 6 frames
+    assert app.delete("/api/jobs/none").status_code == 404
+    assert app.delete(started["status"], headers={"Origin": "http://evil.example"}).status_code == 403
+
+
+def test_the_health_answer_tells_the_page_the_formats_and_the_models_notice():
+    notice = {**METADATA.to_json(), "notice": "demo model (synthetic scenes): not a detector for real faces"}
+    describe = [{**DESCRIBE[0], "customizedMetadata": {"metadata": notice}}]
+    app = page(transport=MockTransport(lambda r: make_response(200, json=describe)))
+    health = app.get("/api/health").get_json()
+    assert health["notice"].startswith("demo model") and "FLV" in health["video_formats"]
+    assert "PNG" in health["image_formats"]
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"FLV\x01\x05\x00\x00\x00\x09", ".flv"),
+        (b"\x00\x00\x01\xba\x44\x00", ".mpg"),
+        (b"\x47" + bytes(187) + b"\x47" + bytes(10), ".ts"),
+    ],
+)
+def test_the_page_takes_the_video_formats_the_cli_reads(head: bytes, kind: str):
+    from deepfake_client.web.app import sniff
+
+    assert sniff(head) == ("video", kind)

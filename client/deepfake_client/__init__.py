@@ -12,6 +12,7 @@ from deepfake_client._config import ClientConfig, Timeouts, find_key_file, read_
 from deepfake_client._exceptions import (
     AuthenticationError,
     BadVideoError,
+    CancelledError,
     DeepfakeError,
     InputError,
     InputRejectedError,
@@ -31,6 +32,7 @@ __all__ = [
     "AggregationConfig",
     "AuthenticationError",
     "BadVideoError",
+    "CancelledError",
     "ClientConfig",
     "DeepfakeClient",
     "DeepfakeError",

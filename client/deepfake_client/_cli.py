@@ -7,6 +7,7 @@ Exit codes: 0 ok; 2 bad input (unreadable file, refused image, bad video, bad op
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import math
 import os
@@ -33,7 +34,7 @@ from deepfake_client._exceptions import DeepfakeError, MalformedAnswerError
 from deepfake_client._plot import plot_timeline
 from deepfake_client._progress import ProgressBar
 from deepfake_client._results import ImageResult, Prediction, VideoAnalysis, json_safe
-from deepfake_client._video import probe_duration
+from deepfake_client._video import native_frame_rate, probe_duration
 from deepfake_client.contract import PROTOCOLS
 
 EXIT_OK, EXIT_INPUT, EXIT_UNAVAILABLE = 0, 2, 4
@@ -84,6 +85,7 @@ def video_report(analysis: VideoAnalysis) -> str:
     threshold = analysis.thresholds.get("segment_threshold", 0.5)
     lines = [
         f"Video: {analysis.source}",
+        *([f"  Model:                    {analysis.model_notice}"] if analysis.model_notice else []),
         f"  Frames:                   {s.frames} sampled at {analysis.fps:g} fps ({seconds:.1f} s), "
         f"{s.analyzed} analysed, {s.failed} failed{no_face}",
         f"  Verdict:                  {s.verdict}{_segment_caveat(analysis)}",
@@ -113,22 +115,31 @@ def _dump(data: Any) -> str:
 
 
 # --- commands -------------------------------------------------------------------------------------
+def _progress_bar(args: argparse.Namespace, total: int | None, label: str) -> ProgressBar:
+    """A progress bar on a terminal's stderr, unless --quiet (never in pipes and logs)."""
+    return ProgressBar(total, label, enabled=not args.quiet and sys.stderr.isatty())
+
+
 def cmd_image(client: DeepfakeClient, args: argparse.Namespace) -> int:
-    results: list[ImageResult] = client.predict_images(args.images)
+    bar = _progress_bar(args, len(args.images), "images") if len(args.images) > 1 else None
+    try:
+        results: list[ImageResult] = client.predict_images(args.images, progress=bar)
+    finally:
+        if bar:
+            bar.close()
     if args.json:
         print(_dump([r.to_dict() for r in results]))
     else:
         for result in results:
             if result.prediction is not None:
                 print(image_block(result.source, result.prediction))
-            elif result.no_face:
+            elif result.no_face:  # an answer, not an error
                 print(f"Image: {result.source}\n  No face: {result.error}")
-            else:
-                print(f"Image: {result.source}\n  Error: {result.error}")
-    failed = [r for r in results if r.prediction is None and not r.no_face]  # no face is an answer
-    if args.json:  # the text report shows errors inline; JSON keeps stdout machine-readable
-        for result in failed:
-            print(f"deepfake-detect: {result.error}", file=sys.stderr)
+            if result.model_notice and (result.prediction is not None or result.no_face):
+                print(f"  Model:               {result.model_notice}")
+    failed = [r for r in results if r.prediction is None and not r.no_face]
+    for result in failed:  # errors on stderr, results on stdout
+        print(f"deepfake-detect: {result.error}", file=sys.stderr)
     return EXIT_INPUT if failed else EXIT_OK
 
 
@@ -136,15 +147,18 @@ def cmd_video(client: DeepfakeClient, args: argparse.Namespace) -> int:
     aggregation = AggregationConfig(
         fake_ratio_threshold=args.fake_ratio_threshold, segment_threshold=args.segment_threshold, top_k=args.top_k
     )
-    show_progress = not args.quiet and sys.stderr.isatty()
-    duration = probe_duration(args.video) if show_progress else None
-    bar = ProgressBar(math.ceil(duration * args.fps) if duration else None, enabled=show_progress)
+    showing = not args.quiet and sys.stderr.isatty()
+    duration = probe_duration(args.video) if showing else None
+    rate = min(args.fps, native_frame_rate(args.video) or args.fps) if showing else args.fps
+    bar = _progress_bar(args, math.ceil(duration * rate) if duration else None, "frames")
     try:
         analysis = client.analyze_video(
             args.video, args.fps, aggregation=aggregation, image_format=args.format, progress=bar
         )
     finally:
         bar.close()
+    for note in analysis.notes:
+        print(f"deepfake-detect: note: {note}", file=sys.stderr)
     print(_dump(analysis.to_dict()) if args.json else video_report(analysis))
     if args.plot:
         path = plot_timeline(analysis, args.plot)
@@ -207,6 +221,13 @@ def cmd_scale(client: DeepfakeClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def client_version() -> str:
+    try:
+        return importlib.metadata.version("deepfake-client")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing
+        return "(not installed)"
+
+
 # --- parser -----------------------------------------------------------------------------------------
 def _probability(text: str) -> float:
     value = float(text)
@@ -239,7 +260,7 @@ def get_parser() -> argparse.ArgumentParser:
         f"MLServer (/v2/models/<model>/infer) (env DEEPFAKE_PROTOCOL; default {DEFAULT_PROTOCOL})",
     )
     group.add_argument("--management-url", help="management API (env DEEPFAKE_MANAGEMENT_URL; default :8081)")
-    group.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default: {DEFAULT_MODEL})")
+    group.add_argument("--model", default=DEFAULT_MODEL, help="model name (default %(default)s)")
     group.add_argument("--token", help="inference key (env DEEPFAKE_TOKEN)")
     group.add_argument("--management-token", help="management key (env DEEPFAKE_MANAGEMENT_TOKEN)")
     group.add_argument(
@@ -248,53 +269,75 @@ def get_parser() -> argparse.ArgumentParser:
         help="TorchServe key_file.json (env DEEPFAKE_KEY_FILE; default: ./runtime/key_file.json)",
     )
     group.add_argument(
-        "--timeout", type=_positive, default=DEFAULT_READ_TIMEOUT, help="seconds to wait for an answer (read timeout)"
+        "--timeout",
+        type=_positive,
+        default=DEFAULT_READ_TIMEOUT,
+        help="seconds to wait for an answer (read timeout; an answer still arriving after about twice this is "
+        "given up) (default %(default)s)",
     )
     statuses = "/".join(map(str, sorted(RETRY_STATUSES)))
     group.add_argument(
         "--retries",
         type=int,
         default=DEFAULT_RETRIES,
-        help=f"retries of connection errors, HTTP {statuses} and 500 'Worker died', with capped exponential backoff",
+        help=f"retries of connection errors, HTTP {statuses} and 500 'Worker died', with capped exponential backoff "
+        "(default %(default)s; a server that never answered is not retried)",
     )
     group.add_argument(
         "--retry-deadline",
         type=_positive,
         default=DEFAULT_RETRY_DEADLINE,
-        help="no retry starts later than this many seconds after the first try",
+        help="no retry starts later than this many seconds after the first try (default %(default)s)",
     )
     group.add_argument(
         "--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT, help="concurrent requests (default %(default)s)"
     )
     group.add_argument("--json", action="store_true", help="machine-readable output")
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress bar (it shows only on a terminal)")
 
     parser = argparse.ArgumentParser(
         prog="deepfake-detect",
         description="Real/Fake verdicts for images and videos from a deepfake-serve TorchServe deployment.",
-        epilog="Exit codes: 0 ok, 2 bad input, 3 authentication, 4 server unavailable, 5 server error.",
+        epilog="Exit codes: 0 ok, 2 bad input (or a model name that is not served), 3 authentication, "
+        "4 server unavailable or too slow, 5 server error or an answer that does not fit the contract.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {client_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     image = commands.add_parser("image", parents=[common], help="classify images")
     image.add_argument("images", nargs="+", help="image files")
     image.set_defaults(run=cmd_image)
     video = commands.add_parser("video", parents=[common], help="analyse a video at a fixed frame rate")
     video.add_argument("video", help="video file (.mp4, .mov, .mkv, ...)")
-    video.add_argument("--fps", type=_positive, default=2.0, help="frames sampled per second (default 2)")
-    video.add_argument("--format", choices=["jpeg", "png"], default="jpeg", help="frame encoding on the wire")
-    video.add_argument("--plot", type=Path, help="write the fake-probability timeline to this PNG")
-    video.add_argument("--segment-threshold", type=_probability, default=0.5, help="fake probability of a segment")
     video.add_argument(
-        "--fake-ratio-threshold", type=_probability, default=0.5, help="fake-frame ratio for the verdict"
+        "--fps",
+        type=_positive,
+        default=2.0,
+        help="frames sampled per second, at most the video's own rate (default %(default)s)",
     )
-    video.add_argument("--top-k", type=int, default=5, help="frames in the top-k mean")
-    video.add_argument("--quiet", action="store_true", help="no progress bar")
+    video.add_argument(
+        "--format", choices=["jpeg", "png"], default="jpeg", help="frame encoding on the wire (default %(default)s)"
+    )
+    video.add_argument("--plot", type=Path, help="write the fake-probability timeline to this PNG")
+    video.add_argument(
+        "--segment-threshold",
+        type=_probability,
+        default=0.5,
+        help="fake probability from which frames form a suspicious segment (default %(default)s)",
+    )
+    video.add_argument(
+        "--fake-ratio-threshold",
+        type=_probability,
+        default=0.5,
+        help="fake-frame ratio from which the video is likely fake (default %(default)s)",
+    )
+    video.add_argument("--top-k", type=int, default=5, help="frames in the top-k mean (default %(default)s)")
     video.set_defaults(run=cmd_video)
     models = commands.add_parser("models", parents=[common], help="list models with workers and settings")
     models.set_defaults(run=cmd_models)
     health = commands.add_parser("health", parents=[common], help="server health and worker readiness")
     health.set_defaults(run=cmd_health)
     scale = commands.add_parser("scale", parents=[common], help="set a model's worker count")
-    scale.add_argument("workers", type=int)
+    scale.add_argument("workers", type=int, help="the number of workers the model should have (at least 1)")
     scale.add_argument("scale_model", nargs="?", metavar="MODEL", help="model (default: --model)")
     scale.set_defaults(run=cmd_scale)
     return parser

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -20,6 +24,7 @@ from deepfake_client._aggregate import AggregationConfig, find_segments, summari
 from deepfake_client._config import RETRY_STATUSES, WORKER_DIED_MESSAGE, ClientConfig, Token, resolve_token
 from deepfake_client._exceptions import (
     AuthenticationError,
+    CancelledError,
     DeepfakeError,
     InputError,
     InputRejectedError,
@@ -32,7 +37,7 @@ from deepfake_client._exceptions import (
 from deepfake_client._replicas import ReplicaPool
 from deepfake_client._results import FrameResult, ImageResult, VideoAnalysis
 from deepfake_client._transport import pooled_transport
-from deepfake_client._video import SampledFrame, sample_frames
+from deepfake_client._video import SampledFrame, native_frame_rate, sample_frames
 from deepfake_client.contract import (
     MAX_ANSWER_BYTES,
     OIP,
@@ -150,6 +155,25 @@ def _all_ready(statuses: list[str]) -> bool:
     return bool(statuses) and all(status == "READY" for status in statuses)
 
 
+def check_local_path(source: str | Path) -> None:
+    """URLs are not fetched (the client reads local files only): say so instead of "no such file"."""
+    if isinstance(source, str) and "://" in source and source.split("://", 1)[0].isalpha():
+        raise InputError(
+            f"{source}: URLs are not fetched; download the file first (curl -LO '{source[:200]}') and pass its path"
+        )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _nothing_listening(exc: Exception) -> bool:
+    """A connection that could not even be opened (refused, or a name that does not resolve)."""
+    reason = exc.args[0] if exc.args else None
+    return isinstance(getattr(reason, "reason", reason), urllib3.exceptions.NewConnectionError)
+
+
 def _model_entry(entries: list[Any], model: str) -> dict[str, Any]:
     """One model's description from TorchServe's management API, checked for what the client reads of it."""
     entry = entries[0] if entries else {}
@@ -168,6 +192,18 @@ def _error_details(response: requests.Response) -> tuple[str, str]:
     except (ValueError, RecursionError):
         return "", response.text.strip()[:300] or response.reason
     return error.type, error.message or response.text.strip()[:300] or response.reason
+
+
+def _sampling_rate(path: str | Path, fps: float | Fraction) -> tuple[float | Fraction, list[str]]:
+    """``fps``, or the video's own frame rate when ``fps`` is above it: sampling faster than the frames
+    change analyses the same frames again, and costs time for nothing."""
+    native = native_frame_rate(path)
+    if native is None or fps <= native:
+        return fps, []
+    return native, [
+        f"fps {float(fps):g} is above the video's own frame rate ({float(native):.4g} fps): "
+        f"sampled at {float(native):.4g} fps, every frame once"
+    ]
 
 
 class DeepfakeClient:
@@ -189,6 +225,8 @@ class DeepfakeClient:
         self._session.mount("https://", adapter)
         self._tokens: dict[str, Token] = {}
         self._metadata: dict[str, ModelMetadata | None] = {}
+        self._listing = False  # listing the served models for a 404's message
+        self._answered: set[str] = set()  # servers that answered once: a refused connection there is a restart
 
     def __enter__(self) -> DeepfakeClient:
         return self
@@ -240,8 +278,15 @@ class DeepfakeClient:
                 ) from None
             except (requests.ConnectionError, urllib3.exceptions.HTTPError) as exc:  # nothing usable came back
                 response, failure = None, f"cannot reach TorchServe at {target}: {type(exc).__name__}"
+                server = _origin(target)
+                if _nothing_listening(exc) and server not in self._answered and not self.replicas.any_other(replica):
+                    raise ServerUnavailableError(  # nothing has ever answered there: a retry will not help
+                        f"cannot reach TorchServe at {server}: nothing is listening there (connection refused). "
+                        "Is it running? Start it with `make start`, or point --url / DEEPFAKE_URL at it"
+                    ) from None
             else:
                 ok = not _retryable(response)
+                self._answered.add(_origin(target))
             finally:
                 if replica:
                     self.replicas.release(replica, ok)
@@ -277,7 +322,7 @@ class DeepfakeClient:
                 f"DEEPFAKE_TOKEN, or --key-file runtime/key_file.json); keys also expire"
             )
         if status == 404:
-            raise ModelNotFoundError(f"{what}: {message or 'not found'} on {response.url}", status)
+            raise ModelNotFoundError(f"{what}: {message or 'not found'} on {response.url}{self._served_hint()}", status)
         if status == 413 and not _image_too_large(response, error_type):  # TorchServe's own body-size limit
             raise InputRejectedError(
                 f"{what}: the request is larger than the server's max_request_size", status, error_type or None
@@ -292,6 +337,21 @@ class DeepfakeClient:
         if status < 500:
             raise InputRejectedError(f"{what}: {message}", status, error_type)
         raise ServerError(f"{what}: server error {status} {error_type}: {message}", status)
+
+    def _served_hint(self) -> str:
+        """ "; served: a, b; use --model a" from the management API, when it answers (else nothing)."""
+        if self._listing:
+            return ""
+        self._listing = True
+        try:
+            response = self._request("GET", f"{self.config.management_url}/models", "management", "list", retry=False)
+            names = [m.get("modelName") for m in answer_json(response, "list").get("models", []) if isinstance(m, dict)]
+            names = [name for name in names if isinstance(name, str)]
+        except DeepfakeError:
+            return ""
+        finally:
+            self._listing = False
+        return f"; served: {', '.join(names)}; use --model {names[0]}" if names else "; no model is served"
 
     # --- inference -------------------------------------------------------------------------
     def _predict_bytes(self, payload: bytes, what: str, model: str | None = None) -> Prediction:
@@ -322,13 +382,14 @@ class DeepfakeClient:
             return buffer.getvalue(), "<PIL image>"
         if isinstance(image, (bytes, bytearray)):
             return bytes(image), "<bytes>"
+        check_local_path(image)
         path = Path(image)
         try:
             return path.read_bytes(), str(path)
         except FileNotFoundError:
             raise InputError(f"{path}: no such file") from None
         except IsADirectoryError:
-            raise InputError(f"{path}: is a directory, not an image") from None
+            raise InputError(f"{path}: is a folder; pass its images (deepfake-detect image {path}/*.jpg)") from None
         except OSError as exc:
             raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
@@ -337,16 +398,26 @@ class DeepfakeClient:
         payload, name = self._read_image(image)
         return self._predict_bytes(payload, name, model)
 
-    def predict_images(self, images: Iterable[ImageInput], *, model: str | None = None) -> list[ImageResult]:
-        """Classify many images concurrently; results in input order, a refused image fails alone."""
+    def predict_images(
+        self, images: Iterable[ImageInput], *, model: str | None = None, progress: ProgressCallback | None = None
+    ) -> list[ImageResult]:
+        """Classify many images concurrently; results in input order, a refused image fails alone.
+        ``progress`` is called with the number of images answered so far."""
+        done = itertools.count(1)
+        lock = threading.Lock()
+        notice = self.model_notice(model)
 
         def one(image: ImageInput) -> ImageResult:
             name = str(image) if isinstance(image, (str, Path)) else "<image>"
             try:
                 payload, name = self._read_image(image)
-                return ImageResult(name, self._predict_bytes(payload, name, model))
+                result = ImageResult(name, self._predict_bytes(payload, name, model), model_notice=notice)
             except InputError as exc:
-                return ImageResult(name, None, str(exc), no_face=_no_face(exc))
+                result = ImageResult(name, None, str(exc), no_face=_no_face(exc), model_notice=notice)
+            if progress:
+                with lock:
+                    progress(next(done))
+            return result
 
         with ThreadPoolExecutor(max_workers=self.config.max_in_flight) as pool:
             return list(pool.map(one, list(images)))
@@ -362,6 +433,7 @@ class DeepfakeClient:
         jpeg_quality: int = 95,
         progress: ProgressCallback | None = None,
         on_frame: Callable[[SampledFrame], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> VideoAnalysis:
         """Sample at exactly ``fps``, classify every frame, aggregate into a verdict.
 
@@ -370,8 +442,11 @@ class DeepfakeClient:
         refuses is recorded with its error; a frame whose worker died (507) or that found no worker
         is retried like any request; auth errors, and availability errors that outlast the retries,
         stop the analysis. ``on_frame`` sees each sampled frame as it is sent (thumbnails, previews).
+        Setting ``cancel`` stops it before the next frame is sent: CancelledError.
         """
         aggregation = aggregation or AggregationConfig()
+        check_local_path(path)
+        rate, notes = _sampling_rate(path, fps)
         in_flight: deque[tuple[SampledFrame, Future[Prediction]]] = deque()
         results: list[FrameResult] = []
 
@@ -394,7 +469,9 @@ class DeepfakeClient:
         window = self.config.max_in_flight * len(self.replicas)  # keeps every replica's batches full
         with ThreadPoolExecutor(max_workers=window) as pool:
             try:
-                for sample in sample_frames(path, fps):
+                for sample in sample_frames(path, rate):
+                    if cancel is not None and cancel.is_set():
+                        raise CancelledError(f"{path}: the analysis was cancelled after {len(results)} frames")
                     if on_frame:
                         on_frame(sample)
                     payload = encode_frame(sample.image, image_format, jpeg_quality, size)
@@ -410,11 +487,13 @@ class DeepfakeClient:
                 raise
         return VideoAnalysis(
             source=str(path),
-            fps=float(fps),
+            fps=float(rate),
             frames=results,
             summary=summarise(results, aggregation),
-            segments=find_segments(results, 1 / float(fps), aggregation.segment_threshold),
+            segments=find_segments(results, 1 / float(rate), aggregation.segment_threshold),
             thresholds=aggregation.to_dict(),
+            notes=notes,
+            model_notice=self.model_notice(model),
         )
 
     def metadata(self, model: str | None = None) -> ModelMetadata | None:
@@ -432,6 +511,11 @@ class DeepfakeClient:
             except (DeepfakeError, KeyError, TypeError, ValueError):
                 self._metadata[model] = None
         return self._metadata[model]
+
+    def model_notice(self, model: str | None = None) -> str:
+        """What the served model's metadata says every reader must know (e.g. "demo model ..."); "" if nothing."""
+        metadata = self.metadata(model)
+        return metadata.notice if metadata else ""
 
     def input_size(self, model: str | None = None) -> int | None:
         """The size frames travel at, already resized to the model's input. None when unknown, and for a

@@ -1,6 +1,7 @@
 """The client's exceptions: one base class, one branch per thing a caller can act on.
 
 DeepfakeError
+├── CancelledError          the caller cancelled the analysis (CLI exit 130)
 ├── InputError              your input is the problem        (CLI exit 2)
 │   ├── InputRejectedError  the server refused it (HTTP 4xx)
 │   └── BadVideoError       the video cannot be read
@@ -9,7 +10,7 @@ DeepfakeError
 │   └── ServerTimeoutError  no answer within the read timeout
 └── ServerError             the server failed or answered nonsense (CLI exit 5)
     ├── MalformedAnswerError an answer that does not fit the contract (types, ranges, size)
-    └── ModelNotFoundError  no such model on the server
+    └── ModelNotFoundError  no such model on the server (CLI exit 2: the name given is the mistake)
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ class DeepfakeError(Exception):
     """Base class of every error raised by deepfake_client."""
 
     exit_code = 1
+
+
+class CancelledError(DeepfakeError):
+    """The analysis was cancelled by its caller (``analyze_video(cancel=...)``)."""
+
+    exit_code = 130
 
 
 class InputError(DeepfakeError):
@@ -67,7 +74,9 @@ class ServerError(DeepfakeError):
 
 
 class ModelNotFoundError(ServerError):
-    """The model name is not registered on the server."""
+    """The model name is not registered on the server; the message lists the ones that are."""
+
+    exit_code = 2
 
 
 class MalformedAnswerError(ServerError):

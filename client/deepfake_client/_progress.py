@@ -1,37 +1,27 @@
-"""A dependency-free progress line for terminals."""
+"""Progress on the terminal: tqdm's bar (count, rate, elapsed and ETA), fed the number done so far."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
+
+from tqdm import tqdm
 
 
 class ProgressBar:
-    """``frames 24/31 [=========>   ] 77% 12.3 fps``, redrawn in place; silent when disabled."""
+    """``frames:  77%|███████▋  | 24/31 [00:02<00:00, 12.3 frames/s]``, redrawn in place; silent when disabled.
+
+    Called with the number done so far (the client's progress callbacks count, they do not step).
+    """
 
     def __init__(self, total: int | None, label: str = "frames", stream: TextIO | None = None, enabled: bool = True):
-        self.total = total
-        self.label = label
-        self.stream = stream or sys.stderr
         self.enabled = enabled
-        self.started = time.monotonic()
+        self._bar = tqdm(total=total, desc=label, unit=label.rstrip("s") or "item", file=stream or sys.stderr,
+                         disable=not enabled, dynamic_ncols=True, mininterval=0.1)  # fmt: skip
 
     def __call__(self, done: int) -> None:
-        if not self.enabled:
-            return
-        rate = done / max(time.monotonic() - self.started, 1e-9)
-        if self.total:
-            fraction = min(done / self.total, 1.0)
-            filled = int(fraction * 24)
-            bar = "=" * filled + (">" if filled < 24 else "") + " " * (23 - filled)
-            text = f"\r{self.label} {done}/{self.total} [{bar}] {fraction:4.0%} {rate:5.1f}/s"
-        else:
-            text = f"\r{self.label} {done} {rate:5.1f}/s"
-        self.stream.write(text)
-        self.stream.flush()
+        if self.enabled and done > self._bar.n:
+            self._bar.update(done - self._bar.n)
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._bar.close()

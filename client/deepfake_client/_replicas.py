@@ -57,3 +57,7 @@ class ReplicaPool:
 
     def has_other_healthy(self, url: str) -> bool:
         return any(other != url for other in self.healthy())
+
+    def any_other(self, url: str | None) -> bool:
+        """Whether there are replicas besides ``url`` (a management URL, None, has none)."""
+        return url is not None and any(other != url for other in self.urls)

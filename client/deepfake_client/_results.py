@@ -17,11 +17,13 @@ class ImageResult:
     prediction: Prediction | None = None
     error: str | None = None
     no_face: bool = False  # a face-crop archive found no face: no verdict, and not an error of the input
+    model_notice: str = ""  # what the served model's metadata says every reader must know (e.g. a demo)
 
     def to_dict(self) -> dict[str, Any]:
+        notice = {"model_notice": self.model_notice} if self.model_notice else {}
         if self.prediction is None:
-            return {"source": self.source, "error": self.error, "no_face": self.no_face}
-        return {"source": self.source, **self.prediction.to_json()}
+            return {"source": self.source, "error": self.error, "no_face": self.no_face, **notice}
+        return {"source": self.source, **self.prediction.to_json(), **notice}
 
 
 @dataclass(frozen=True)
@@ -101,11 +103,15 @@ class VideoAnalysis:
     summary: VideoSummary
     segments: list[Segment]
     thresholds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was changed of the request, e.g. an fps capped
+    model_notice: str = ""  # what the served model's metadata says every reader must know (e.g. a demo)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "fps": self.fps,
+            "notes": list(self.notes),
+            "model_notice": self.model_notice,
             "summary": self.summary.to_dict(),
             "segments": [s.to_dict() for s in self.segments],
             "thresholds": dict(self.thresholds),

@@ -71,9 +71,33 @@ def sample_frames(path: str | Path, fps: float | Fraction = 2.0) -> Iterator[Sam
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise BadVideoError(f"{path}: not a readable video ({_reason(exc)})") from None
     with container:
+        if _is_still_image(container):
+            raise BadVideoError(f"{path}: this is an image, not a video: use deepfake-detect image")
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         yield from _sample_stream(container, stream, rate, path)
+
+
+def _is_still_image(container: av.container.InputContainer) -> bool:
+    """FFmpeg opens a PNG, JPEG, WebP, BMP or TIFF as a one-frame "video" through an image demuxer."""
+    name = container.format.name
+    return name == "image2" or name.endswith("_pipe")
+
+
+def native_frame_rate(path: str | Path) -> Fraction | None:
+    """The video stream's own frame rate, when the file says: its nominal rate (exact for a constant rate),
+    or its average where the nominal one is far from it (a variable-rate stream's time base)."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0] if container.streams.video else None
+            if stream is None:
+                return None
+            nominal, average = stream.guessed_rate, stream.average_rate
+    except (av.FFmpegError, OSError, ValueError, ZeroDivisionError):
+        return None
+    if nominal and nominal > 0 and (not average or average / 2 <= nominal <= average * 2):
+        return Fraction(nominal)
+    return Fraction(average) if average and average > 0 else None
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:

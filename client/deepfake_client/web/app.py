@@ -36,6 +36,7 @@ from deepfake_client._client import DeepfakeClient
 from deepfake_client._config import ClientConfig
 from deepfake_client._exceptions import (
     AuthenticationError,
+    CancelledError,
     DeepfakeError,
     InputError,
     InputRejectedError,
@@ -44,6 +45,7 @@ from deepfake_client._exceptions import (
 )
 from deepfake_client._results import VideoAnalysis, json_safe
 from deepfake_client._video import SampledFrame, probe_duration
+from deepfake_client.contract import is_no_face
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -71,6 +73,11 @@ STATIC = Path(__file__).with_name("static")
 IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 
 
+IMAGE_FORMATS = ("JPEG", "PNG", "WebP", "GIF", "BMP", "TIFF")
+VIDEO_FORMATS = ("MP4", "MOV", "MKV", "WebM", "AVI", "FLV", "MPEG", "MPEG-TS")  # what the CLI reads too (FFmpeg)
+SNIFF_BYTES = 192  # an MPEG transport stream is recognised by its second packet's sync byte
+
+
 def sniff(head: bytes) -> tuple[str, str] | None:
     """("image" | "video", extension) from a file's first bytes; None for anything else."""
     if head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
@@ -81,6 +88,12 @@ def sniff(head: bytes) -> tuple[str, str] | None:
         return "video", ".mkv"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "video", ".avi"
+    if head.startswith(b"FLV\x01"):
+        return "video", ".flv"
+    if head.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")):
+        return "video", ".mpg"
+    if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
+        return "video", ".ts"
     return None
 
 
@@ -134,8 +147,9 @@ class WebError(Exception):
         self.status, self.error, self.message = status, error, message
 
 
-def web_error(exc: DeepfakeError, path: Path | None = None, name: str = "") -> WebError:
-    """The client's exception tree, as HTTP answers of this app (the temporary ``path`` shown as ``name``)."""
+def web_error(exc: DeepfakeError, path: Path | str | None = None, name: str = "") -> WebError:
+    """The client's exception tree, as HTTP answers of this app (the temporary ``path``, or the client's
+    "<bytes>", shown as the upload's ``name``)."""
     message = str(exc).replace(str(path), name) if path is not None else str(exc)
     if isinstance(exc, InputRejectedError) and exc.status == 413:
         return WebError(413, "too_large", message)
@@ -158,7 +172,8 @@ class Job:
     name: str
     total: int | None
     done: int = 0
-    state: str = "running"  # running | done | error
+    state: str = "running"  # running | done | error | cancelled
+    cancel: threading.Event = field(default_factory=threading.Event)
     result: dict[str, Any] | None = None
     thumbnails: dict[int, str] = field(default_factory=dict)
     error: WebError | None = None
@@ -254,7 +269,14 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
             raise web_error(exc) from None
         if not ready:
             raise WebError(503, "server_unavailable", f"model {client.config.model} has no READY worker yet")
-        return jsonify(ready=True, model=client.config.model, upload_limit_mb=limit_mb)
+        return jsonify(
+            ready=True,
+            model=client.config.model,
+            upload_limit_mb=limit_mb,
+            notice=client.model_notice(),
+            image_formats=IMAGE_FORMATS,
+            video_formats=VIDEO_FORMATS,
+        )
 
     @app.post("/api/analyze")
     def analyze():
@@ -262,17 +284,23 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
         if upload is None:
             raise WebError(400, "bad_input", "send the file in a multipart form field named 'file'")
         name = display_name(upload.filename)
-        kind = sniff(upload.stream.read(16))
+        kind = sniff(upload.stream.read(SNIFF_BYTES))
         upload.stream.seek(0)
         if kind is None:
-            raise WebError(400, "bad_input", f"{name}: not an image (JPEG, PNG, WebP, GIF, BMP, TIFF) or a video "
-                           "(MP4, MOV, MKV, WebM, AVI)")  # fmt: skip
+            raise WebError(400, "bad_input", f"{name}: not an image ({', '.join(IMAGE_FORMATS)}) or a video "
+                           f"({', '.join(VIDEO_FORMATS)})")  # fmt: skip
         if kind[0] == "image":
+            notice = client.model_notice()
             try:
                 prediction = client.predict_image(upload.read())
+            except InputRejectedError as exc:
+                if not is_no_face(exc.status, exc.error_type):
+                    raise web_error(exc, "<bytes>", name) from None
+                message = str(exc).replace("<bytes>: ", "")  # an answer, as the CLI gives it: no verdict
+                return jsonify(kind="image", name=name, no_face=True, message=message, model_notice=notice)
             except DeepfakeError as exc:
-                raise web_error(exc) from None
-            return jsonify(kind="image", name=name, **prediction.to_json())
+                raise web_error(exc, "<bytes>", name) from None
+            return jsonify(kind="image", name=name, no_face=False, model_notice=notice, **prediction.to_json())
         folder = Path(tempfile.mkdtemp(prefix="deepfake-web-"))
         handed_to_job = False
         try:
@@ -311,9 +339,12 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
                     config.fps,
                     progress=lambda done: setattr(job, "done", done),
                     on_frame=lambda sample: job.thumbnails.__setitem__(sample.index, thumbnail(sample)),
+                    cancel=job.cancel,
                 )
                 job.result = {"kind": "video", "name": name, **video_json(analysis, name)}
                 job.total, job.state = len(analysis.frames), "done"
+            except CancelledError:
+                job.state = "cancelled"
             except DeepfakeError as exc:
                 job.error, job.state = web_error(exc, path, name), "error"
             except Exception as exc:  # anything else still ends the job with a message
@@ -330,13 +361,25 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
         for key in [k for k, j in jobs.items() if j.finished and now - j.finished > JOB_TTL_S]:
             del jobs[key]
 
-    @app.get("/api/jobs/<job_id>")
-    def job_status(job_id: str):
+    def find_job(job_id: str) -> Job:
         with lock:
             job = jobs.get(job_id)
         if job is None:
-            raise WebError(404, "no_such_job", f"no video analysis {job_id!r} (finished ones are kept {JOB_TTL_S:g} s)")
-        return jsonify(job.to_json())
+            raise WebError(
+                404, "no_such_job", f"no video analysis {job_id[:40]!r} (finished ones are kept {JOB_TTL_S:g} s)"
+            )
+        return job
+
+    @app.get("/api/jobs/<job_id>")
+    def job_status(job_id: str):
+        return jsonify(find_job(job_id).to_json())
+
+    @app.delete("/api/jobs/<job_id>")
+    def cancel_job(job_id: str):
+        """Stop a running analysis before its next frame; its slot is free once the frames in flight return."""
+        job = find_job(job_id)
+        job.cancel.set()
+        return jsonify(job.to_json()), 202
 
     return app
 

@@ -12,19 +12,59 @@ function showMessage(text, kind = "error") {
   box.hidden = !text;
 }
 
+const server = { limitMb: 200, notice: "" };
+let current = null; // the running video job: {status}
+
 function reset() {
   showMessage("");
-  for (const id of ["image-result", "video-result", "progress-box"]) $(id).hidden = true;
+  for (const id of ["image-result", "video-result", "progress-box", "cancel"]) $(id).hidden = true;
+}
+
+// Any answer of any layer as {ok, status, data}: JSON from the app, or plain text (a proxy, waitress's
+// own 413), turned into a sentence; never a JSON parse error.
+async function readAnswer(response) {
+  const text = await response.text();
+  try {
+    return { ok: response.ok, status: response.status, data: JSON.parse(text) };
+  } catch (error) {
+    const said = text.trim().split("\n")[0].slice(0, 200);
+    const known = { 413: "the file is larger than the server accepts", 502: "the server behind the page failed",
+                    503: "the server is busy or down", 504: "the server took too long" }[response.status];
+    const message = `The server answered HTTP ${response.status}: ${known || said || response.statusText}.`;
+    return { ok: false, status: response.status, data: { message } };
+  }
+}
+
+function showNotice(notice) {
+  for (const box of document.querySelectorAll(".result-notice, #model-notice")) {
+    box.textContent = notice ? `Note: ${notice}.` : "";
+    box.hidden = !notice;
+  }
+}
+
+function offerDownload(section, name, data) {
+  const button = section.querySelector("button.download");
+  button.onclick = () => {
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([JSON.stringify(data, null, 2)], { type: "application/json" }));
+    link.download = `${name}.json`;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+  };
 }
 
 async function checkServer() {
   try {
-    const answer = await fetch("/api/health");
-    const data = await answer.json();
-    if (answer.ok) {
+    const { ok, data } = await readAnswer(await fetch("/api/health"));
+    if (ok) {
       $("server-status").textContent = `Detector ready (model ${data.model}).`;
       $("server-status").className = "status ok";
+      server.limitMb = data.upload_limit_mb;
+      server.notice = data.notice || "";
       $("upload-limit").textContent = data.upload_limit_mb;
+      if (data.image_formats) $("image-formats").textContent = data.image_formats.join(", ");
+      if (data.video_formats) $("video-formats").textContent = data.video_formats.join(", ");
+      showNotice(server.notice);
     } else {
       $("server-status").textContent = data.message;
       $("server-status").className = "status down";
@@ -35,25 +75,34 @@ async function checkServer() {
   }
 }
 
+function named(name, message) {
+  return message.startsWith(name) ? message : `${name}: ${message}`;
+}
+
 async function analyse(file) {
   reset();
+  const megabytes = file.size / 1024 / 1024;
+  if (megabytes > server.limitMb) {
+    showMessage(`${file.name} is ${megabytes.toFixed(0)} MB, over the upload limit of ${server.limitMb} MB: it was not sent.`);
+    return;
+  }
   $("progress-box").hidden = false;
   $("progress-text").textContent = `Uploading ${file.name} (${(file.size / 1e6).toFixed(1)} MB)…`;
   $("progress").removeAttribute("value");
   const form = new FormData();
   form.append("file", file);
-  let answer, data;
+  let answer;
   try {
-    answer = await fetch("/api/analyze?async=1", { method: "POST", body: form });
-    data = await answer.json();
+    answer = await readAnswer(await fetch("/api/analyze?async=1", { method: "POST", body: form }));
   } catch (error) {
     $("progress-box").hidden = true;
-    showMessage(`The upload failed: ${error}`);
+    showMessage(`${file.name}: the upload failed (${error.message || error}).`);
     return;
   }
+  const data = answer.data;
   if (!answer.ok) {
     $("progress-box").hidden = true;
-    showMessage(data.message || `HTTP ${answer.status}`);
+    showMessage(named(file.name, data.message || `HTTP ${answer.status}`));
     return;
   }
   if (data.kind === "image") {
@@ -65,36 +114,71 @@ async function analyse(file) {
 }
 
 async function follow(job) {
-  for (;;) {
-    const answer = await fetch(job.status);
-    const data = await answer.json();
-    if (!answer.ok) {
-      $("progress-box").hidden = true;
-      showMessage(data.message || `HTTP ${answer.status}`);
-      return;
+  current = job;
+  $("cancel").hidden = false;
+  $("cancel").onclick = async () => {
+    $("cancel").disabled = true;
+    await fetch(job.status, { method: "DELETE" });
+  };
+  try {
+    for (;;) {
+      const { ok, status, data } = await readAnswer(await fetch(job.status));
+      if (!ok) {
+        $("progress-box").hidden = true;
+        showMessage(named(job.name, data.message || `HTTP ${status}`));
+        return;
+      }
+      const total = data.total || "?";
+      $("progress-text").textContent = `Analysing ${data.name}: ${data.done} / ${total} frames`;
+      if (data.total) $("progress").value = data.done / data.total;
+      if (data.state === "done") {
+        $("progress-box").hidden = true;
+        renderVideo(data.result, data.thumbnails);
+        return;
+      }
+      if (data.state === "cancelled") {
+        $("progress-box").hidden = true;
+        showMessage(`The analysis of ${data.name} was cancelled after ${data.done} frames.`, "info");
+        return;
+      }
+      if (data.state === "error") {
+        $("progress-box").hidden = true;
+        showMessage(named(data.name, data.error.message));
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
-    const total = data.total || "?";
-    $("progress-text").textContent = `Analysing ${data.name}: ${data.done} / ${total} frames`;
-    if (data.total) $("progress").value = data.done / data.total;
-    if (data.state === "done") {
-      $("progress-box").hidden = true;
-      renderVideo(data.result, data.thumbnails);
-      return;
-    }
-    if (data.state === "error") {
-      $("progress-box").hidden = true;
-      showMessage(data.error.message);
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  } finally {
+    current = null;
+    $("cancel").hidden = true;
+    $("cancel").disabled = false;
   }
+}
+
+function percent(p) {
+  return `${Math.round(p * 100)}%`;
 }
 
 function renderImage(answer, file) {
   $("image-name").textContent = answer.name;
   $("image-preview").src = URL.createObjectURL(file);
+  for (const row of document.querySelectorAll("#image-result tr.detail")) row.hidden = answer.no_face;
+  $("image-faces-row").hidden = answer.no_face || !answer.faces;
+  showNotice(answer.model_notice || server.notice);
+  offerDownload($("image-result"), answer.name, answer);
+  if (answer.no_face) {
+    $("image-label").textContent = "No face";
+    $("image-label").dataset.label = "none";
+    $("image-explain").textContent = `No face was found in ${answer.name} (${answer.message}), so there is no verdict: this model classifies faces.`;
+    $("image-result").hidden = false;
+    return;
+  }
   $("image-label").textContent = answer.label;
   $("image-label").dataset.label = answer.label;
+  $("image-explain").textContent =
+    `Fake probability ${fmt(answer.fake_probability, 2)}: the model's estimate that this image is manipulated ` +
+    `(${percent(answer.fake_probability)}; 1 = certain it is fake, 0.5 = undecided, 0 = certain it is real), ` +
+    "for images like the ones it was trained on.";
   $("image-fake").textContent = fmt(answer.fake_probability);
   $("image-softmax").textContent = Object.entries(answer.probabilities)
     .map(([label, p]) => `${label} ${fmt(p)}`)
@@ -104,7 +188,6 @@ function renderImage(answer, file) {
   $("image-logits").textContent = `[${answer.logits.map((x) => fmt(x)).join(", ")}]`;
   $("image-calibration").textContent = `${fmt(answer.temperature)} / ${fmt(answer.alpha)}`;
   // face-crop archives: every face found, the verdict above being the most fake face's
-  $("image-faces-row").hidden = !answer.faces;
   $("image-faces").textContent = (answer.faces || [])
     .map((f, i) => `face ${i + 1} at [${f.box.map((v) => Math.round(v)).join(", ")}]: ${f.prediction.label} ${fmt(f.prediction.fake_probability)}`)
     .join("; ");
@@ -116,6 +199,14 @@ function renderVideo(result, thumbnails) {
   $("video-name").textContent = result.name;
   $("video-verdict").textContent = s.verdict;
   $("video-verdict").dataset.label = s.verdict;
+  const threshold = result.thresholds.fake_ratio_threshold ?? 0.5;
+  $("video-explain").textContent = s.analyzed
+    ? `${s.fake_frames} of ${s.analyzed} analysed frames were called fake (${percent(s.fake_frame_ratio)}); the video is ` +
+      `called likely fake from ${percent(threshold)} on. Suspicious segments mark where frames reach a fake ` +
+      `probability of ${result.thresholds.segment_threshold ?? 0.5} or more.`
+    : "No frame could be analysed, so there is no verdict.";
+  showNotice(result.model_notice || server.notice);
+  offerDownload($("video-result"), result.name, result);
   const noFace = s.no_face_frames ? `, ${s.no_face_frames} without a face` : "";
   $("video-frames").textContent = `${s.frames} sampled at ${result.fps} fps, ${s.analyzed} analysed, ${s.failed} failed${noFace}`;
   $("video-ratio").textContent = `${fmt(s.fake_frame_ratio)} (${s.fake_frames}/${s.analyzed})`;

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from deepfake_client import find_segments
+from deepfake_client import AggregationConfig, summarise
+from deepfake_client._aggregate import sustained_segments
 from handler.service import DetectorService
 from handler.settings import ModelSettings
 from scripts import calibrate, evaluate, make_demo_data, train
@@ -45,13 +46,27 @@ def step(name: str, output: Path, force: bool, run: Callable[[], int]) -> None:
     print(f"[demo] {name}: done in {time.monotonic() - started:.0f} s", flush=True)
 
 
-def timeline(weights: Path, video: Path, fps: float = 2.0, threshold: float = 0.5) -> dict:
-    """The demo video through the server's code path, in-process: per-frame scores and segments."""
+def in_process(weights: Path) -> evaluate.InProcess:
+    """The demo model through the server's code path, in-process."""
     settings = ModelSettings.from_mapping(settings_from_files(sidecar_files(weights)))
-    frames = evaluate.InProcess(DetectorService.from_checkpoint(weights, settings)).video_frames(video, fps)
-    segments = find_segments(frames, 1 / fps, threshold)
+    return evaluate.InProcess(DetectorService.from_checkpoint(weights, settings))
+
+
+def timeline(weights: Path, video: Path, fps: float = 2.0) -> dict:
+    """The demo video's per-frame scores, its manipulated segments and its verdict."""
+    frames = in_process(weights).video_frames(video, fps)
+    config = AggregationConfig()
+    segments = sustained_segments(frames, 1 / fps, config)
+    summary = summarise(frames, config, 1 / fps)
     probs = [f.prediction.fake_probability for f in frames]  # type: ignore[union-attr]
-    return {"fps": fps, "threshold": threshold, "fake_probability": probs, "segments": [s.to_dict() for s in segments]}
+    return {
+        "fps": fps,
+        "threshold": config.segment_threshold,
+        "fake_probability": probs,
+        "segments": [s.to_dict() for s in segments],
+        "verdict": summary.verdict,
+        "reason": summary.reason,
+    }
 
 
 def train_arguments(data: Path, out: Path, arch: str = ARCH, epochs: int = EPOCHS) -> list[str]:
@@ -103,6 +118,20 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
 
+    step(
+        "generate partly manipulated videos",
+        data / "spans" / "test" / "spans.json",
+        args.force,
+        lambda: make_demo_data.write_span_videos(data, make_demo_data.SPAN_VIDEOS, make_demo_data.DEFAULT_SEED) or 0,
+    )
+
+    def write_verdict() -> int:
+        report = evaluate.verdict_report(in_process(weights), data / "spans" / "test", data / "spans" / "tune", 2.0)
+        (args.out / "verdict.json").write_text(json.dumps(report, indent=2))
+        return 0
+
+    step("evaluate the video verdict", args.out / "verdict.json", args.force, write_verdict)
+
     def write_timeline() -> int:
         result = timeline(weights, data / "demo.mp4")
         result["manipulated"] = json.loads((data / "manifest.json").read_text())["demo_video"]["manipulated"]
@@ -111,11 +140,14 @@ def main(argv: list[str] | None = None) -> int:
 
     step("analyse the demo video", args.out / "timeline.json", args.force, write_timeline)
     report = json.loads((args.out / "evaluation.json").read_text())
+    report["verdict"] = json.loads((args.out / "verdict.json").read_text())
     video = json.loads((args.out / "timeline.json").read_text())
     print(evaluate.format_report(report))
-    flagged = ", ".join(f"{s['start']:.1f}-{s['end']:.1f} s" for s in video["segments"]) or "none"
     manipulated = video["manipulated"]
-    print(f"Demo video: flagged {flagged}; manipulated {manipulated['start']:g}-{manipulated['end']:g} s")
+    print(
+        f"Demo video: {video.get('verdict', '?')}: {video.get('reason', '')}; truly manipulated "
+        f"{manipulated['start']:g}-{manipulated['end']:g} s"
+    )
     print(f"Demo model: {weights}")
     return 0
 

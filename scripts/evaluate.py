@@ -33,7 +33,15 @@ from deepfake_client import (
     sample_frames,
     top_k_mean,
 )
-from deepfake_client._aggregate import confident_strategy
+from deepfake_client._aggregate import (
+    MANIPULATED_SEGMENTS,
+    MANIPULATED_THROUGHOUT,
+    AggregationConfig,
+    confident_strategy,
+    summarise,
+    sustained_segments,
+)
+from deepfake_client._results import Segment
 from handler.calibration import expected_calibration_error
 from handler.checkpoint import CheckpointError
 from handler.contract import ErrorAnswer
@@ -125,9 +133,11 @@ class ViaServer:
             raise ValueError(f"{len(failed)} images refused, first: {failed[0].error}")
         return [r.prediction.fake_probability if r.prediction else None for r in results]
 
+    def video_frames(self, path: Path, fps: float) -> list[FrameResult]:
+        return self.client.analyze_video(path, fps).frames
+
     def video(self, path: Path, fps: float) -> list[float]:
-        analysis = self.client.analyze_video(path, fps)
-        return [f.prediction.fake_probability for f in analysis.frames if f.prediction is not None]
+        return [f.prediction.fake_probability for f in self.video_frames(path, fps) if f.prediction is not None]
 
 
 def evaluate(
@@ -175,6 +185,80 @@ def evaluate(
     return report
 
 
+# --- the video verdict on partly manipulated videos -----------------------------------------------------------
+# The grid the rule's constants are chosen from (scripts/evaluate.py --tune; AggregationConfig's defaults).
+VERDICT_GRID = {
+    "segment_threshold": (0.5, 0.6, 0.7, 0.8, 0.9),
+    "segment_low": (0.2, 0.35, 0.5),
+    "min_segment_seconds": (0.5, 1.0, 1.5, 2.0),
+}
+
+
+def span_videos(folder: Path) -> dict[Path, tuple[float, float] | None]:
+    """The clips of a span set (make_demo_data's spans/<set>/) and their manipulated [start, end), or None."""
+    spans = json.loads((Path(folder) / "spans.json").read_text())
+    return {
+        Path(folder) / name: (None if span is None else (float(span[0]), float(span[1])))
+        for name, span in spans.items()
+    }
+
+
+def _overlap(segments: Sequence[Segment], span: tuple[float, float]) -> float:
+    return sum(max(0.0, min(s.end, span[1]) - max(s.start, span[0])) for s in segments)
+
+
+def verdict_metrics(
+    frames_by_video: dict[Path, list[FrameResult]],
+    spans: dict[Path, tuple[float, float] | None],
+    fps: float,
+    config: AggregationConfig | None = None,
+) -> dict[str, Any]:
+    """How the video verdict does: accuracy (manipulated or not, per video), the mean IoU in time of the found
+    segments with the true span (partly manipulated videos), and the false-alarm rate on clean videos."""
+    config = config or AggregationConfig()
+    per_video, ious = {}, []
+    for path, frames in frames_by_video.items():
+        summary = summarise(frames, config, 1 / fps)
+        segments = sustained_segments(frames, 1 / fps, config)
+        span = spans[path]
+        flagged = summary.verdict in (MANIPULATED_SEGMENTS, MANIPULATED_THROUGHOUT)
+        entry: dict[str, Any] = {"span": span, "verdict": summary.verdict, "reason": summary.reason,
+                                 "correct": flagged == (span is not None)}  # fmt: skip
+        if span is not None:
+            inter = _overlap(segments, span)
+            union = sum(s.end - s.start for s in segments) + (span[1] - span[0]) - inter
+            entry["iou"] = inter / union if union else 0.0
+            ious.append(entry["iou"])
+        per_video[path.name] = entry
+    clean = [v for v in per_video.values() if v["span"] is None]
+    return {
+        "videos": len(per_video),
+        "accuracy": sum(v["correct"] for v in per_video.values()) / max(1, len(per_video)),
+        "mean_iou": sum(ious) / len(ious) if ious else float("nan"),
+        "false_alarm_rate": sum(not v["correct"] for v in clean) / len(clean) if clean else float("nan"),
+        "rule": {key: getattr(config, key) for key in VERDICT_GRID},
+        "per_video": per_video,
+    }
+
+
+def tune_verdict(
+    frames_by_video: dict[Path, list[FrameResult]], spans: dict[Path, tuple[float, float] | None], fps: float
+) -> AggregationConfig:
+    """The grid's rule with the fewest false alarms, then the best accuracy, then the best IoU; ties go to the
+    more conservative rule (higher thresholds, longer minimum)."""
+    best: tuple | None = None
+    for threshold in VERDICT_GRID["segment_threshold"]:
+        for low in VERDICT_GRID["segment_low"]:
+            for shortest in VERDICT_GRID["min_segment_seconds"]:
+                config = AggregationConfig(segment_threshold=threshold, segment_low=low, min_segment_seconds=shortest)
+                m = verdict_metrics(frames_by_video, spans, fps, config)
+                key = (-m["false_alarm_rate"], m["accuracy"], round(m["mean_iou"], 3), threshold, shortest, low)
+                if best is None or key > best[0]:
+                    best = (key, config)
+    assert best is not None
+    return best[1]
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = []
     for key, title in (("images", "Images"), ("video_frames", "Video frames")):
@@ -191,6 +275,13 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"Videos ({r['count']}, score = {r['score']} of frame probabilities): "
             f"AUC {r['auc']:.4f}  accuracy {r['accuracy']:.4f}"
+        )
+    if "verdict" in report:
+        r = report["verdict"]
+        rule = ", ".join(f"{k} {v:g}" for k, v in r["rule"].items())
+        lines.append(
+            f"Video verdict ({r['videos']} partly manipulated and clean videos from {r['folder']}; rule {rule}): "
+            f"accuracy {r['accuracy']:.4f}  segment IoU {r['mean_iou']:.4f}  false alarms {r['false_alarm_rate']:.4f}"
         )
     return "\n".join(lines)
 
@@ -215,14 +306,38 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--videos", type=Path, help="labelled video folder")
     parser.add_argument("--fps", type=float, default=2.0)
     parser.add_argument("--video-score", choices=sorted(VIDEO_SCORES), default="mean")
+    parser.add_argument(
+        "--spans",
+        type=Path,
+        help="a span set (spans.json + clips): report the video verdict's accuracy, IoU, false alarms",
+    )
+    parser.add_argument(
+        "--tune", type=Path, help="another span set: choose the verdict rule's constants there, then report --spans"
+    )
     parser.add_argument("--json", type=Path, help="also write the full report here")
     return parser
 
 
+def verdict_report(predictor: InProcess | ViaServer, spans: Path, tune: Path | None, fps: float) -> dict[str, Any]:
+    """The video verdict on a span set, with the default rule or the one ``tune`` chose."""
+
+    def frames(folder: Path) -> tuple[dict[Path, list[FrameResult]], dict[Path, tuple[float, float] | None]]:
+        truth = span_videos(folder)
+        return {path: predictor.video_frames(path, fps) for path in truth}, truth
+
+    config = AggregationConfig()
+    if tune is not None:
+        config = tune_verdict(*frames(tune), fps)
+    report = verdict_metrics(*frames(spans), fps, config)
+    return {"folder": str(spans), "tuned_on": None if tune is None else str(tune), **report}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    if not (args.images or args.videos) or [bool(args.weights), bool(args.archive), bool(args.server)].count(True) != 1:
-        print("evaluate: give --images and/or --videos, and one of --weights, --archive or --server", file=sys.stderr)
+    sources = [bool(args.weights), bool(args.archive), bool(args.server)].count(True)
+    if not (args.images or args.videos or args.spans) or sources != 1:
+        print("evaluate: give --images, --videos and/or --spans, and one of --weights, --archive or --server",
+              file=sys.stderr)  # fmt: skip
         return 2
     try:
         if args.archive:
@@ -243,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             settings = ModelSettings.from_mapping(client.describe().get("customizedMetadata", {}).get("settings", {}))
             predictor = ViaServer(client)
         report = evaluate(predictor, settings, args.images, args.videos, args.fps, args.video_score)
+        if args.spans:
+            report["verdict"] = verdict_report(predictor, args.spans, args.tune, args.fps)
     except (CheckpointError, SettingsError, FileNotFoundError, ValueError, DeepfakeError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2

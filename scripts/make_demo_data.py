@@ -11,6 +11,7 @@ sees, so it survives the resize of a 720p frame. Output:
 
     images/{train,val,test}/{real,fake}/*.jpg   disjoint splits for training, calibration, testing
     videos/{real,fake}/*.mp4                    short labelled clips for video-level evaluation
+    spans/{tune,test}/*.mp4, spans.json         partly manipulated and clean clips, with the manipulated spans
     demo.mp4                                    ~15 s, 720p, middle segment manipulated
     samples/{real,fake}.jpg                     one held-out image of each class
     manifest.json                               counts, seeds and the demo video's manipulated range
@@ -240,6 +241,33 @@ def write_clip(
             container.mux(packet)
 
 
+SPAN_CLIP_SECONDS = 8.0
+SPAN_VIDEOS = 8  # partly manipulated (and as many clean) clips per span set
+DEFAULT_SEED = 2024
+
+
+def write_span_videos(out: Path, count: int, seed: int, seconds: float = SPAN_CLIP_SECONDS) -> None:
+    """Clips for the video verdict, in two sets that never share a seed (``tune`` to choose the rule's constants,
+    ``test`` to report it): in each, ``count`` partly manipulated clips (a span of 0.5 s up to the whole clip, at a
+    random place) and ``count`` clean ones, with spans.json (clip name -> manipulated [start, end] s, or null)."""
+    for split_index, split in enumerate(("tune", "test")):
+        folder = out / "spans" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        spans: dict[str, list[float] | None] = {}
+        for i in range(count):
+            rng = np.random.default_rng([seed, 20, split_index, i])
+            length = float(rng.uniform(0.5, seconds))
+            start = float(rng.uniform(0.0, seconds - length))
+            span = (round(start, 2), round(start + length, 2))
+            write_clip(folder / f"partial_{i:02d}.mp4", rng, seconds, (640, 360), 15, span)
+            spans[f"partial_{i:02d}.mp4"] = list(span)
+            clean = np.random.default_rng([seed, 21, split_index, i])
+            write_clip(folder / f"clean_{i:02d}.mp4", clean, seconds, (640, 360), 15, None)
+            spans[f"clean_{i:02d}.mp4"] = None
+        (folder / "spans.json").write_text(json.dumps(spans, indent=2))  # last: its presence means complete
+    print(f"span videos: {count} partly manipulated and {count} clean per set (tune, test)", flush=True)
+
+
 # --- command line -------------------------------------------------------------------------------
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -248,10 +276,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val", type=int, default=100, help="validation (calibration) images per class")
     parser.add_argument("--test", type=int, default=200, help="held-out test images per class")
     parser.add_argument("--videos", type=int, default=4, help="labelled short clips per class")
+    parser.add_argument(
+        "--span-videos", type=int, default=SPAN_VIDEOS, help="partly manipulated (and as many clean) clips per span set"
+    )
     parser.add_argument("--demo-seconds", type=float, default=15.0)
     parser.add_argument("--demo-fake-start", type=float, default=5.0)
     parser.add_argument("--demo-fake-end", type=float, default=10.0)
-    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--samples-only", action="store_true", help="only samples/ and demo.mp4 (no training data)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for image generation")
     return parser
@@ -304,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             fake_range = (0.0, 4.0) if label == "fake" else None
             write_clip(folder / f"{label}_{i:02d}.mp4", rng, 4.0, (640, 360), 15, fake_range)
     print(f"videos: {args.videos} per class", flush=True)
+    write_span_videos(out, args.span_videos, args.seed)
     fake_range = write_samples_and_demo_video(out, args)
     manifest = {  # written last: its presence means the data set is complete (build_demo's cache)
         "seed": args.seed,

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from deepfake_client import AggregationConfig, FrameResult, Prediction, confident_strategy, find_segments, summarise
+from deepfake_client._aggregate import sustained_segments
 
 
 def frame(index: int, fake_probability: float | None, adjusted: float = 0.6, fps: float = 2.0) -> FrameResult:
@@ -38,7 +39,8 @@ def test_summary_numbers_by_hand():
     assert (s.frames, s.analyzed, s.failed) == (10, 9, 1)
     assert s.fake_frames == 5  # 0.7, 0.9, 0.8, 0.6, 0.95
     assert s.fake_frame_ratio == pytest.approx(5 / 9)
-    assert s.verdict == "likely deepfake"  # 5/9 >= 0.5
+    assert s.ratio_verdict == "likely deepfake"  # 5/9 >= 0.5
+    assert s.verdict == "manipulated segments found"  # 1.0-2.5 s and 3.5-5.0 s (0.4 stays >= 0.35): 6 of 9 frames
     assert s.mean_adjusted_confidence == pytest.approx((0.5 + 0.6 + 0.7 + 0.8 + 0.9 + 0.5 + 0.6 + 0.7 + 0.6) / 9)
     assert s.mean_fake_probability == pytest.approx(sum(answered) / 9)
     assert (s.top_k, s.top_k_mean) == (3, pytest.approx((0.95 + 0.9 + 0.8) / 3))
@@ -49,13 +51,13 @@ def test_summary_numbers_by_hand():
 
 def test_verdict_threshold_is_inclusive_and_configurable():
     frames = [frame(i, p) for i, p in enumerate([0.9, 0.1, 0.8, 0.2])]
-    assert summarise(frames).verdict == "likely deepfake"  # ratio 0.5 >= 0.5, as the original app
-    assert summarise(frames, AggregationConfig(fake_ratio_threshold=0.75)).verdict == "likely real"
+    assert summarise(frames).ratio_verdict == "likely deepfake"  # ratio 0.5 >= 0.5, as the original app
+    assert summarise(frames, AggregationConfig(fake_ratio_threshold=0.75)).ratio_verdict == "likely real"
 
 
 def test_no_answered_frame_gives_no_verdict():
     s = summarise([frame(0, None), frame(1, None)])
-    assert s.verdict.startswith("no verdict")
+    assert s.ratio_verdict.startswith("no verdict") and s.verdict == "not enough frames"
     assert s.analyzed == 0 and math.isnan(s.fake_frame_ratio) and math.isnan(s.top_k_mean)
 
 
@@ -95,34 +97,62 @@ def test_to_dict_shapes():
     assert d["fake_probability"] == 0.9 and d["label"] == "Fake" and "error" not in d
 
 
-def test_report_warns_when_a_real_verdict_hides_a_segment():
+def test_the_report_names_the_manipulated_segment_and_keeps_the_ratio_verdict():
     from deepfake_client import VideoAnalysis
     from deepfake_client._cli import video_report
 
     frames = [frame(i, p) for i, p in enumerate([0.1, 0.9, 0.95, 0.1, 0.1, 0.2])]  # 2 of 6 fake
-    analysis = VideoAnalysis("clip.mp4", 2.0, frames, summarise(frames), find_segments(frames, 0.5))
+    analysis = VideoAnalysis("clip.mp4", 2.0, frames, summarise(frames), sustained_segments(frames, 0.5))
     report = video_report(analysis)
-    assert "Verdict:                  likely real by fake-frame ratio, but 1 suspicious segment (1.0 s) below" in report
+    assert "Verdict:                  manipulated segments found: 0.5-1.5 s manipulated, peak 0.95" in report
+    assert "Ratio verdict:            likely real (the original app's" in report
     assert "0.50s -    1.50s  peak 0.950 at 1.00s (2 frames, mean 0.925)" in report
     clean = [frame(i, 0.1) for i in range(4)]
-    assert "likely real\n" in video_report(VideoAnalysis("c.mp4", 2.0, clean, summarise(clean), []))
+    assert "no manipulation found: no sustained manipulation in 4 frames (peak 0.10)" in video_report(
+        VideoAnalysis("c.mp4", 2.0, clean, summarise(clean), [])
+    )
 
 
-def test_progress_bar_draws_in_place_and_stays_silent_when_disabled():
-    import io
+def test_a_one_frame_blip_is_no_segment_and_a_sustained_one_is():
+    # the demo video's shape: a 0.70 blip at frame 0, frames 10-19 (5.0-10.0 s) manipulated, 30 frames at 2 fps
+    scores = [0.70] + [0.05] * 9 + [0.9997] * 10 + [0.05] * 10
+    frames = [frame(i, p) for i, p in enumerate(scores)]
+    segments = sustained_segments(frames, 0.5)
+    assert [(s.start, s.end) for s in segments] == [(5.0, 10.0)]
+    s = summarise(frames)
+    assert s.verdict == "manipulated segments found" and s.reason == "5.0-10.0 s manipulated, peak 1.00"
+    assert s.ratio_verdict == "likely real"  # 10 of 30: the original app called it real
 
-    from deepfake_client._progress import ProgressBar
 
-    stream = io.StringIO()
-    bar = ProgressBar(total=4, stream=stream)
-    bar(1)
-    bar(4)
-    bar.close()
-    text = stream.getvalue()
-    assert text.startswith("\rframes:   0%") and "frames: 100%" in text
-    assert "4/4 [00:00<00:00" in text and "frame/s]" in text  # elapsed < the estimated time left, the rate
-    quiet = io.StringIO()
-    silent = ProgressBar(total=4, stream=quiet, enabled=False)
-    silent(2)
-    silent.close()
-    assert quiet.getvalue() == ""
+def test_hysteresis_keeps_a_segment_through_a_dip_and_throughout_covers_the_video():
+    dip = [frame(i, p) for i, p in enumerate([0.1, 0.8, 0.4, 0.9, 0.1, 0.1])]
+    assert [(s.start, s.end) for s in sustained_segments(dip, 0.5)] == [(0.5, 2.0)]  # 0.4 >= segment_low 0.35
+    assert sustained_segments(dip, 0.5, AggregationConfig(segment_low=0.5)) == []  # split into 0.5 s blips
+    everywhere = [frame(i, 0.9) for i in range(10)]
+    s = summarise(everywhere)
+    assert s.verdict == "manipulated throughout" and s.reason == "100% of the analysed frames manipulated, peak 0.90"
+    few = summarise([frame(i, 0.9) for i in range(3)])
+    assert few.verdict == "not enough frames" and few.reason == "3 frames analysed, at least 4 are needed"
+
+
+def test_the_verdicts_metrics_and_tuning_by_hand():
+    from pathlib import Path
+
+    from scripts.evaluate import tune_verdict, verdict_metrics
+
+    def video(scores: list[float]) -> list[FrameResult]:
+        return [frame(i, p) for i, p in enumerate(scores)]
+
+    frames = {
+        Path("partial.mp4"): video([0.1, 0.1, 0.9, 0.9, 0.9, 0.9, 0.1, 0.1]),  # found 1.0-3.0 s
+        Path("blip.mp4"): video([0.1, 0.75, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]),  # a clean clip with a 0.5 s blip
+    }
+    spans = {Path("partial.mp4"): (1.0, 2.5), Path("blip.mp4"): None}
+    m = verdict_metrics(frames, spans, fps=2.0)
+    assert m["accuracy"] == 1.0 and m["false_alarm_rate"] == 0.0
+    assert m["mean_iou"] == pytest.approx(1.5 / 2.0)  # found 1.0-3.0 s, true 1.0-2.5 s
+    assert m["per_video"]["partial.mp4"]["reason"] == "1.0-3.0 s manipulated, peak 0.90"
+    no_minimum = verdict_metrics(frames, spans, 2.0, AggregationConfig(min_segment_seconds=0.5))
+    assert no_minimum["false_alarm_rate"] == 1.0  # the blip counts without a minimum duration
+    tuned = tune_verdict(frames, spans, 2.0)
+    assert verdict_metrics(frames, spans, 2.0, tuned)["false_alarm_rate"] == 0.0

@@ -33,6 +33,21 @@ def test_demo_video_flags_the_manipulated_segment(demo: Path):
     assert sum(inside) / len(inside) > sum(outside) / len(outside) + 0.3
 
 
+def test_the_demo_videos_verdict_names_the_manipulated_span_and_not_the_blip(demo: Path):
+    timeline = json.loads((demo / "timeline.json").read_text())
+    assert timeline["verdict"] == "manipulated segments found", timeline
+    assert [(s["start"], s["end"]) for s in timeline["segments"]] == [(5.0, 10.0)]  # no segment at frame 0
+    assert timeline["reason"].startswith("5.0-10.0 s manipulated, peak ")
+
+
+def test_the_video_verdict_on_held_out_partly_manipulated_videos(demo: Path):
+    """Constants chosen on the tune set, measured on the test set (make_demo_data's spans/, never tuned on)."""
+    report = json.loads((demo / "verdict.json").read_text())
+    assert report["videos"] == 16 and report["tuned_on"].endswith("tune")
+    assert report["false_alarm_rate"] == 0.0, report["per_video"]
+    assert report["accuracy"] >= 0.9 and report["mean_iou"] >= 0.6, report
+
+
 def run(module: str, *args: str) -> None:
     """A script in its own process, as make runs it (training forks; see the demo fixture)."""
     command = [sys.executable, "-m", module, *args]

@@ -75,3 +75,20 @@ def test_the_precedence_in_the_library(monkeypatch: pytest.MonkeyPatch):
     assert config.base_url == "http://env:1" and config.replica_urls == ("http://replica:2",)
     assert config.token == "from-env"
     assert ClientConfig.from_env(token="option").token == "option"  # an option wins
+
+
+def test_the_readmes_environment_quick_start_word_for_word(server: Server, elsewhere: Path):
+    """The README's block (Client library and CLI), run by bash from a folder outside the project, with only
+    its placeholders replaced by this TorchServe's addresses and key file."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in readme.split("```bash\n")[1:] if "export DEEPFAKE_URL" in b).split("```", 1)[0]
+    ts = server.ts
+    script = (block.replace("http://127.0.0.1:8080", ts.inference_url)
+              .replace("http://127.0.0.1:8081", ts.management_url)
+              .replace("/path/to/deepfake-serve/runtime/key_file.json", str(ts.key_file)))  # fmt: skip
+    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    clean["PATH"] = f"{Path(sys.executable).parent}:{clean.get('PATH', '')}"
+    result = subprocess.run(["bash", "-euc", script], cwd=elsewhere, env=clean, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Image: face.jpg" in result.stdout and "Predicted class:" in result.stdout

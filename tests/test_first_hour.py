@@ -175,3 +175,17 @@ def test_the_make_variables_of_the_first_hour():
     run = make_dry_run("run", "WEIGHTS=/data/models/best_ResNet50.pth")
     assert "--plot /data/models/best_ResNet50_timeline.png" in run and "artifacts/timeline.png" not in run
     assert "--plot artifacts/timeline.png" in make_dry_run("run")
+
+
+def test_a_crop_other_than_the_trained_one_is_warned_about(tmp_path: Path, capsys: pytest.CaptureFixture):
+    from scripts.archive import get_args_parser, resolve_settings
+
+    weights = tmp_path / "best_ResNet18.pth"
+    weights.write_bytes(b"")  # only its sidecar is read here
+    (tmp_path / "best_ResNet18.json").write_text('{"settings": {"crop": "full", "mean": [0.5, 0.5, 0.5]}}')
+    settings = resolve_settings(get_args_parser().parse_args(["--weights", str(weights), "--crop", "face"]))
+    assert settings.crop == "face"  # built as asked...
+    printed = capsys.readouterr().out
+    assert "WARNING: CROP=face, but these weights were trained with crop full" in printed  # ...with a warning
+    resolve_settings(get_args_parser().parse_args(["--weights", str(weights), "--crop", "full"]))
+    assert "WARNING" not in capsys.readouterr().out

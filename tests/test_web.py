@@ -56,8 +56,9 @@ def test_an_image_gets_the_servers_answer(web: FlaskClient, server: Server):
     assert answer.status_code == 200
     data = answer.get_json()
     expected = server.predict("deepfake", payload, "image/png").json()
-    assert data["kind"] == "image" and data["name"] == "face.png"
-    answer = {k: v for k, v in data.items() if k not in ("kind", "name")}
+    assert data["kind"] == "image" and data["name"] == "face.png" and data["no_face"] is False
+    assert data["model_notice"] == ""  # a test archive, not the demo
+    answer = {k: v for k, v in data.items() if k not in ("kind", "name", "no_face", "model_notice")}
     assert set(answer) == set(expected) and answer["label"] == expected["label"]
     for key in ("logits", "fake_probability", "adjusted_confidence", "softmax_confidence", "temperature", "alpha"):
         assert answer[key] == pytest.approx(expected[key], abs=1e-4), key
@@ -288,6 +289,8 @@ def test_the_page_says_what_a_first_time_user_needs(demo_site, browser, demo: Pa
         in browser.find_element(By.ID, "model-notice").text
     )
     assert "FLV" in browser.find_element(By.ID, "video-formats").text
+    printed = cli(demo_site[1], "image", str(demo / "data" / "samples" / "real.jpg")).stdout  # and the CLI says it too
+    assert "Model:               demo model (synthetic scenes): not a detector for real faces" in printed
     # an image: the verdict explained in a sentence, the JSON to download
     browser.find_element(By.ID, "file-input").send_keys(str(demo / "data" / "samples" / "real.jpg"))
     wait.until(shown.visibility_of_element_located((By.ID, "image-result")))
@@ -322,6 +325,10 @@ def test_the_page_says_what_a_first_time_user_needs(demo_site, browser, demo: Pa
     wait.until(shown.visibility_of_element_located((By.ID, "video-result")))
     assert browser.execute_script("return window.cancelShown;")
     assert "analysed frames were called fake" in browser.find_element(By.ID, "video-explain").text
+    # the partly manipulated demo video: amber, with the manipulated span in words
+    verdict = browser.find_element(By.ID, "video-verdict")
+    assert verdict.text == "manipulated segments found" and verdict.get_attribute("data-label") == verdict.text
+    assert browser.find_element(By.ID, "video-explain").text.startswith("5.0-10.0 s manipulated, peak ")
 
 
 def test_the_real_page_refuses_foreign_hosts_and_cross_site_posts(demo_site, browser, demo: Path):

@@ -15,6 +15,14 @@ from dataclasses import asdict, dataclass
 
 from deepfake_client._results import FrameResult, Segment, VideoSummary
 
+# The video verdict: sees partial manipulation (sustained segments, hysteresis + a minimum duration).
+MANIPULATED_THROUGHOUT = "manipulated throughout"
+MANIPULATED_SEGMENTS = "manipulated segments found"
+NO_MANIPULATION = "no manipulation found"
+NOT_ENOUGH_FRAMES = "not enough frames"
+VERDICTS = (MANIPULATED_THROUGHOUT, MANIPULATED_SEGMENTS, NO_MANIPULATION, NOT_ENOUGH_FRAMES)
+# The original app's verdict by fake-frame ratio, kept as summary.ratio_verdict: a manipulation shorter than
+# half the video hides in it.
 LIKELY_DEEPFAKE = "likely deepfake"
 LIKELY_REAL = "likely real"
 NO_VERDICT = "no verdict (no frame could be analysed)"
@@ -30,6 +38,13 @@ class AggregationConfig:
     confident_min_frames: int = 11  # ... and more than 11 (for 32 sampled frames)
     real_threshold: float = 0.2  # "confident real" frames score below this
     real_min_fraction: float = 0.9  # ... and must be more than 90% of frames
+    # Sustained segments (hysteresis): a segment opens at a frame >= segment_threshold, goes on while frames stay
+    # >= segment_low, and counts when it lasts >= min_segment_seconds, so one-frame blips do not count. Chosen by
+    # measurement on generated partly manipulated and real videos (scripts/evaluate.py --tune, README).
+    segment_low: float = 0.35
+    min_segment_seconds: float = 1.0
+    throughout_fraction: float = 0.8  # segments covering this share of the analysed time: manipulated throughout
+    min_frames: int = 4  # fewer analysed frames: "not enough frames"
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -56,18 +71,53 @@ def top_k_mean(probabilities: Sequence[float], k: int) -> float:
     return sum(top) / len(top)
 
 
-def summarise(frames: Sequence[FrameResult], config: AggregationConfig = AggregationConfig()) -> VideoSummary:
+def sustained_segments(
+    frames: Sequence[FrameResult], frame_interval: float, config: AggregationConfig = AggregationConfig()
+) -> list[Segment]:
+    """The manipulated time ranges the verdict rests on: find_segments with the configured hysteresis and
+    minimum duration."""
+    return find_segments(
+        frames, frame_interval, config.segment_threshold, config.segment_low, config.min_segment_seconds
+    )
+
+
+def video_verdict(
+    frames: Sequence[FrameResult], frame_interval: float, config: AggregationConfig = AggregationConfig()
+) -> tuple[str, str]:
+    """(verdict, reason in words): manipulated throughout, manipulated segments found (named), no manipulation
+    found, or not enough frames."""
+    analysed = [f for f in frames if f.prediction is not None]
+    if len(analysed) < config.min_frames:
+        return NOT_ENOUGH_FRAMES, f"{len(analysed)} frames analysed, at least {config.min_frames} are needed"
+    segments = sustained_segments(frames, frame_interval, config)
+    if not segments:
+        peak = max(f.prediction.fake_probability for f in analysed)  # type: ignore[union-attr]
+        return NO_MANIPULATION, f"no sustained manipulation in {len(analysed)} frames (peak {peak:.2f})"
+    covered = sum(s.frames for s in segments) / len(analysed)
+    peak = max(s.peak_probability for s in segments)
+    if covered >= config.throughout_fraction:
+        return MANIPULATED_THROUGHOUT, f"{covered:.0%} of the analysed frames manipulated, peak {peak:.2f}"
+    spans = ", ".join(f"{s.start:.1f}-{s.end:.1f} s" for s in segments)
+    return MANIPULATED_SEGMENTS, f"{spans} manipulated, peak {peak:.2f}"
+
+
+def summarise(
+    frames: Sequence[FrameResult], config: AggregationConfig = AggregationConfig(), frame_interval: float = 0.5
+) -> VideoSummary:
+    """The video's numbers and verdicts (``frame_interval``: seconds between sampled frames, 1 / fps)."""
+    interval = frame_interval
     answered = [f.prediction for f in frames if f.prediction is not None]
     probabilities = [p.fake_probability for p in answered]
     fake_frames = sum(p.is_fake for p in answered)
     n = len(answered)
     ratio = fake_frames / n if n else math.nan
     if n == 0:
-        verdict = NO_VERDICT
+        ratio_verdict = NO_VERDICT
     elif ratio >= config.fake_ratio_threshold:
-        verdict = LIKELY_DEEPFAKE
+        ratio_verdict = LIKELY_DEEPFAKE
     else:
-        verdict = LIKELY_REAL
+        ratio_verdict = LIKELY_REAL
+    verdict, reason = video_verdict(frames, interval, config)
     no_face = sum(f.no_face for f in frames)
     return VideoSummary(
         frames=len(frames),
@@ -82,20 +132,32 @@ def summarise(frames: Sequence[FrameResult], config: AggregationConfig = Aggrega
         confident_score=confident_strategy(probabilities, config),
         verdict=verdict,
         no_face_frames=no_face,
+        ratio_verdict=ratio_verdict,
+        reason=reason,
     )
 
 
-def find_segments(frames: Sequence[FrameResult], frame_interval: float, threshold: float = 0.5) -> list[Segment]:
-    """Contiguous runs of frames scoring >= threshold, as [start, end) time ranges.
+def find_segments(
+    frames: Sequence[FrameResult],
+    frame_interval: float,
+    threshold: float = 0.5,
+    low: float | None = None,
+    min_seconds: float = 0.0,
+) -> list[Segment]:
+    """Runs of frames that open at a score >= ``threshold`` and go on while scores stay >= ``low`` (hysteresis;
+    None: ``threshold``), as [start, end) time ranges lasting at least ``min_seconds``.
 
     A run of sampled frames at times t_i..t_j covers [t_i, t_j + frame_interval): each sample
     stands for the interval until the next one. A frame that failed ends a run: no time range is
     claimed that was not seen.
     """
+    low = threshold if low is None else min(low, threshold)
     segments: list[Segment] = []
     run: list[FrameResult] = []
 
     def close() -> None:
+        if run and run[-1].time + frame_interval - run[0].time < min_seconds - 1e-9:
+            run.clear()
         if run:
             probs = [f.prediction.fake_probability for f in run]  # type: ignore[union-attr]
             peak = max(range(len(run)), key=probs.__getitem__)
@@ -112,7 +174,8 @@ def find_segments(frames: Sequence[FrameResult], frame_interval: float, threshol
             run.clear()
 
     for frame in frames:
-        if frame.prediction is not None and frame.prediction.fake_probability >= threshold:
+        score = frame.prediction.fake_probability if frame.prediction is not None else None
+        if score is not None and score >= (low if run else threshold):
             run.append(frame)
         else:
             close()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deepfake_client._aggregate import LIKELY_REAL, AggregationConfig
+from deepfake_client._aggregate import AggregationConfig
 from deepfake_client._client import DeepfakeClient
 from deepfake_client._config import (
     DEFAULT_MAX_IN_FLIGHT,
@@ -69,15 +69,6 @@ def image_block(source: str, p: Prediction) -> str:
     )
 
 
-def _segment_caveat(analysis: VideoAnalysis) -> str:
-    """The original app's verdict looks at the whole video; a short manipulated part can hide in it."""
-    if analysis.summary.verdict != LIKELY_REAL or not analysis.segments:
-        return ""
-    seconds = sum(seg.end - seg.start for seg in analysis.segments)
-    count = len(analysis.segments)
-    return f" by fake-frame ratio, but {count} suspicious segment{'s' * (count > 1)} ({seconds:.1f} s) below"
-
-
 def video_report(analysis: VideoAnalysis) -> str:
     s = analysis.summary
     seconds = analysis.frames[-1].time + 1 / analysis.fps if analysis.frames else 0.0
@@ -88,22 +79,26 @@ def video_report(analysis: VideoAnalysis) -> str:
         *([f"  Model:                    {analysis.model_notice}"] if analysis.model_notice else []),
         f"  Frames:                   {s.frames} sampled at {analysis.fps:g} fps ({seconds:.1f} s), "
         f"{s.analyzed} analysed, {s.failed} failed{no_face}",
-        f"  Verdict:                  {s.verdict}{_segment_caveat(analysis)}",
+        f"  Verdict:                  {s.verdict}: {s.reason}",
+        f"  Ratio verdict:            {s.ratio_verdict} (the original app's: fake-frame ratio >= "
+        f"{analysis.thresholds.get('fake_ratio_threshold', 0.5):g})",
         f"  Fake-frame ratio:         {_fmt(s.fake_frame_ratio)} ({s.fake_frames}/{s.analyzed})",
         f"  Mean adjusted confidence: {_fmt(s.mean_adjusted_confidence)}",
         f"  Mean fake probability:    {_fmt(s.mean_fake_probability)}",
         f"  Top-{s.top_k} mean:               {_fmt(s.top_k_mean)}",
         f"  Confident-frame score:    {_fmt(s.confident_score)}",
     ]
+    low = analysis.thresholds.get("segment_low", threshold)
+    shortest = analysis.thresholds.get("min_segment_seconds", 0)
     if analysis.segments:
-        lines.append(f"  Suspicious segments (fake probability >= {threshold:g}):")
+        lines.append(f"  Manipulated segments (from {threshold:g}, staying >= {low:g}, lasting >= {shortest:g} s):")
         lines += [
             f"    {seg.start:7.2f}s - {seg.end:7.2f}s  peak {seg.peak_probability:.3f} at {seg.peak_time:.2f}s "
             f"({seg.frames} frames, mean {seg.mean_probability:.3f})"
             for seg in analysis.segments
         ]
     else:
-        lines.append(f"  Suspicious segments:      none above {threshold:g}")
+        lines.append(f"  Manipulated segments:     none lasting {shortest:g} s above {threshold:g}")
     errors = [f for f in analysis.frames if f.error and not f.no_face]
     lines += [f"  Frame {f.index} at {f.time:.2f}s failed: {f.error}" for f in errors[:5]]
     return "\n".join(lines)

@@ -20,7 +20,7 @@ import urllib3
 from PIL import Image
 from requests.adapters import BaseAdapter
 
-from deepfake_client._aggregate import AggregationConfig, find_segments, summarise
+from deepfake_client._aggregate import AggregationConfig, summarise, sustained_segments
 from deepfake_client._config import RETRY_STATUSES, WORKER_DIED_MESSAGE, ClientConfig, Token, resolve_token
 from deepfake_client._exceptions import (
     AuthenticationError,
@@ -489,8 +489,8 @@ class DeepfakeClient:
             source=str(path),
             fps=float(rate),
             frames=results,
-            summary=summarise(results, aggregation),
-            segments=find_segments(results, 1 / float(rate), aggregation.segment_threshold),
+            summary=summarise(results, aggregation, 1 / float(rate)),
+            segments=sustained_segments(results, 1 / float(rate), aggregation),
             thresholds=aggregation.to_dict(),
             notes=notes,
             model_notice=self.model_notice(model),

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deepfake_client._aggregate import MANIPULATED_SEGMENTS, MANIPULATED_THROUGHOUT, NO_MANIPULATION
 from deepfake_client._exceptions import DeepfakeError
 from deepfake_client._results import VideoAnalysis
+
+# red / amber / green, as on the web page
+VERDICT_COLOURS = {MANIPULATED_THROUGHOUT: "#b3261e", MANIPULATED_SEGMENTS: "#b36b00", NO_MANIPULATION: "#1e7b34"}
 
 
 def plot_timeline(analysis: VideoAnalysis, path: str | Path, threshold: float | None = None) -> Path:
@@ -24,7 +28,7 @@ def plot_timeline(analysis: VideoAnalysis, path: str | Path, threshold: float | 
     figure, axes = plt.subplots(figsize=(10, 3.2), dpi=110)
     for index, segment in enumerate(analysis.segments):
         axes.axvspan(
-            segment.start, segment.end, color="tab:red", alpha=0.15, label="suspicious segment" if index == 0 else None
+            segment.start, segment.end, color="tab:red", alpha=0.15, label="manipulated segment" if index == 0 else None
         )
     axes.plot(
         [f.time for f in answered],
@@ -46,10 +50,9 @@ def plot_timeline(analysis: VideoAnalysis, path: str | Path, threshold: float | 
     axes.set_xlabel("time (s)")
     axes.set_ylabel("P(fake)")
     summary = analysis.summary
-    found = f"; {len(analysis.segments)} suspicious segment(s)" if analysis.segments else ""
     axes.set_title(
-        f"{Path(analysis.source).name}: {summary.verdict} (fake frames {summary.fake_frame_ratio:.0%}, "
-        f"top-{summary.top_k} mean {summary.top_k_mean:.2f}){found}"
+        f"{Path(analysis.source).name}: {summary.verdict}\n{summary.reason}",
+        color=VERDICT_COLOURS.get(summary.verdict, "black"),
     )
     axes.legend(loc="upper right", fontsize=8)
     axes.grid(alpha=0.3)

@@ -88,8 +88,10 @@ class VideoSummary:
     top_k: int
     top_k_mean: float
     confident_score: float
-    verdict: str
+    verdict: str  # _aggregate.VERDICTS: sees partial manipulation
     no_face_frames: int = 0  # face-crop archives: frames without a face (neither real nor fake, not failed)
+    ratio_verdict: str = ""  # the original app's: "likely deepfake" at a fake-frame ratio >= 0.5
+    reason: str = ""  # the verdict in words, e.g. "5.0-10.0 s manipulated, peak 1.00"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

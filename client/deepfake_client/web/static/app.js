@@ -199,11 +199,12 @@ function renderVideo(result, thumbnails) {
   $("video-name").textContent = result.name;
   $("video-verdict").textContent = s.verdict;
   $("video-verdict").dataset.label = s.verdict;
-  const threshold = result.thresholds.fake_ratio_threshold ?? 0.5;
+  const t = result.thresholds;
   $("video-explain").textContent = s.analyzed
-    ? `${s.fake_frames} of ${s.analyzed} analysed frames were called fake (${percent(s.fake_frame_ratio)}); the video is ` +
-      `called likely fake from ${percent(threshold)} on. Suspicious segments mark where frames reach a fake ` +
-      `probability of ${result.thresholds.segment_threshold ?? 0.5} or more.`
+    ? `${s.reason}. A manipulated segment starts at a frame with a fake probability of ${t.segment_threshold} or ` +
+      `more and lasts while frames stay at ${t.segment_low} or more, for at least ${t.min_segment_seconds} s; ` +
+      `${s.fake_frames} of ${s.analyzed} analysed frames were called fake (${percent(s.fake_frame_ratio)}: the original ` +
+      `app's ratio verdict, "${s.ratio_verdict}").`
     : "No frame could be analysed, so there is no verdict.";
   showNotice(result.model_notice || server.notice);
   offerDownload($("video-result"), result.name, result);

@@ -88,7 +88,7 @@ def test_inputs_a_user_tries_get_their_fix(tmp_path: Path):
     (tmp_path / "x.png").write_bytes(image_bytes(fmt="PNG"))
     common = ["--url", f"http://127.0.0.1:{Ports.free().inference}", "--token", "t"]
     folder = detect("image", "photos", *common, cwd=tmp_path)
-    assert folder.returncode == 2 and "is a folder; pass its images" in folder.stderr
+    assert folder.returncode == 2 and "is a folder; scan it: deepfake-detect scan photos" in folder.stderr
     url = detect("image", "https://example.com/face.jpg", *common, cwd=tmp_path)
     assert url.returncode == 2 and "URLs are not fetched" in url.stderr and "https://example.com/face.jpg" in url.stderr
     video_url = detect("video", "https://example.com/clip.mp4", *common, cwd=tmp_path)

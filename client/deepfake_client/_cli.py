@@ -30,10 +30,12 @@ from deepfake_client._config import (
     Timeouts,
     split_urls,
 )
-from deepfake_client._exceptions import DeepfakeError, MalformedAnswerError
+from deepfake_client._exceptions import DeepfakeError, InputError, MalformedAnswerError
+from deepfake_client._media import VIDEO_FORMATS
 from deepfake_client._plot import plot_timeline
 from deepfake_client._progress import ProgressBar
 from deepfake_client._results import ImageResult, Prediction, VideoAnalysis, json_safe
+from deepfake_client._scan import ScanTally, collect, scan, write_csv
 from deepfake_client._video import native_frame_rate, probe_duration
 from deepfake_client.contract import PROTOCOLS
 
@@ -139,9 +141,7 @@ def cmd_image(client: DeepfakeClient, args: argparse.Namespace) -> int:
 
 
 def cmd_video(client: DeepfakeClient, args: argparse.Namespace) -> int:
-    aggregation = AggregationConfig(
-        fake_ratio_threshold=args.fake_ratio_threshold, segment_threshold=args.segment_threshold, top_k=args.top_k
-    )
+    aggregation = _aggregation(args)
     showing = not args.quiet and sys.stderr.isatty()
     duration = probe_duration(args.video) if showing else None
     rate = min(args.fps, native_frame_rate(args.video) or args.fps) if showing else args.fps
@@ -208,6 +208,53 @@ def cmd_health(client: DeepfakeClient, args: argparse.Namespace) -> int:
     else:
         print(f"server: {status}; model {client.config.model}: {'READY' if ready else 'NOT READY'}")
     return EXIT_OK if ready else EXIT_UNAVAILABLE
+
+
+def _aggregation(args: argparse.Namespace) -> AggregationConfig:
+    return AggregationConfig(
+        fake_ratio_threshold=args.fake_ratio_threshold, segment_threshold=args.segment_threshold, top_k=args.top_k
+    )
+
+
+def scan_table(tally: ScanTally, out: Path) -> str:
+    """What a scan found: counts per verdict, then the failures with their reasons."""
+    counts = ", ".join(f"{verdict} {count}" for verdict, count in sorted(tally.verdicts.items())) or "nothing answered"
+    skipped = f", {tally.skipped} skipped (already in {out})" if tally.skipped else ""
+    lines = [f"Scanned {tally.scanned} files ({tally.frames} images and frames analysed){skipped}: {counts}"]
+    if tally.failures:
+        lines.append(f"{len(tally.failures)} failed:")
+        lines += [f"  {path}: {reason}" for path, reason in tally.failures[:20]]
+        if len(tally.failures) > 20:
+            lines.append(f"  ... and {len(tally.failures) - 20} more (see {out})")
+    lines.append(f"Results: {out} (one JSON record per file)")
+    return "\n".join(lines)
+
+
+def cmd_scan(client: DeepfakeClient, args: argparse.Namespace) -> int:
+    files = list(collect(args.paths))
+    if not files:
+        raise InputError(f"no files in {' '.join(args.paths)}")
+    bar = _progress_bar(args, len(files), "files")
+    done = [0]
+
+    def on_file(record: dict) -> None:
+        done[0] += 1
+        bar(done[0])
+
+    try:
+        tally = scan(client, files, args.out, resume=args.resume, fps=args.fps, aggregation=_aggregation(args),
+                     on_file=on_file)  # fmt: skip
+    finally:
+        bar.close()
+    if args.csv:
+        write_csv(args.out, args.csv)
+    if args.json:
+        print(_dump({"scanned": tally.scanned, "skipped": tally.skipped, "frames": tally.frames,
+                     "verdicts": dict(tally.verdicts), "failures": [{"path": p, "error": e} for p, e in tally.failures],
+                     "results": str(args.out)}))  # fmt: skip
+    else:
+        print(scan_table(tally, args.out))
+    return EXIT_INPUT if tally.failures else EXIT_OK
 
 
 def cmd_scale(client: DeepfakeClient, args: argparse.Namespace) -> int:
@@ -301,32 +348,51 @@ def get_parser() -> argparse.ArgumentParser:
     image = commands.add_parser("image", parents=[common], help="classify images")
     image.add_argument("images", nargs="+", help="image files")
     image.set_defaults(run=cmd_image)
-    video = commands.add_parser("video", parents=[common], help="analyse a video at a fixed frame rate")
-    video.add_argument("video", help="video file (.mp4, .mov, .mkv, ...)")
-    video.add_argument(
+    analysis = argparse.ArgumentParser(add_help=False)
+    options = analysis.add_argument_group("video analysis")
+    options.add_argument(
         "--fps",
         type=_positive,
         default=2.0,
         help="frames sampled per second, at most the video's own rate (default %(default)s)",
     )
+    options.add_argument(
+        "--segment-threshold",
+        type=_probability,
+        default=0.5,
+        help="fake probability at which a manipulated segment starts (default %(default)s)",
+    )
+    options.add_argument(
+        "--fake-ratio-threshold",
+        type=_probability,
+        default=0.5,
+        help="fake-frame ratio of the original app's ratio verdict (default %(default)s)",
+    )
+    options.add_argument("--top-k", type=int, default=5, help="frames in the top-k mean (default %(default)s)")
+    video = commands.add_parser("video", parents=[common, analysis], help="analyse a video at a fixed frame rate")
+    video.add_argument("video", help=f"video file ({', '.join(VIDEO_FORMATS)})")
     video.add_argument(
         "--format", choices=["jpeg", "png"], default="jpeg", help="frame encoding on the wire (default %(default)s)"
     )
     video.add_argument("--plot", type=Path, help="write the fake-probability timeline to this PNG")
-    video.add_argument(
-        "--segment-threshold",
-        type=_probability,
-        default=0.5,
-        help="fake probability from which frames form a suspicious segment (default %(default)s)",
-    )
-    video.add_argument(
-        "--fake-ratio-threshold",
-        type=_probability,
-        default=0.5,
-        help="fake-frame ratio from which the video is likely fake (default %(default)s)",
-    )
-    video.add_argument("--top-k", type=int, default=5, help="frames in the top-k mean (default %(default)s)")
     video.set_defaults(run=cmd_video)
+    scan_ = commands.add_parser(
+        "scan",
+        parents=[common, analysis],
+        help="analyse a collection: files, folders and globs of images and videos",
+        description="Every image and video under PATH (folders recursively, globs expanded, files recognised by "
+        "content), many in flight at once; one JSON record per file, written as it is answered. Exit codes: 0 every "
+        "file answered, 2 some files could not be analysed (listed), 3/4/5 the scan stopped (token, server).",
+    )
+    scan_.add_argument("paths", nargs="+", metavar="PATH", help="files, folders or globs ('clips/**/*.mp4')")
+    scan_.add_argument(
+        "--out", type=Path, default=Path("scan.jsonl"), help="JSON Lines results, one per file (default %(default)s)"
+    )
+    scan_.add_argument("--csv", type=Path, help="also write a one-line-per-file CSV summary here")
+    scan_.add_argument(
+        "--resume", action="store_true", help="skip the files --out already records (same path, size and time)"
+    )
+    scan_.set_defaults(run=cmd_scan)
     models = commands.add_parser("models", parents=[common], help="list models with workers and settings")
     models.set_defaults(run=cmd_models)
     health = commands.add_parser("health", parents=[common], help="server health and worker readiness")

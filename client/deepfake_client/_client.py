@@ -389,7 +389,7 @@ class DeepfakeClient:
         except FileNotFoundError:
             raise InputError(f"{path}: no such file") from None
         except IsADirectoryError:
-            raise InputError(f"{path}: is a folder; pass its images (deepfake-detect image {path}/*.jpg)") from None
+            raise InputError(f"{path}: is a folder; scan it: deepfake-detect scan {path}") from None
         except OSError as exc:
             raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 

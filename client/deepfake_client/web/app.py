@@ -43,6 +43,7 @@ from deepfake_client._exceptions import (
     ServerError,
     ServerUnavailableError,
 )
+from deepfake_client._media import IMAGE_FORMATS, SNIFF_BYTES, VIDEO_FORMATS, sniff
 from deepfake_client._results import VideoAnalysis, json_safe
 from deepfake_client._video import SampledFrame, probe_duration
 from deepfake_client.contract import is_no_face
@@ -68,33 +69,6 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 THUMBNAIL_PX = 96
 JOB_TTL_S = 900.0  # a finished job's result stays this long for the page to fetch
 STATIC = Path(__file__).with_name("static")
-
-# First bytes of the formats the page takes; anything else is refused before decoding.
-IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
-
-
-IMAGE_FORMATS = ("JPEG", "PNG", "WebP", "GIF", "BMP", "TIFF")
-VIDEO_FORMATS = ("MP4", "MOV", "MKV", "WebM", "AVI", "FLV", "MPEG", "MPEG-TS")  # what the CLI reads too (FFmpeg)
-SNIFF_BYTES = 192  # an MPEG transport stream is recognised by its second packet's sync byte
-
-
-def sniff(head: bytes) -> tuple[str, str] | None:
-    """("image" | "video", extension) from a file's first bytes; None for anything else."""
-    if head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
-        return "image", ""
-    if head[4:8] == b"ftyp":
-        return "video", ".mp4"
-    if head.startswith(b"\x1aE\xdf\xa3"):
-        return "video", ".mkv"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return "video", ".avi"
-    if head.startswith(b"FLV\x01"):
-        return "video", ".flv"
-    if head.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")):
-        return "video", ".mpg"
-    if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
-        return "video", ".ts"
-    return None
 
 
 def display_name(filename: str | None) -> str:

@@ -28,6 +28,9 @@ JPEG_DRAFT ?=
 CROP ?=
 # TorchServe workers of the archive, sharing the cores; empty = 1 (2 with CROP=face)
 WORKERS ?=
+# MODEL_CARD=card.yaml: what the model is (trained_on, training_images, held_out, intended_use, limits), packed in
+# the archive; make mar fills classes, calibration and the precision check (the demo: everything), "unknown" the rest
+MODEL_CARD ?=
 # FORCE=1: make mar builds the archive even when its inputs (weights, settings, calibration images, code) are unchanged
 FORCE ?=
 # make start: the archives to serve, separated by commas (default: the one MODEL)
@@ -55,7 +58,7 @@ archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $
 	$(if $(TEMPERATURE),--temperature $(TEMPERATURE)) $(foreach f,$(SETTINGS),--settings-file $(f)) \
 	$(if $(PRECISION),--precision $(PRECISION)) $(if $(CALIBRATION_IMAGES),--calibration-images "$(CALIBRATION_IMAGES)") \
 	$(if $(JPEG_DRAFT),--jpeg-draft) $(if $(CROP),--crop $(CROP)) $(if $(WORKERS),--workers $(WORKERS)) \
-	$(if $(FORCE),--force)
+	$(if $(FORCE),--force) $(if $(MODEL_CARD),--model-card "$(MODEL_CARD)")
 comma := ,
 served_models = $(foreach m,$(subst $(comma), ,$(MODELS)),--model $(m))
 

@@ -226,6 +226,48 @@ class ErrorAnswer:
         return cls(status, "", data[:1000] if isinstance(data, str) else "")
 
 
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model is, travelling in its archive: what it was trained on, how it did on held-out data, how
+    it was calibrated and checked, what it is for and where it fails. ``make mar`` fills what it knows (the
+    demo: everything); a user's card file (``MODEL_CARD=card.yaml``) the rest; "unknown" otherwise."""
+
+    trained_on: str = UNKNOWN  # the data: source, kind of images, how they were labelled
+    classes: tuple[str, ...] = ()
+    training_images: int | None = None
+    held_out: dict[str, float] = field(default_factory=dict)  # accuracy, auc, eer, ece (scripts/evaluate.py)
+    calibration: str = UNKNOWN
+    precision_check: str = UNKNOWN
+    intended_use: str = UNKNOWN
+    limits: str = UNKNOWN
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ModelCard:
+        data = _object("the model card", data)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ContractError(f"the model card has unknown fields {', '.join(unknown)}; known: "
+                                f"{', '.join(f.name for f in fields(cls))}")  # fmt: skip
+        values = dict(data)
+        for name in ("trained_on", "calibration", "precision_check", "intended_use", "limits"):
+            if not isinstance(values.get(name, UNKNOWN), str):
+                raise ContractError(f"model card {name} must be a text, got {_kind(values[name])}")
+        if "classes" in values:
+            values["classes"] = tuple(str(c) for c in values["classes"] or ())
+        held_out = _object("model card held_out", values.get("held_out") or {})
+        values["held_out"] = {str(k): _number(f"held_out {k}", v) for k, v in held_out.items()}
+        count = values.get("training_images")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise ContractError(f"model card training_images must be a count, got {_kind(count)}")
+        return cls(**values)
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """What a client needs to know about a served model; the handler builds it from the archive's settings
@@ -244,15 +286,18 @@ class ModelMetadata:
     protocols: tuple[str, ...] = PROTOCOLS
     crop: str = "full"  # "face": the server finds faces itself, so frames must keep their full resolution
     notice: str = ""  # what every answer's reader must be told about the model (e.g. that it is a demo)
+    card: ModelCard = field(default_factory=ModelCard)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "card"}
+        return {**data, "card": self.card.to_json()}
 
     @classmethod
     def from_json(cls, data: Any) -> ModelMetadata:
         """Parse and check published metadata; ContractError when a field is missing or makes no sense."""
         data = _object("the model's metadata", data)
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values["card"] = ModelCard.from_json(values.get("card") or {})
         try:
             for name in ("labels", "mean", "std", "protocols"):
                 if name in values:

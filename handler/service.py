@@ -22,7 +22,7 @@ from PIL import Image
 
 from handler.calibration import predictions_from_logits
 from handler.checkpoint import load_model
-from handler.contract import MAX_IMAGE_PIXELS, ErrorAnswer, FaceAnswer, ModelMetadata, Prediction
+from handler.contract import MAX_IMAGE_PIXELS, ErrorAnswer, FaceAnswer, ModelCard, ModelMetadata, Prediction
 from handler.faces import Face, crop_images, detector_for, no_face_error
 from handler.preprocessing import InvalidImageError, decode_image, to_model_input
 from handler.runtimes import Runtime, TorchRuntime, load_runtime
@@ -30,6 +30,7 @@ from handler.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH_SIZE = 8  # an archive's batchSize (scripts/archive.py) when none is given
+MODEL_CARD_KEY = "model_card"  # where an archive's settings carry its card (scripts/archive.py writes it)
 
 
 class ItemError(ErrorAnswer):
@@ -190,6 +191,7 @@ class DetectorService:
             max_image_pixels=MAX_IMAGE_PIXELS,
             crop=s.crop,
             notice=s.notice,
+            card=ModelCard.from_json(s.extra.get(MODEL_CARD_KEY) or {}),
         )
 
     def describe(self) -> dict[str, Any]:

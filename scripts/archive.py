@@ -28,7 +28,8 @@ import torch
 import yaml
 
 from handler.checkpoint import CheckpointError, load_model, read_state_dict
-from handler.service import DetectorService, settings_from_model_config
+from handler.contract import ContractError, ModelCard
+from handler.service import MODEL_CARD_KEY, DetectorService, settings_from_model_config
 from handler.settings import (
     CROPS,
     DEFAULT_FACE_MARGIN,
@@ -151,6 +152,57 @@ def default_workers(settings: ModelSettings) -> int:
     return DEFAULT_FACE_WORKERS if settings.crop == "face" else DEFAULT_WORKERS
 
 
+def read_card(path: Path) -> dict[str, Any]:
+    """A model card file (YAML or JSON, ModelCard's fields), checked against the contract."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        ModelCard.from_json(data)
+    except (OSError, yaml.YAMLError, ContractError) as exc:
+        raise SettingsError(f"model card {path}: {exc}") from None
+    return data
+
+
+def archive_card(weights: Path, settings: ModelSettings, report: dict[str, Any], given: dict[str, Any]) -> ModelCard:
+    """The card an archive carries: what ``make mar`` knows (classes, calibration, the precision check), a demo
+    build's own record (data, held-out metrics, intended use, limits), then what the user's card file says."""
+    known: dict[str, Any] = {"classes": list(settings.labels)}
+    known["calibration"] = f"temperature {settings.temperature:.4g} (alpha {settings.alpha:.4g})" + (
+        "" if settings.temperature != 1.0 else "; not calibrated (T = 1)"
+    )
+    chosen = report.get("chosen")
+    measured = report.get("agreement", {}).get(chosen)
+    known["precision_check"] = (
+        f"{chosen}: labels agree with fp32 on {measured['label_agreement']:.2%} of {measured['images']} held-out "
+        f"images, mean |fake probability difference| {measured['mean_abs_fake_probability_diff']:.4f}"
+        if measured
+        else f"{chosen}: the checkpoint's own arithmetic (fp32)"
+    )
+    demo = own_demo_images(weights)
+    if demo is not None:
+        known.update(demo_card(demo.parent.parent))
+    return ModelCard.from_json({**known, **given})
+
+
+def demo_card(demo: Path) -> dict[str, Any]:
+    """What the demo's own build recorded (scripts/build_demo.py): its data, its held-out metrics."""
+    card: dict[str, Any] = {
+        "trained_on": "synthetic outdoor scenes from scripts/make_demo_data.py: 'fake' ones have their subject "
+        "re-synthesised with planted generator traces (up-sampling, a checkerboard, a colour/noise mismatch, a seam)",
+        "intended_use": "showing the pipeline end to end: training, calibration, the archive, batched serving, the "
+        "video verdict",
+        "limits": "it detects the synthetic traces make_demo_data plants, not real face swaps: every real photo may "
+        "be called fake; never use it on real media",
+    }
+    manifest, evaluation = demo / "data" / "manifest.json", demo / "evaluation.json"
+    if manifest.is_file():
+        counts = json.loads(manifest.read_text())["images"]["train"]
+        card["training_images"] = sum(counts.values())
+    if evaluation.is_file():
+        images = json.loads(evaluation.read_text()).get("images", {})
+        card["held_out"] = {k: images[k] for k in ("accuracy", "auc", "eer", "ece") if k in images}
+    return card
+
+
 def build_archive(
     weights: Path,
     settings: ModelSettings,
@@ -161,6 +213,7 @@ def build_archive(
     workers: int | None = None,
     precision: str | None = None,
     calibration_images: Path | None = None,
+    model_card: Path | None = None,
 ) -> tuple[Path, ModelSettings]:
     """Validate the checkpoint with the server's own loader, build the runtime for ``precision``
     (None: the verified default), then write ``<model_name>.mar`` (``workers`` None: the crop mode's
@@ -173,9 +226,9 @@ def build_archive(
         if own_images is not None and not settings.notice:  # the demo model: every answer says what it is
             settings = dataclasses.replace(settings, notice=DEMO_NOTICE)
         build = build_runtime(model, settings, Path(tmp), precision, calibration_images, own_images=own_images)
-        settings = dataclasses.replace(
-            settings, precision=build.precision, extra={**settings.extra, "precision_report": build.report}
-        )
+        card = archive_card(weights, settings, build.report, read_card(model_card) if model_card else {})
+        extra = {**settings.extra, "precision_report": build.report, MODEL_CARD_KEY: card.to_json()}
+        settings = dataclasses.replace(settings, precision=build.precision, extra=extra)
         config = model_config(settings, batch_size, max_batch_delay, workers or default_workers(settings))
         return pack_archive(state, config, model_name, export_path, runtime_files=build.files), settings
 
@@ -271,6 +324,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         "agreement with fp32. Default: none (a demo model: its own data)",
     )
     parser.add_argument(
+        "--model-card",
+        type=Path,
+        default=None,
+        help="a YAML or JSON model card (trained_on, training_images, held_out, intended_use, limits, ...) packed "
+        "with the archive; make mar fills classes, calibration and the precision check itself",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="build the archive even when one built from the same inputs (weights, settings, calibration images, "
@@ -290,6 +350,8 @@ def inputs_digest(args: argparse.Namespace, settings: ModelSettings) -> str:
         **{key: getattr(args, key) for key in ("model_name", "batch_size", "max_batch_delay", "workers", "precision")},
     }
     digest.update(json.dumps(options, sort_keys=True, default=str).encode())
+    if args.model_card is not None:
+        digest.update(Path(args.model_card).read_bytes())
     for folder in (args.calibration_images, own_demo_images(args.weights)):
         if folder is not None and Path(folder).is_dir():
             for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
@@ -320,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         path, settings = build_archive(
             args.weights, settings, args.model_name, args.export_path,
             args.batch_size, args.max_batch_delay, args.workers, args.precision, args.calibration_images,
+            args.model_card,
         )  # fmt: skip
     except (CheckpointError, SettingsError, PrecisionError, FileNotFoundError, json.JSONDecodeError) as exc:
         print(f"archive: {exc}", file=sys.stderr)

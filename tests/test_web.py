@@ -291,6 +291,14 @@ def test_the_page_says_what_a_first_time_user_needs(demo_site, browser, demo: Pa
     assert "FLV" in browser.find_element(By.ID, "video-formats").text
     printed = cli(demo_site[1], "image", str(demo / "data" / "samples" / "real.jpg")).stdout  # and the CLI says it too
     assert "Model:               demo model (synthetic scenes): not a detector for real faces" in printed
+    # the model card, in the header and in deepfake-detect models: the demo's says what it detects
+    limits = browser.find_element(By.ID, "card-known-limits").get_attribute("textContent")
+    assert "not real face swaps" in limits
+    assert "synthetic" in browser.find_element(By.ID, "card-trained-on").get_attribute("textContent")
+    held_out = browser.find_element(By.ID, "card-held-out").get_attribute("textContent")
+    assert held_out.startswith("accuracy 0.9"), held_out
+    models = cli(demo_site[1], "models").stdout
+    assert "known limits: it detects the synthetic traces make_demo_data plants, not real face swaps" in models
     # an image: the verdict explained in a sentence, the JSON to download
     browser.find_element(By.ID, "file-input").send_keys(str(demo / "data" / "samples" / "real.jpg"))
     wait.until(shown.visibility_of_element_located((By.ID, "image-result")))

@@ -37,7 +37,7 @@ from deepfake_client._progress import ProgressBar
 from deepfake_client._results import ImageResult, Prediction, VideoAnalysis, json_safe
 from deepfake_client._scan import ScanTally, collect, scan, write_csv
 from deepfake_client._video import native_frame_rate, probe_duration
-from deepfake_client.contract import PROTOCOLS
+from deepfake_client.contract import PROTOCOLS, ContractError, ModelCard
 
 EXIT_OK, EXIT_INPUT, EXIT_UNAVAILABLE = 0, 2, 4
 
@@ -189,6 +189,15 @@ def cmd_models(client: DeepfakeClient, args: argparse.Namespace) -> int:
                     else ""
                 )
             )
+        published = metadata.get("metadata")
+        if isinstance(published, dict) and published.get("card"):
+            try:
+                card = ModelCard.from_json(published["card"])
+            except ContractError as exc:
+                raise MalformedAnswerError(
+                    f"{entry.get('modelName')}: its model card does not fit: {exc}", 200
+                ) from None
+            print(model_card_block(card, str(published.get("notice", ""))))
         if runtime:
             line = f"  runs {runtime.get('precision')} on {runtime.get('engine')}"
             if runtime.get("threads"):
@@ -198,6 +207,22 @@ def cmd_models(client: DeepfakeClient, args: argparse.Namespace) -> int:
                 + (f"; fallback: {runtime['fallback']}" if runtime.get("fallback") else "")
             )
     return EXIT_OK
+
+
+def model_card_block(card: ModelCard, notice: str = "") -> str:
+    """The model card, a line a field ("unknown" where nobody said)."""
+    held_out = ", ".join(f"{k} {v:.4f}" for k, v in card.held_out.items()) or "unknown"
+    images = "unknown" if card.training_images is None else f"{card.training_images} images"
+    return "\n".join(
+        [
+            *([f"  NOTE: {notice}"] if notice else []),
+            f"  model card: trained on {card.trained_on} ({images}; classes {', '.join(card.classes) or 'unknown'})",
+            f"    held-out: {held_out}",
+            f"    calibration: {card.calibration}; precision check: {card.precision_check}",
+            f"    intended use: {card.intended_use}",
+            f"    known limits: {card.limits}",
+        ]
+    )
 
 
 def cmd_health(client: DeepfakeClient, args: argparse.Namespace) -> int:

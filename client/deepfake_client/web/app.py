@@ -248,6 +248,7 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
             model=client.config.model,
             upload_limit_mb=limit_mb,
             notice=client.model_notice(),
+            card=metadata.card.to_json() if (metadata := client.metadata()) else None,
             image_formats=IMAGE_FORMATS,
             video_formats=VIDEO_FORMATS,
         )

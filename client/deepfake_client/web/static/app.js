@@ -42,6 +42,28 @@ function showNotice(notice) {
   }
 }
 
+function showCard(card) {
+  if (!card) return;
+  const fields = $("model-card-fields");
+  fields.replaceChildren();
+  const heldOut = Object.entries(card.held_out || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") || "unknown";
+  const rows = [
+    ["Trained on", card.trained_on], ["Training images", card.training_images ?? "unknown"],
+    ["Classes", (card.classes || []).join(", ") || "unknown"], ["Held-out", heldOut],
+    ["Calibration", card.calibration], ["Precision check", card.precision_check],
+    ["Intended use", card.intended_use], ["Known limits", card.limits],
+  ];
+  for (const [name, value] of rows) {
+    const term = document.createElement("dt");
+    term.textContent = name;
+    const detail = document.createElement("dd");
+    detail.textContent = value;
+    detail.id = `card-${name.toLowerCase().replaceAll(" ", "-")}`;
+    fields.append(term, detail);
+  }
+  $("model-card").hidden = false;
+}
+
 function offerDownload(section, name, data) {
   const button = section.querySelector("button.download");
   button.onclick = () => {
@@ -65,6 +87,7 @@ async function checkServer() {
       if (data.image_formats) $("image-formats").textContent = data.image_formats.join(", ");
       if (data.video_formats) $("video-formats").textContent = data.video_formats.join(", ");
       showNotice(server.notice);
+      showCard(data.card);
     } else {
       $("server-status").textContent = data.message;
       $("server-status").className = "status down";

@@ -34,6 +34,7 @@ from deepfake_client import (
     top_k_mean,
 )
 from deepfake_client._aggregate import (
+    LIKELY_DEEPFAKE,
     MANIPULATED_SEGMENTS,
     MANIPULATED_THROUGHOUT,
     AggregationConfig,
@@ -187,10 +188,11 @@ def evaluate(
 
 # --- the video verdict on partly manipulated videos -----------------------------------------------------------
 # The grid the rule's constants are chosen from (scripts/evaluate.py --tune; AggregationConfig's defaults).
+# Minimum durations from 1 s: at 2 fps one sampled frame stands for 0.5 s, and a one-frame blip must never count.
 VERDICT_GRID = {
     "segment_threshold": (0.5, 0.6, 0.7, 0.8, 0.9),
     "segment_low": (0.2, 0.35, 0.5),
-    "min_segment_seconds": (0.5, 1.0, 1.5, 2.0),
+    "min_segment_seconds": (1.0, 1.5, 2.0),
 }
 
 
@@ -222,8 +224,14 @@ def verdict_metrics(
         segments = sustained_segments(frames, 1 / fps, config)
         span = spans[path]
         flagged = summary.verdict in (MANIPULATED_SEGMENTS, MANIPULATED_THROUGHOUT)
-        entry: dict[str, Any] = {"span": span, "verdict": summary.verdict, "reason": summary.reason,
-                                 "correct": flagged == (span is not None)}  # fmt: skip
+        entry: dict[str, Any] = {
+            "span": span,
+            "verdict": summary.verdict,
+            "reason": summary.reason,
+            "correct": flagged == (span is not None),
+            "ratio_verdict": summary.ratio_verdict,
+            "ratio_correct": (summary.ratio_verdict == LIKELY_DEEPFAKE) == (span is not None),
+        }
         if span is not None:
             inter = _overlap(segments, span)
             union = sum(s.end - s.start for s in segments) + (span[1] - span[0]) - inter
@@ -234,6 +242,7 @@ def verdict_metrics(
     return {
         "videos": len(per_video),
         "accuracy": sum(v["correct"] for v in per_video.values()) / max(1, len(per_video)),
+        "ratio_verdict_accuracy": sum(v["ratio_correct"] for v in per_video.values()) / max(1, len(per_video)),
         "mean_iou": sum(ious) / len(ious) if ious else float("nan"),
         "false_alarm_rate": sum(not v["correct"] for v in clean) / len(clean) if clean else float("nan"),
         "rule": {key: getattr(config, key) for key in VERDICT_GRID},
@@ -244,15 +253,16 @@ def verdict_metrics(
 def tune_verdict(
     frames_by_video: dict[Path, list[FrameResult]], spans: dict[Path, tuple[float, float] | None], fps: float
 ) -> AggregationConfig:
-    """The grid's rule with the fewest false alarms, then the best accuracy, then the best IoU; ties go to the
-    more conservative rule (higher thresholds, longer minimum)."""
+    """The grid's rule with the fewest false alarms, then the best accuracy, then the best IoU; among rules tied on
+    those, the shortest minimum duration (the shortest manipulation still found), then the highest floor and
+    threshold (the fewest blips turned into segments)."""
     best: tuple | None = None
     for threshold in VERDICT_GRID["segment_threshold"]:
         for low in VERDICT_GRID["segment_low"]:
             for shortest in VERDICT_GRID["min_segment_seconds"]:
                 config = AggregationConfig(segment_threshold=threshold, segment_low=low, min_segment_seconds=shortest)
                 m = verdict_metrics(frames_by_video, spans, fps, config)
-                key = (-m["false_alarm_rate"], m["accuracy"], round(m["mean_iou"], 3), threshold, shortest, low)
+                key = (-m["false_alarm_rate"], m["accuracy"], round(m["mean_iou"], 3), -shortest, low, threshold)
                 if best is None or key > best[0]:
                     best = (key, config)
     assert best is not None
@@ -281,7 +291,8 @@ def format_report(report: dict[str, Any]) -> str:
         rule = ", ".join(f"{k} {v:g}" for k, v in r["rule"].items())
         lines.append(
             f"Video verdict ({r['videos']} partly manipulated and clean videos from {r['folder']}; rule {rule}): "
-            f"accuracy {r['accuracy']:.4f}  segment IoU {r['mean_iou']:.4f}  false alarms {r['false_alarm_rate']:.4f}"
+            f"accuracy {r['accuracy']:.4f}  segment IoU {r['mean_iou']:.4f}  false alarms {r['false_alarm_rate']:.4f}  "
+            f"(the original ratio verdict: accuracy {r.get('ratio_verdict_accuracy', float('nan')):.4f})"
         )
     return "\n".join(lines)
 

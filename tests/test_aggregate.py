@@ -40,7 +40,8 @@ def test_summary_numbers_by_hand():
     assert s.fake_frames == 5  # 0.7, 0.9, 0.8, 0.6, 0.95
     assert s.fake_frame_ratio == pytest.approx(5 / 9)
     assert s.ratio_verdict == "likely deepfake"  # 5/9 >= 0.5
-    assert s.verdict == "manipulated segments found"  # 1.0-2.5 s and 3.5-5.0 s (0.4 stays >= 0.35): 6 of 9 frames
+    # sustained (opens at >= 0.9, stays >= 0.5, lasts >= 1 s): frames 3-4 only; 0.95 alone is a 0.5 s blip
+    assert s.verdict == "manipulated segments found" and s.reason == "1.5-2.5 s manipulated, peak 0.90"
     assert s.mean_adjusted_confidence == pytest.approx((0.5 + 0.6 + 0.7 + 0.8 + 0.9 + 0.5 + 0.6 + 0.7 + 0.6) / 9)
     assert s.mean_fake_probability == pytest.approx(sum(answered) / 9)
     assert (s.top_k, s.top_k_mean) == (3, pytest.approx((0.95 + 0.9 + 0.8) / 3))
@@ -125,9 +126,9 @@ def test_a_one_frame_blip_is_no_segment_and_a_sustained_one_is():
 
 
 def test_hysteresis_keeps_a_segment_through_a_dip_and_throughout_covers_the_video():
-    dip = [frame(i, p) for i, p in enumerate([0.1, 0.8, 0.4, 0.9, 0.1, 0.1])]
-    assert [(s.start, s.end) for s in sustained_segments(dip, 0.5)] == [(0.5, 2.0)]  # 0.4 >= segment_low 0.35
-    assert sustained_segments(dip, 0.5, AggregationConfig(segment_low=0.5)) == []  # split into 0.5 s blips
+    dip = [frame(i, p) for i, p in enumerate([0.1, 0.95, 0.6, 0.9, 0.1, 0.1])]
+    assert [(s.start, s.end) for s in sustained_segments(dip, 0.5)] == [(0.5, 2.0)]  # 0.6 >= segment_low 0.5
+    assert sustained_segments(dip, 0.5, AggregationConfig(segment_low=0.9)) == []  # split into 0.5 s blips
     everywhere = [frame(i, 0.9) for i in range(10)]
     s = summarise(everywhere)
     assert s.verdict == "manipulated throughout" and s.reason == "100% of the analysed frames manipulated, peak 0.90"
@@ -145,7 +146,7 @@ def test_the_verdicts_metrics_and_tuning_by_hand():
 
     frames = {
         Path("partial.mp4"): video([0.1, 0.1, 0.9, 0.9, 0.9, 0.9, 0.1, 0.1]),  # found 1.0-3.0 s
-        Path("blip.mp4"): video([0.1, 0.75, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]),  # a clean clip with a 0.5 s blip
+        Path("blip.mp4"): video([0.1, 0.95, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]),  # a clean clip with a 0.5 s blip
     }
     spans = {Path("partial.mp4"): (1.0, 2.5), Path("blip.mp4"): None}
     m = verdict_metrics(frames, spans, fps=2.0)

@@ -76,7 +76,7 @@ def test_one_oip_request_may_carry_several_images_as_bytes_and_pixels(server: Se
     ("inputs", "status", "message"),
     [
         ([{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [0.5, 0.5, 0.5]}], 400, "datatype 'FP32'"),
-        ([{"name": "x", "datatype": "UINT8", "shape": [2, 2, 3], "data": [1, 2]}], 400, "needs 12 values"),
+        ([{"name": "x", "datatype": "UINT8", "shape": [2, 2, 3], "data": [1, 2]}], 400, "needs 12 elements"),
         ([{"name": "x", "datatype": "UINT8", "shape": [9000, 9000, 3], "data": []}], 413, "image too large"),
         ([{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["bm90IGFuIGltYWdl"]}], 400, "not a recognised"),
         ([], 400, "without inputs"),

@@ -31,7 +31,7 @@ NO_VERDICT = "no verdict (no frame could be analysed)"
 @dataclass(frozen=True)
 class AggregationConfig:
     fake_ratio_threshold: float = 0.5  # the original app: ratio >= 0.5 -> likely deepfake
-    segment_threshold: float = 0.5  # frames at or above this fake probability form segments
+    segment_threshold: float = 0.9  # a manipulated segment opens at a frame with this fake probability or more
     top_k: int = 5
     confident_threshold: float = 0.8  # DFDC winner: "confident fake" frames score above this
     confident_divisor: float = 2.5  # ... and there must be more than len // 2.5 of them
@@ -40,8 +40,8 @@ class AggregationConfig:
     real_min_fraction: float = 0.9  # ... and must be more than 90% of frames
     # Sustained segments (hysteresis): a segment opens at a frame >= segment_threshold, goes on while frames stay
     # >= segment_low, and counts when it lasts >= min_segment_seconds, so one-frame blips do not count. Chosen by
-    # measurement on generated partly manipulated and real videos (scripts/evaluate.py --tune, README).
-    segment_low: float = 0.35
+    # measurement on generated partly manipulated and clean videos (scripts/evaluate.py --tune, README).
+    segment_low: float = 0.5
     min_segment_seconds: float = 1.0
     throughout_fraction: float = 0.8  # segments covering this share of the analysed time: manipulated throughout
     min_frames: int = 4  # fewer analysed frames: "not enough frames"

@@ -40,6 +40,7 @@ from deepfake_client._video import native_frame_rate, probe_duration
 from deepfake_client.contract import PROTOCOLS, ContractError, ModelCard
 
 EXIT_OK, EXIT_INPUT, EXIT_UNAVAILABLE = 0, 2, 4
+DEFAULT_AGGREGATION = AggregationConfig()  # the CLI's defaults are the library's
 
 
 def _fmt(value: float) -> str:
@@ -384,16 +385,18 @@ def get_parser() -> argparse.ArgumentParser:
     options.add_argument(
         "--segment-threshold",
         type=_probability,
-        default=0.5,
+        default=DEFAULT_AGGREGATION.segment_threshold,
         help="fake probability at which a manipulated segment starts (default %(default)s)",
     )
     options.add_argument(
         "--fake-ratio-threshold",
         type=_probability,
-        default=0.5,
+        default=DEFAULT_AGGREGATION.fake_ratio_threshold,
         help="fake-frame ratio of the original app's ratio verdict (default %(default)s)",
     )
-    options.add_argument("--top-k", type=int, default=5, help="frames in the top-k mean (default %(default)s)")
+    options.add_argument(
+        "--top-k", type=int, default=DEFAULT_AGGREGATION.top_k, help="frames in the top-k mean (default %(default)s)"
+    )
     video = commands.add_parser("video", parents=[common, analysis], help="analyse a video at a fixed frame rate")
     video.add_argument("video", help=f"video file ({', '.join(VIDEO_FORMATS)})")
     video.add_argument(

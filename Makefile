@@ -137,8 +137,7 @@ else
 	$(PY) -m scripts.make_demo_data --out $(DEMO)/data --samples-only
 	$(PY) -m scripts.archive --weights "$(WEIGHTS)" --model-name $(MODEL) $(archive_flags)
 endif
-	@$(PY) -m scripts.serve stop >/dev/null
-	$(PY) -m scripts.serve start --model $(MODEL)
+	$(PY) -m scripts.serve restart --model $(MODEL)
 	$(DETECT) image --model $(MODEL) $(IMAGES)
 	$(DETECT) video --model $(MODEL) $(VIDEO) --plot $(TIMELINE)
 	@echo

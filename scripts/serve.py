@@ -36,6 +36,7 @@ DEFAULT_CONFIG = REPO_ROOT / "config.properties"
 DEFAULT_RUNTIME = REPO_ROOT / "runtime"
 DEFAULT_STORE = REPO_ROOT / "model_store"
 PID_FILE = ".model_server.pid"  # TorchServe writes it in $TMPDIR
+SERVED_FILE = "served.json"  # what a start served (archives and configuration as files), for restart
 CRASH_MARKER = "Backend worker process died"
 CRASHES_BEFORE_GIVING_UP = 3
 
@@ -295,6 +296,7 @@ class TorchServe:
         for path in (self.log_dir, self.tmp_dir):
             path.mkdir(parents=True, exist_ok=True)
         self.key_file.unlink(missing_ok=True)
+        (self.runtime_dir / SERVED_FILE).write_text(json.dumps(self.served_inputs()))  # before TorchServe reads them
         config = self.runtime_dir / "config.properties"
         config.write_text(self.rendered_config())
         command = self.command(config)
@@ -329,6 +331,25 @@ class TorchServe:
     def auth_headers(self, kind: str) -> dict[str, str]:
         """The Authorization header for a ``kind`` key, none when token authorization is off."""
         return {"Authorization": f"Bearer {self.keys()[kind]}"} if self.token_auth else {}
+
+    def served_inputs(self) -> dict[str, list]:
+        """What this instance serves, as files on disk: each archive's and the configuration's size and time."""
+        paths = {**{name: self.model_store / archive for name, archive in self.models.items()}, "": self.config_file}
+        return {name: [str(path), path.stat().st_size, path.stat().st_mtime_ns] for name, path in paths.items()}
+
+    def serves_current(self) -> bool:
+        """Whether a TorchServe from this runtime folder already serves these archives as they are now (the
+        files it was started with, recorded at start, unchanged) with every worker READY: a repeat `make run`
+        then keeps it instead of paying a restart."""
+        if self.pid() is None:
+            return False
+        try:
+            recorded = json.loads((self.runtime_dir / SERVED_FILE).read_text())
+            return recorded == self.served_inputs() and all(
+                (statuses := self.worker_statuses(model)) and set(statuses) == {"READY"} for model in self.models
+            )
+        except (OSError, ValueError, requests.RequestException):
+            return False
 
     def worker_statuses(self, model: str) -> list[str]:
         response = requests.get(
@@ -394,7 +415,7 @@ class TorchServe:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["start", "stop", "status", "java"])
+    parser.add_argument("action", choices=["start", "restart", "stop", "status", "java"])
     parser.add_argument("--model", action="append", default=[], help="name[=archive.mar] (default deepfake)")
     parser.add_argument("--runtime-dir", type=Path, default=DEFAULT_RUNTIME)
     parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE)
@@ -419,6 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "java":
             home = ensure_java()
             print(f"Java for TorchServe: {Path(home) / 'bin' / 'java' if home else shutil.which('java')}")
+        elif args.action == "restart":  # make run: stop and start, unless it already serves these archives
+            if server.serves_current():
+                print(f"TorchServe already serves {', '.join(models)} as built (unchanged since it started): kept")
+            else:
+                server.stop()
+                server.start(args.timeout)
+                print(f"TorchServe ready: {', '.join(models)} READY")
         elif args.action == "stop":
             print("TorchServe stopped" if server.stop() else "TorchServe was not running")
         else:

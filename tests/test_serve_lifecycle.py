@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import torch
 from handler.settings import ModelSettings
 from scripts.archive import build_archive, pack_archive
 from scripts.serve import Ports, ServeError, TorchServe, ensure_java, find_java_home, observed_batches, render_config
-from tests.conftest import constant_checkpoint
+from tests.conftest import REPO_ROOT, constant_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,5 +121,26 @@ def test_without_java_make_setup_installs_one_into_the_venv_and_start_uses_it(tm
         frontend = psutil.Process(server.pid())
         assert Path(frontend.exe()).resolve().is_relative_to(Path(home).resolve()), frontend.exe()
         assert server.worker_statuses("deepfake") == ["READY"]
+    finally:
+        server.stop()
+
+
+def test_restart_keeps_a_server_that_serves_the_archive_as_built(tmp_path: Path):
+    """What a repeat `make run` does: the running TorchServe is kept while its archive is unchanged."""
+    server = constant_model_server(tmp_path)
+    config = tmp_path / "config.properties"  # the project's configuration on this test's free ports
+    config.write_text(render_config((REPO_ROOT / "config.properties").read_text(), server.ports, REPO_ROOT))
+    server = TorchServe(tmp_path / "rt", tmp_path / "store", config_file=config)
+    server.start(timeout=120)
+    try:
+        first = server.pid()
+        assert server.serves_current()
+        command = [sys.executable, "-m", "scripts.serve", "restart", "--runtime-dir", str(tmp_path / "rt"),
+                   "--model-store", str(tmp_path / "store"), "--config", str(config)]  # fmt: skip
+        kept = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert kept.returncode == 0 and "kept" in kept.stdout and server.pid() == first, kept.stderr
+        archive = tmp_path / "store" / "deepfake.mar"
+        os.utime(archive)  # rebuilt after the server started
+        assert not server.serves_current()
     finally:
         server.stop()

@@ -81,6 +81,15 @@ def test_fps_above_the_videos_own_rate_is_capped(server: Server, tmp_path: Path)
     assert analysis["fps"] == 10 and len(analysis["frames"]) == 100  # every frame once, not 10,000 samples
     assert [f["frame_number"] for f in analysis["frames"]] == list(range(100))
     assert analysis["notes"] and "every frame once" in analysis["notes"][0]
+    tuned = cli(server.ts, "video", str(video), "--json", "--segment-threshold", "0.2", "--segment-low", "0.1",
+                "--min-segment-seconds", "3", "--fake-ratio-threshold", "0.4", "--top-k", "3")  # fmt: skip
+    thresholds = json.loads(tuned.stdout)["thresholds"]
+    assert (thresholds["segment_threshold"], thresholds["segment_low"], thresholds["min_segment_seconds"]) == (
+        0.2,
+        0.1,
+        3,
+    )
+    assert thresholds["fake_ratio_threshold"] == 0.4 and thresholds["top_k"] == 3
 
 
 def test_inputs_a_user_tries_get_their_fix(tmp_path: Path):

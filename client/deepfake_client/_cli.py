@@ -238,7 +238,11 @@ def cmd_health(client: DeepfakeClient, args: argparse.Namespace) -> int:
 
 def _aggregation(args: argparse.Namespace) -> AggregationConfig:
     return AggregationConfig(
-        fake_ratio_threshold=args.fake_ratio_threshold, segment_threshold=args.segment_threshold, top_k=args.top_k
+        fake_ratio_threshold=args.fake_ratio_threshold,
+        segment_threshold=args.segment_threshold,
+        segment_low=args.segment_low,
+        min_segment_seconds=args.min_segment_seconds,
+        top_k=args.top_k,
     )
 
 
@@ -387,6 +391,18 @@ def get_parser() -> argparse.ArgumentParser:
         type=_probability,
         default=DEFAULT_AGGREGATION.segment_threshold,
         help="fake probability at which a manipulated segment starts (default %(default)s)",
+    )
+    options.add_argument(
+        "--segment-low",
+        type=_probability,
+        default=DEFAULT_AGGREGATION.segment_low,
+        help="a manipulated segment goes on while frames stay at this fake probability or more (default %(default)s)",
+    )
+    options.add_argument(
+        "--min-segment-seconds",
+        type=float,
+        default=DEFAULT_AGGREGATION.min_segment_seconds,
+        help="the shortest manipulated segment that counts (default %(default)s)",
     )
     options.add_argument(
         "--fake-ratio-threshold",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from deepfake_client import DeepfakeClient, InputRejectedError
-from deepfake_client.contract import ModelMetadata, Prediction, oip_request, predictions_from_oip
+from deepfake_client.contract import ModelCard, ModelMetadata, Prediction, oip_request, predictions_from_oip
 from handler.preprocessing import decode_image
 from handler.telemetry import DECLARED
 from scripts.loadtest import distinct_images
@@ -118,7 +119,8 @@ def test_server_answers_and_client_types_agree_in_both_formats(server: Server):
             oip_client.predict_image(b"not an image")
         assert info.value.status == 400
     settings = server.models["r34_half"].settings
-    assert metadata == ModelMetadata(
+    assert metadata.card.classes == settings.labels and metadata.card.trained_on == "unknown"  # no card file given
+    assert dataclasses.replace(metadata, card=ModelCard()) == ModelMetadata(
         input_size=224, labels=settings.labels, fake_label=settings.fake_label, mean=settings.mean, std=settings.std,
         precision="fp32", arch="resnet34", temperature=settings.temperature, alpha=settings.alpha,
     )  # fmt: skip
@@ -135,7 +137,7 @@ def test_cli_gives_the_same_verdicts_over_oip(server: Server, tmp_path: Path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
     refused = cli(server.ts, "image", "--protocol", "oip", str(broken))
-    assert refused.returncode == 2 and "not a recognised image format" in refused.stdout
+    assert refused.returncode == 2 and "not a recognised image format" in refused.stderr  # errors on stderr
 
 
 # --- metrics ------------------------------------------------------------------------------------------

@@ -69,7 +69,10 @@ def test_each_archive_runs_the_mode_it_was_built_for(server: Server):
         if workers > 1:  # the workers share the cores instead of each taking all of them
             assert threads == max(1, available_cores() // workers)
     report = server.models["deepfake"].settings.extra["precision_report"]
-    assert report["chosen"] == "int8" and report["agreement"]["int8"]["passes"]  # the default, verified
+    measured = report["agreement"]["int8"]  # named, so kept; checked against fp32 and recorded
+    assert report["chosen"] == "int8" and report["explicit"] and measured["label_agreement"] >= 0.99
+    # a random ResNet gives nearly every image one class: agreement is then not claimed (test_runtimes.py)
+    assert not (measured["passes"] and measured["degenerate"])
 
 
 def test_constant_model_answer_is_exact(server: Server):

@@ -59,7 +59,8 @@ def describe(value: Any, limit: int = 60) -> str:
 
 def _names(names: Any, most: int = 8) -> str:
     """Field names for a message: sorted, each cut short, at most ``most`` of them."""
-    listed = sorted(str(name)[:30] for name in list(names)[: most + 1])
+    printable = ("".join(c if c.isprintable() else "?" for c in str(name)[:30]) for name in list(names)[: most + 1])
+    listed = sorted(printable)
     return ", ".join(listed[:most]) + (", ..." if len(listed) > most else "")
 
 
@@ -101,6 +102,8 @@ def _check_not_broken_json(payload: bytes, content_type: str | None) -> bytes:
     if content_type and "json" in content_type.lower() and payload.lstrip()[:1] in (b"{", b"[", b'"'):
         try:
             parse_json(payload)
+        except OverBudgetError:
+            raise
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidRequestError(f"malformed JSON body ({str(exc)[:120]})") from None
     return payload

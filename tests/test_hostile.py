@@ -96,6 +96,7 @@ def test_json_nested_past_any_limit_is_a_400_not_a_recursion_error(endpoint):
     payload = b'{"image": ' + deep_json(100_000) + b"}"
     request = refused({"body": bytearray(payload)}, endpoint, {"body": "application/json"})
     assert request.error.code == 400 and "MAX_JSON_DEPTH" in request.error.message
+    assert request.error.type == "OverBudget" and not request.error.message.startswith("malformed")
     assert request.protocol == (OIP if endpoint == OIP else NATIVE)
 
 
@@ -114,6 +115,8 @@ def test_several_files_in_one_multipart_request_are_refused():
     first, second = image_bytes(), image_bytes((10, 10, 10))
     request = refused({"a": bytearray(first), "b": bytearray(second)}, NATIVE)
     assert request.error.code == 400 and "2 files in one request (a, b)" in request.error.message
+    binary = refused({"\x89PNG\x00": bytearray(first), "x\x07": bytearray(second)}, NATIVE)
+    assert "(?PNG?, x?)" in binary.error.message  # names are shown, never control characters
     one = decode_request({"file": bytearray(first), "note": "text fields are not files"}, endpoint=NATIVE)
     assert one.images == [first]
 

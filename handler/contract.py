@@ -64,7 +64,7 @@ class ContractError(ValueError):
 
 def _number(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ContractError(f"{name} must be a finite number, got {_kind(value)}")
+        raise ContractError(f"{name} must be a finite number, got {describe(value)}")
     if not low <= value <= high:
         raise ContractError(f"{name} must lie in [{low:g}, {high:g}], got {value!r}")
     return float(value)
@@ -77,24 +77,33 @@ def _positive(name: str, value: Any) -> float:
     return number
 
 
-def _kind(value: Any) -> str:
-    """What a value is, for a message: never its (possibly huge) content."""
+def describe(value: Any, limit: int = 60) -> str:
+    """A short description of a value from the other side, safe to put in a message: never the whole value
+    (a message must stay small) and never a recursive repr (a value may be nested thousands deep). Used by
+    the server for requests (handler.wire) and by the client for answers."""
     if isinstance(value, str):
-        return repr(value[:40]) + ("..." if len(value) > 40 else "")
-    return (
-        "null" if value is None else f"a {type(value).__name__}" if not isinstance(value, (int, float)) else repr(value)
-    )
+        return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
+    if isinstance(value, (bool, int, float)) or value is None:
+        text = repr(value)
+        return text if len(text) <= limit else text[:limit] + "..."
+    if isinstance(value, (bytes, bytearray)):
+        return f"{len(value)} bytes"
+    if isinstance(value, Mapping):
+        return f"an object of {len(value)} fields"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    return f"a {type(value).__name__}"
 
 
 def _row(name: str, value: Any, length: int) -> list[float]:
     if not isinstance(value, list) or len(value) != length:
-        raise ContractError(f"{name} must be a list of {length} numbers, got {_kind(value)}")
+        raise ContractError(f"{name} must be a list of {length} numbers, got {describe(value)}")
     return [_number(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
 
 def _object(name: str, value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise ContractError(f"{name} must be a JSON object, got {_kind(value)}")
+        raise ContractError(f"{name} must be a JSON object, got {describe(value)}")
     return value
 
 
@@ -134,15 +143,15 @@ class Prediction:
             raise ContractError(f"the answer has no {', '.join(missing)}")
         label, index = data["label"], data["class_index"]
         if not isinstance(label, str) or not label:
-            raise ContractError(f"label must be a text, got {_kind(label)}")
+            raise ContractError(f"label must be a text, got {describe(label)}")
         if isinstance(index, bool) or index not in (0, 1):
-            raise ContractError(f"class_index must be 0 or 1, got {_kind(index)}")
+            raise ContractError(f"class_index must be 0 or 1, got {describe(index)}")
         probabilities = _object("probabilities", data["probabilities"])
         if len(probabilities) != 2 or not all(isinstance(k, str) for k in probabilities):
             raise ContractError(f"probabilities must name 2 labels, got {len(probabilities)} entries")
         faces = data.get("faces")
         if faces is not None and not isinstance(faces, list):
-            raise ContractError(f"faces must be a list or null, got {_kind(faces)}")
+            raise ContractError(f"faces must be a list or null, got {describe(faces)}")
         return cls(
             label=label,
             class_index=index,
@@ -257,14 +266,14 @@ class ModelCard:
         values = dict(data)
         for name in ("trained_on", "calibration", "precision_check", "intended_use", "limits"):
             if not isinstance(values.get(name, UNKNOWN), str):
-                raise ContractError(f"model card {name} must be a text, got {_kind(values[name])}")
+                raise ContractError(f"model card {name} must be a text, got {describe(values[name])}")
         if "classes" in values:
             values["classes"] = tuple(str(c) for c in values["classes"] or ())
         held_out = _object("model card held_out", values.get("held_out") or {})
         values["held_out"] = {str(k): _number(f"held_out {k}", v) for k, v in held_out.items()}
         count = values.get("training_images")
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
-            raise ContractError(f"model card training_images must be a count, got {_kind(count)}")
+            raise ContractError(f"model card training_images must be a count, got {describe(count)}")
         return cls(**values)
 
 
@@ -307,11 +316,11 @@ class ModelMetadata:
             raise ContractError(f"the model's metadata does not fit: {exc}") from None
         size = metadata.input_size
         if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 4096:
-            raise ContractError(f"input_size must be a whole number of pixels from 16 to 4096, got {_kind(size)}")
+            raise ContractError(f"input_size must be a whole number of pixels from 16 to 4096, got {describe(size)}")
         if not isinstance(metadata.crop, str) or len(metadata.labels) != 2:
             raise ContractError("the model's metadata needs a crop mode and two labels")
         if not isinstance(metadata.notice, str):
-            raise ContractError(f"notice must be a text, got {_kind(metadata.notice)}")
+            raise ContractError(f"notice must be a text, got {describe(metadata.notice)}")
         return metadata
 
 

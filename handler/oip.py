@@ -25,9 +25,10 @@ from handler.contract import (
     MAX_JSON_DEPTH,
     MAX_REQUEST_PIXELS,
     OIP_DATATYPES,
+    describe,
 )
 from handler.preprocessing import InvalidImageError, check_pixel_count, declared_pixels, image_from_array
-from handler.wire import InvalidRequestError, OverBudgetError, decode_base64, describe, parse_json, too_deep
+from handler.wire import InvalidRequestError, OverBudgetError, decode_base64, parse_json, too_deep
 
 OIP_BODY_HINT = 'send a JSON object {"inputs": [{"name", "datatype", "shape", "data"}]}'
 

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from handler.contract import BATCH_BUDGET_ERROR_TYPE, BUDGET_ERROR_TYPE, MAX_JSON_DEPTH
+from handler.contract import BATCH_BUDGET_ERROR_TYPE, BUDGET_ERROR_TYPE, MAX_JSON_DEPTH, describe
 from handler.preprocessing import InvalidImageError
 
 
@@ -38,23 +38,6 @@ class BatchFullError(InvalidImageError):
 
     status = 503
     error_type = BATCH_BUDGET_ERROR_TYPE
-
-
-def describe(value: Any, limit: int = 60) -> str:
-    """A short description of a value from a request, safe to put in an answer: never the whole value
-    (an answer must stay small) and never a recursive repr (a value may be nested thousands deep)."""
-    if isinstance(value, str):
-        return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
-    if isinstance(value, (bool, int, float)) or value is None:
-        text = repr(value)
-        return text if len(text) <= limit else text[:limit] + "..."
-    if isinstance(value, (bytes, bytearray)):
-        return f"{len(value)} bytes"
-    if isinstance(value, Mapping):
-        return f"an object of {len(value)} fields"
-    if isinstance(value, list):
-        return f"a list of {len(value)} items"
-    return f"a {type(value).__name__}"
 
 
 def _names(names: Any, most: int = 8) -> str:

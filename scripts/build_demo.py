@@ -57,7 +57,7 @@ def timeline(weights: Path, video: Path, fps: float = 2.0) -> dict:
     frames = in_process(weights).video_frames(video, fps)
     config = AggregationConfig()
     segments = sustained_segments(frames, 1 / fps, config)
-    summary = summarise(frames, config, 1 / fps)
+    summary = summarise(frames, config, 1 / fps, segments)
     probs = [f.prediction.fake_probability for f in frames]  # type: ignore[union-attr]
     return {
         "fps": fps,

@@ -220,8 +220,8 @@ def verdict_metrics(
     config = config or AggregationConfig()
     per_video, ious = {}, []
     for path, frames in frames_by_video.items():
-        summary = summarise(frames, config, 1 / fps)
         segments = sustained_segments(frames, 1 / fps, config)
+        summary = summarise(frames, config, 1 / fps, segments)
         span = spans[path]
         flagged = summary.verdict in (MANIPULATED_SEGMENTS, MANIPULATED_THROUGHOUT)
         entry: dict[str, Any] = {

@@ -82,14 +82,18 @@ def sustained_segments(
 
 
 def video_verdict(
-    frames: Sequence[FrameResult], frame_interval: float, config: AggregationConfig = AggregationConfig()
+    frames: Sequence[FrameResult],
+    frame_interval: float,
+    config: AggregationConfig = AggregationConfig(),
+    segments: Sequence[Segment] | None = None,
 ) -> tuple[str, str]:
     """(verdict, reason in words): manipulated throughout, manipulated segments found (named), no manipulation
-    found, or not enough frames."""
+    found, or not enough frames. ``segments``: the sustained segments, when the caller has them already."""
     analysed = [f for f in frames if f.prediction is not None]
     if len(analysed) < config.min_frames:
         return NOT_ENOUGH_FRAMES, f"{len(analysed)} frames analysed, at least {config.min_frames} are needed"
-    segments = sustained_segments(frames, frame_interval, config)
+    if segments is None:
+        segments = sustained_segments(frames, frame_interval, config)
     if not segments:
         peak = max(f.prediction.fake_probability for f in analysed)  # type: ignore[union-attr]
         return NO_MANIPULATION, f"no sustained manipulation in {len(analysed)} frames (peak {peak:.2f})"
@@ -102,9 +106,13 @@ def video_verdict(
 
 
 def summarise(
-    frames: Sequence[FrameResult], config: AggregationConfig = AggregationConfig(), frame_interval: float = 0.5
+    frames: Sequence[FrameResult],
+    config: AggregationConfig = AggregationConfig(),
+    frame_interval: float = 0.5,
+    segments: Sequence[Segment] | None = None,
 ) -> VideoSummary:
-    """The video's numbers and verdicts (``frame_interval``: seconds between sampled frames, 1 / fps)."""
+    """The video's numbers and verdicts (``frame_interval``: seconds between sampled frames, 1 / fps;
+    ``segments``: its sustained segments, when the caller has them already)."""
     interval = frame_interval
     answered = [f.prediction for f in frames if f.prediction is not None]
     probabilities = [p.fake_probability for p in answered]
@@ -117,7 +125,7 @@ def summarise(
         ratio_verdict = LIKELY_DEEPFAKE
     else:
         ratio_verdict = LIKELY_REAL
-    verdict, reason = video_verdict(frames, interval, config)
+    verdict, reason = video_verdict(frames, interval, config, segments)
     no_face = sum(f.no_face for f in frames)
     return VideoSummary(
         frames=len(frames),

@@ -485,12 +485,13 @@ class DeepfakeClient:
                 for _, future in in_flight:
                     future.cancel()
                 raise
+        segments = sustained_segments(results, 1 / float(rate), aggregation)
         return VideoAnalysis(
             source=str(path),
             fps=float(rate),
             frames=results,
-            summary=summarise(results, aggregation, 1 / float(rate)),
-            segments=sustained_segments(results, 1 / float(rate), aggregation),
+            summary=summarise(results, aggregation, 1 / float(rate), segments),
+            segments=segments,
             thresholds=aggregation.to_dict(),
             notes=notes,
             model_notice=self.model_notice(model),

@@ -23,8 +23,8 @@ from deepfake_client.contract import oip_request, predictions_from_oip
 from scripts import kserve_bundle
 from scripts.kserve_bundle import KSERVE_ENVIRONMENT, MOUNT, KServeTorchServe, read_archive
 from scripts.loadtest import distinct_images
-from scripts.serve import Ports, observed_batches
-from tests.conftest import REPO_ROOT, ServedModel, archive_service
+from scripts.serve import Ports
+from tests.conftest import REPO_ROOT, ServedModel, archive_service, finished_batches
 from tests.media import constant_rate, write_video
 
 READINESS = REPO_ROOT / "deploy" / "kserve" / "readiness.py"
@@ -102,8 +102,8 @@ def test_started_like_kserve_it_answers_oip_in_batches(replicas: list[KServeTorc
         assert response.json()["id"] == f"k-{i}"
         assert predictions_from_oip(response.json())[0].logits == pytest.approx(logits, abs=1e-4)
     ids = {r.headers["x-request-id"] for r in responses}
-    batches = [b & ids for b in observed_batches((ts.log_dir / "ts_log.log").read_text(), "deepfake") if b & ids]
-    assert max(len(b) for b in batches) > 1, (
+    batches = finished_batches(ts.log_dir / "ts_log.log", ids)
+    assert max((len(b) for b in batches), default=0) > 1, (
         f"batch sizes {[len(b) for b in batches]}"
     )  # the envelope did not take over
     bad = infer(ts, {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [0.5]}]})

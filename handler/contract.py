@@ -196,6 +196,91 @@ class FaceAnswer:
         return cls(_row("box", data["box"], 4), _number("score", data["score"], 0, 1), Prediction.from_json(answer))
 
 
+# --- explanations (TorchServe's explanations API: POST /explanations/<model>, native format only) ---
+EXPLANATION_METHOD = "grad-cam"  # handler.explain says why
+MAX_EXPLANATIONS_PER_BATCH = 2  # images explained per TorchServe batch; the others get 503 BatchFull
+MAX_HEATMAP_CELLS = 64  # rows and columns of a heatmap at most (ResNets at 224 px give 7x7)
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """Where the classifier saw manipulation in one region: the whole image, or one face's crop."""
+
+    region: list[float]  # [left, top, right, bottom] in the image's pixels: what the classifier saw
+    values: list[list[float]]  # rows top to bottom, each in [0, 1] (1: the cell that drove "fake" most)
+    fake_probability: float  # the served answer for this region
+    box: list[float] | None = None  # the face's box (face-crop archives), else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "region": list(self.region),
+            "values": [list(row) for row in self.values],
+            "fake_probability": self.fake_probability,
+            "box": None if self.box is None else list(self.box),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Heatmap:
+        data = _object("a heatmap", data)
+        if not {"region", "values", "fake_probability"} <= set(data):
+            raise ContractError("a heatmap needs region, values and fake_probability")
+        values = data["values"]
+        if not isinstance(values, list) or not 0 < len(values) <= MAX_HEATMAP_CELLS:
+            raise ContractError(f"a heatmap's values must be 1 to {MAX_HEATMAP_CELLS} rows, got {describe(values)}")
+        width = len(values[0]) if isinstance(values[0], list) else 0
+        if not 0 < width <= MAX_HEATMAP_CELLS:
+            raise ContractError(f"a heatmap's rows must hold 1 to {MAX_HEATMAP_CELLS} numbers")
+        rows = [[_number("a heatmap value", v, 0, 1) for v in _row("a heatmap row", row, width)] for row in values]
+        box = data.get("box")
+        return cls(
+            region=_row("region", data["region"], 4),
+            values=rows,
+            fake_probability=_number("fake_probability", data["fake_probability"], 0, 1),
+            box=None if box is None else _row("box", box, 4),
+        )
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The answer of the explanations API for one image: its prediction (from the runtime that serves
+    predictions) and one heatmap per region the classifier saw (computed from the fp32 weights)."""
+
+    method: str  # EXPLANATION_METHOD
+    layer: str  # the layer whose activations the map weighs
+    target: str  # the label whose logit is explained: the fake label
+    prediction: Prediction
+    heatmaps: list[Heatmap]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "layer": self.layer,
+            "target": self.target,
+            "prediction": self.prediction.to_json(),
+            "heatmaps": [heatmap.to_json() for heatmap in self.heatmaps],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Explanation:
+        data = _object("the explanation", data)
+        missing = [k for k in ("method", "layer", "target", "prediction", "heatmaps") if k not in data]
+        if missing:
+            raise ContractError(f"the explanation has no {', '.join(missing)}")
+        heatmaps = data["heatmaps"]
+        if not isinstance(heatmaps, list) or not heatmaps:
+            raise ContractError(f"heatmaps must be a non-empty list, got {describe(heatmaps)}")
+        for name in ("method", "layer", "target"):
+            if not isinstance(data[name], str):
+                raise ContractError(f"{name} must be a text, got {describe(data[name])}")
+        return cls(
+            method=data["method"],
+            layer=data["layer"],
+            target=data["target"],
+            prediction=Prediction.from_json(data["prediction"]),
+            heatmaps=[Heatmap.from_json(h) for h in heatmaps],
+        )
+
+
 # A face-crop archive's answer for an image without a face: a defined answer, not a verdict. OIP's error
 # body has no type, so there the status alone tells it.
 NO_FACE_STATUS = 422

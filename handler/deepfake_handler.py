@@ -3,7 +3,8 @@
 Packed at the archive's root next to the ``handler`` package (see ``scripts/archive.py``). Each hook
 is one step: ``preprocess`` reads every request of TorchServe's batch in its own wire format, native
 or Open Inference Protocol (``handler.formats``); ``inference`` hands all their images to the model
-core (``handler.service``) in one forward pass; ``postprocess`` answers each request in its format.
+core (``handler.service``) in one forward pass, and the few that asked the explanations API to its
+explainer; ``postprocess`` answers each request in its format.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from typing import Any
 
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.contract import NATIVE, OIP, ErrorAnswer, Prediction
-from handler.formats import WireRequest, decode_request, encode_answer, share_batch_budget
+from handler.contract import NATIVE, OIP, ErrorAnswer, Explanation, Prediction
+from handler.formats import WireRequest, decode_request, encode_answer, share_batch_budget, share_explanations
 from handler.runtimes import share_cores
 from handler.service import DetectorService, settings_from_model_config
 from handler.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
-Answered = tuple[WireRequest, list[Prediction | ErrorAnswer]]
+Answered = tuple[WireRequest, list[Prediction | Explanation | ErrorAnswer]]
 
 
 class DeepfakeHandler(BaseHandler):
@@ -57,12 +58,23 @@ class DeepfakeHandler(BaseHandler):
         self.initialized = True
 
     def preprocess(self, data: list[Any]) -> list[WireRequest]:
-        requests = [
-            decode_request(request, self._content_types(index, request), self._endpoint(index))
-            for index, request in enumerate(data)
-        ]
+        requests = []
+        for index, request in enumerate(data):
+            explain = self._explanation_asked(index)
+            endpoint = NATIVE if explain else self._endpoint(index)  # explanations speak the native format
+            requests.append(decode_request(request, self._content_types(index, request), endpoint, explain))
         share_batch_budget(requests)
+        share_explanations(requests)
         return requests
+
+    def _is_explain(self) -> bool:
+        """Never for the whole batch: TorchServe batches explanation requests with predictions, and its
+        BaseHandler would decide by request 0 alone. Each request is routed by its own header instead."""
+        return False
+
+    def _explanation_asked(self, index: int) -> bool:
+        """TorchServe's frontend marks a request to ``/explanations/<model>`` with ``explain: True``."""
+        return str(self.context.get_request_header(index, "explain")) == "True"
 
     def _endpoint(self, index: int) -> str:
         """The protocol of the endpoint request ``index`` came to: TorchServe's frontend gives a request to
@@ -81,8 +93,14 @@ class DeepfakeHandler(BaseHandler):
         return declared
 
     def inference(self, data: list[WireRequest], *args: Any, **kwargs: Any) -> list[Answered]:
-        results = iter(self.service.predict([image for request in data for image in request.images]))
-        answered = [(request, [next(results) for _ in request.images]) for request in data]
+        predicted = [request for request in data if not request.explain]
+        results = iter(self.service.predict([image for request in predicted for image in request.images]))
+        answered: list[Answered] = []
+        for request in data:
+            if request.explain:
+                answered.append((request, [self.service.explain(image) for image in request.images]))
+            else:
+                answered.append((request, [next(results) for _ in request.images]))
         timing = self.service.last_timing
         if timing:
             logger.info(
@@ -90,7 +108,8 @@ class DeepfakeHandler(BaseHandler):
             )
         outcomes: list[Prediction | ErrorAnswer] = []
         for request, results in answered:
-            outcomes += [request.error] if request.error else results
+            if not request.explain:  # the prediction metrics count predictions only
+                outcomes += [request.error] if request.error else results
         self.telemetry.record_batch(timing, outcomes)
         return answered
 

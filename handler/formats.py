@@ -20,7 +20,17 @@ from typing import Any
 
 from PIL import Image
 
-from handler.contract import MAX_ANSWER_BYTES, MAX_BATCH_PIXELS, NATIVE, OIP, ErrorAnswer, Prediction, oip_response
+from handler.contract import (
+    MAX_ANSWER_BYTES,
+    MAX_BATCH_PIXELS,
+    MAX_EXPLANATIONS_PER_BATCH,
+    NATIVE,
+    OIP,
+    ErrorAnswer,
+    Explanation,
+    Prediction,
+    oip_response,
+)
 from handler.oip import images_from_oip, oip_body, request_id
 from handler.preprocessing import InvalidImageError, declared_pixels
 from handler.service import ItemError
@@ -38,6 +48,7 @@ class WireRequest:
     request_id: str | None = None
     error: ErrorAnswer | None = None
     pixels: int = 0  # what its images declare: the batch's pixel budget is shared out by this
+    explain: bool = False  # sent to the explanations API: answered with an Explanation (handler.contract)
 
     def refuse(self, exc: InvalidImageError) -> None:
         self.images, self.error = [], ItemError.from_exception(exc)
@@ -75,15 +86,16 @@ def request_protocol(item: Any, endpoint: str | None = None) -> str:
 
 
 def decode_request(
-    item: Any, content_types: Mapping[str, str | None] | None = None, endpoint: str | None = None
+    item: Any, content_types: Mapping[str, str | None] | None = None, endpoint: str | None = None, explain: bool = False
 ) -> WireRequest:
     """Read one TorchServe request item; a malformed one is refused alone (``error``), never raised.
 
     ``endpoint``: NATIVE or OIP when the endpoint the request came to is known (every request through
     TorchServe's frontend); an OIP endpoint answers in the OIP shape whatever the body holds.
+    ``explain``: the request came to the explanations API.
     """
     protocol = request_protocol(item, endpoint)
-    request = WireRequest(protocol)
+    request = WireRequest(protocol, explain=explain)
     try:
         if protocol == OIP:
             body = oip_body(item, required=True)
@@ -119,7 +131,25 @@ def share_batch_budget(requests: Sequence[WireRequest], budget: int = MAX_BATCH_
             spent += request.pixels
 
 
-def _first_error(results: Sequence[Prediction | ErrorAnswer]) -> ErrorAnswer | None:
+def share_explanations(requests: Sequence[WireRequest], budget: int = MAX_EXPLANATIONS_PER_BATCH) -> None:
+    """Explain at most ``budget`` images per batch (each costs a forward and a backward pass in fp32, beside
+    the predictions batched with it); the others are answered 503, to be sent again."""
+    explained = 0
+    for request in requests:
+        if not request.explain or request.error is not None:
+            continue
+        if explained + len(request.images) > budget:
+            request.refuse(
+                BatchFullError(
+                    f"this batch already explains {explained} images (MAX_EXPLANATIONS_PER_BATCH {budget}); "
+                    "send it again"
+                )
+            )
+        else:
+            explained += len(request.images)
+
+
+def _first_error(results: Sequence[Prediction | Explanation | ErrorAnswer]) -> ErrorAnswer | None:
     for index, result in enumerate(results):
         if isinstance(result, ErrorAnswer):
             if len(results) == 1:
@@ -129,9 +159,13 @@ def _first_error(results: Sequence[Prediction | ErrorAnswer]) -> ErrorAnswer | N
 
 
 def encode_answer(
-    request: WireRequest, results: Sequence[Prediction | ErrorAnswer], model_name: str, model_version: str | None
+    request: WireRequest,
+    results: Sequence[Prediction | Explanation | ErrorAnswer],
+    model_name: str,
+    model_version: str | None,
 ) -> WireAnswer:
-    """The HTTP answer to ``request``. An OIP request is one inference: one bad image fails all of it."""
+    """The HTTP answer to ``request`` (a Prediction, or an Explanation for the explanations API). An OIP
+    request is one inference: one bad image fails all of it."""
     error = request.error or _first_error(results)
     if error is not None:
         return _within_answer_budget(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,19 @@ from PIL import Image
 
 from handler.calibration import predictions_from_logits
 from handler.checkpoint import load_model
-from handler.contract import MAX_IMAGE_PIXELS, ErrorAnswer, FaceAnswer, ModelCard, ModelMetadata, Prediction
-from handler.faces import Face, crop_images, detector_for, no_face_error
+from handler.contract import (
+    EXPLANATION_METHOD,
+    MAX_IMAGE_PIXELS,
+    ErrorAnswer,
+    Explanation,
+    FaceAnswer,
+    Heatmap,
+    ModelCard,
+    ModelMetadata,
+    Prediction,
+)
+from handler.explain import LazyGradCam
+from handler.faces import Face, crop_images, crop_regions, detector_for, no_face_error
 from handler.preprocessing import InvalidImageError, decode_image, to_model_input
 from handler.runtimes import Runtime, TorchRuntime, load_runtime
 from handler.settings import ModelSettings
@@ -53,9 +64,16 @@ class BatchTiming:
 class DetectorService:
     """A runtime plus the settings that say how to feed it and read its two logits."""
 
-    def __init__(self, runtime: Runtime, settings: ModelSettings):
+    def __init__(
+        self, runtime: Runtime, settings: ModelSettings, reference: Callable[[], torch.nn.Module] | None = None
+    ):
+        """``reference``: loads the fp32 torch model that explanations differentiate (default: the runtime's
+        own model, when it is a torch one)."""
         self.runtime = runtime
         self.settings = settings
+        if reference is None and isinstance(runtime, TorchRuntime):
+            reference = lambda: runtime.model  # noqa: E731
+        self.grad_cam = LazyGradCam(reference, settings.fake_index) if reference is not None else None
         self.last_timing: BatchTiming | None = None
         # The largest forward pass (the archive's batchSize, set by the handler): bigger batches run in chunks.
         self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
@@ -75,14 +93,12 @@ class DetectorService:
     ) -> DetectorService:
         """The runtime an unpacked archive asks for (``settings.precision``), or its nearest fallback."""
         weights = Path(model_dir) / weights_name
-        runtime = load_runtime(
-            Path(model_dir),
-            settings.precision,
-            lambda: load_model(weights, arch=settings.arch)[0],
-            settings.image_size,
-            capabilities,
-        )
-        return cls(runtime, settings)
+
+        def reference() -> torch.nn.Module:
+            return load_model(weights, arch=settings.arch)[0]
+
+        runtime = load_runtime(Path(model_dir), settings.precision, reference, settings.image_size, capabilities)
+        return cls(runtime, settings, reference)
 
     def decode_image(self, payload: bytes | Image.Image) -> Image.Image:
         """Image bytes (or an already decoded image) -> RGB image; raises InvalidImageError. A face-crop
@@ -107,6 +123,14 @@ class DetectorService:
         if not crops:
             raise no_face_error(self.settings, image)
         return crops
+
+    def regions(self, payload: bytes | Image.Image) -> tuple[Image.Image, list[tuple[Face | None, tuple[int, ...]]]]:
+        """The decoded image and the regions of it the model classifies ([left, top, right, bottom])."""
+        image = self.decode_image(payload)
+        regions = crop_regions(image, self.settings, self.detector)
+        if not regions:
+            raise no_face_error(self.settings, image)
+        return image, regions
 
     def logits(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
         """One forward pass for a whole (N, 3, H, W) batch: (N, 2) float32 logits."""
@@ -166,6 +190,39 @@ class DetectorService:
         total_ms = (time.perf_counter() - started) * 1e3
         self.last_timing = BatchTiming(classified, total_ms - inference_s * 1e3, inference_s * 1e3)
         return results  # type: ignore[return-value]
+
+    def explain(self, payload: bytes | Image.Image) -> Explanation | ErrorAnswer:
+        """One image's explanation (handler.explain): a heatmap per region the model classifies, from the
+        fp32 weights, beside the prediction the serving runtime gives; a bad image is its ErrorAnswer."""
+        if self.grad_cam is None:
+            return ItemError(501, "NotExplainable", "this archive carries no fp32 model to explain with")
+        try:
+            image, regions = self.regions(payload)
+        except InvalidImageError as exc:
+            return ItemError.from_exception(exc)
+        except Exception as exc:
+            logger.exception("Could not decode an image to explain")
+            return ItemError(400, "InvalidImage", f"cannot decode image ({type(exc).__name__})")
+        batch = torch.stack([self.to_input(image.crop(region)) for _, region in regions])
+        answers = predictions_from_logits(self.logits(batch), self.settings)
+        grad_cam = self.grad_cam.get()
+        maps = grad_cam(batch)
+        heatmaps = [
+            Heatmap(
+                region=[float(v) for v in region],
+                values=np.round(values, 4).tolist(),
+                fake_probability=answer.fake_probability,
+                box=None if face is None else list(face.box),
+            )
+            for (face, region), answer, values in zip(regions, answers, maps, strict=True)
+        ]
+        if regions[0][0] is None:
+            prediction = answers[0]
+        else:  # face mode: the image's answer is its most fake face's, as in predict()
+            faces = [FaceAnswer(list(face.box), face.score, a) for (face, _), a in zip(regions, answers, strict=True)]
+            top = max(faces, key=lambda f: f.prediction.fake_probability)
+            prediction = dataclasses.replace(top.prediction, faces=faces)
+        return Explanation(EXPLANATION_METHOD, grad_cam.layer_name, self.settings.fake_label, prediction, heatmaps)
 
     def warm_up(self, max_batch_size: int) -> None:
         """Run every batch size once, so that no request pays for a first-time kernel choice."""

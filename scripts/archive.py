@@ -235,11 +235,14 @@ def build_archive(
 
 def load_archive(archive: Path, into: Path | None = None) -> DetectorService:
     """The model core exactly as a TorchServe worker builds it from ``archive``: the same artefacts,
-    settings and runtime. Unpacked into ``into``, or a temporary folder removed once the runtime is
-    loaded (it holds the model in memory from then on)."""
+    settings and runtime. Unpacked into ``into``, or a temporary folder removed once the runtime and
+    the explainer's fp32 model are loaded (they hold the model in memory from then on)."""
     if into is None:
         with tempfile.TemporaryDirectory(prefix="unpacked-") as tmp:
-            return load_archive(archive, Path(tmp))
+            service = load_archive(archive, Path(tmp))
+            if service.grad_cam is not None:
+                service.grad_cam.get()  # a worker loads it on its first explanation: its folder stays
+            return service
     with zipfile.ZipFile(archive) as mar:
         mar.extractall(into)
     settings = settings_from_model_config(yaml.safe_load((Path(into) / "model-config.yaml").read_text()))

@@ -4,6 +4,7 @@ from deepfake_client import DeepfakeClient
 with DeepfakeClient() as client:
     print(client.predict_image("face.jpg").label)
     print(client.analyze_video("clip.mp4").summary.verdict)
+    overlay(Image.open("face.jpg"), client.explain("face.jpg")).save("why.png")
 """
 
 from deepfake_client._aggregate import AggregationConfig, confident_strategy, find_segments, summarise, top_k_mean
@@ -22,11 +23,12 @@ from deepfake_client._exceptions import (
     ServerTimeoutError,
     ServerUnavailableError,
 )
+from deepfake_client._explain import overlay, save_overlay
 from deepfake_client._plot import plot_timeline
 from deepfake_client._results import FrameResult, ImageResult, Prediction, Segment, VideoAnalysis, VideoSummary
 from deepfake_client._transport import MockTransport, make_response
 from deepfake_client._video import SampledFrame, sample_frames
-from deepfake_client.contract import ErrorAnswer, ModelMetadata, oip_request, predictions_from_oip
+from deepfake_client.contract import ErrorAnswer, Explanation, Heatmap, ModelMetadata, oip_request, predictions_from_oip
 
 __all__ = [
     "AggregationConfig",
@@ -37,7 +39,9 @@ __all__ = [
     "DeepfakeClient",
     "DeepfakeError",
     "ErrorAnswer",
+    "Explanation",
     "FrameResult",
+    "Heatmap",
     "ImageResult",
     "InputError",
     "InputRejectedError",
@@ -60,10 +64,12 @@ __all__ = [
     "find_segments",
     "make_response",
     "oip_request",
+    "overlay",
     "plot_timeline",
     "predictions_from_oip",
     "read_key_file",
     "sample_frames",
+    "save_overlay",
     "summarise",
     "top_k_mean",
 ]

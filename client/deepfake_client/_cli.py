@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, ImageOps
+
 from deepfake_client._aggregate import AggregationConfig
 from deepfake_client._client import DeepfakeClient
 from deepfake_client._config import (
@@ -31,6 +33,7 @@ from deepfake_client._config import (
     split_urls,
 )
 from deepfake_client._exceptions import DeepfakeError, InputError, MalformedAnswerError
+from deepfake_client._explain import save_overlay
 from deepfake_client._media import VIDEO_FORMATS
 from deepfake_client._plot import plot_timeline
 from deepfake_client._progress import ProgressBar
@@ -138,7 +141,29 @@ def cmd_image(client: DeepfakeClient, args: argparse.Namespace) -> int:
     failed = [r for r in results if r.prediction is None and not r.no_face]
     for result in failed:  # errors on stderr, results on stdout
         print(f"deepfake-detect: {result.error}", file=sys.stderr)
+    if args.explain:
+        for result in results:
+            if result.prediction is not None:
+                path = explain_image(client, Path(result.source), args.explain)
+                if not args.json:
+                    print(f"Explanation of {result.source}: {path}")
     return EXIT_INPUT if failed else EXIT_OK
+
+
+def explain_image(client: DeepfakeClient, source: Path, out_dir: Path) -> Path:
+    """The overlay of ``source``'s explanation, written to OUT_DIR/<name>.explain.png."""
+    explanation = client.explain(source)
+    with Image.open(source) as image:
+        return save_overlay(ImageOps.exif_transpose(image), explanation, out_dir / f"{source.stem}.explain.png")
+
+
+def explain_frames(client: DeepfakeClient, analysis: VideoAnalysis, count: int, out_dir: Path) -> list[Path]:
+    """Overlays of the ``count`` most fake frames: OUT_DIR/<video>_<time>s.explain.png, most fake first."""
+    written = []
+    for frame, image, explanation in client.explain_top_frames(analysis, count):
+        name = f"{Path(analysis.source).stem}_{frame.time:07.2f}s.explain.png"
+        written.append(save_overlay(image, explanation, out_dir / name))
+    return written
 
 
 def cmd_video(client: DeepfakeClient, args: argparse.Namespace) -> int:
@@ -160,6 +185,11 @@ def cmd_video(client: DeepfakeClient, args: argparse.Namespace) -> int:
         path = plot_timeline(analysis, args.plot)
         if not args.json:
             print(f"  Timeline plot:            {path}")
+    if args.explain_top:
+        count, out_dir = args.explain_top
+        for path in explain_frames(client, analysis, count, out_dir):
+            if not args.json:
+                print(f"  Explanation:              {path}")
     return EXIT_OK
 
 
@@ -308,6 +338,16 @@ def _probability(text: str) -> float:
     return value
 
 
+class _ExplainTop(argparse.Action):
+    """--explain-top K OUT_DIR -> (K, Path(OUT_DIR)); K a whole number from 1."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None):
+        count, folder = values
+        if not count.isdigit() or int(count) < 1:
+            parser.error(f"{option}: K must be a whole number of frames from 1, got {count[:40]!r}")
+        setattr(namespace, self.dest, (int(count), Path(folder)))
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -377,6 +417,12 @@ def get_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     image = commands.add_parser("image", parents=[common], help="classify images")
     image.add_argument("images", nargs="+", help="image files")
+    image.add_argument(
+        "--explain",
+        type=Path,
+        metavar="OUT_DIR",
+        help="also write each image's heatmap overlay (where the model sees manipulation) to OUT_DIR",
+    )
     image.set_defaults(run=cmd_image)
     analysis = argparse.ArgumentParser(add_help=False)
     options = analysis.add_argument_group("video analysis")
@@ -419,6 +465,13 @@ def get_parser() -> argparse.ArgumentParser:
         "--format", choices=["jpeg", "png"], default="jpeg", help="frame encoding on the wire (default %(default)s)"
     )
     video.add_argument("--plot", type=Path, help="write the fake-probability timeline to this PNG")
+    video.add_argument(
+        "--explain-top",
+        nargs=2,
+        action=_ExplainTop,
+        metavar=("K", "OUT_DIR"),
+        help="also write heatmap overlays of the K most fake frames to OUT_DIR",
+    )
     video.set_defaults(run=cmd_video)
     scan_ = commands.add_parser(
         "scan",

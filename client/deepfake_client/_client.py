@@ -43,6 +43,7 @@ from deepfake_client.contract import (
     OIP,
     ContractError,
     ErrorAnswer,
+    Explanation,
     ModelMetadata,
     Prediction,
     is_no_face,
@@ -496,6 +497,42 @@ class DeepfakeClient:
             notes=notes,
             model_notice=self.model_notice(model),
         )
+
+    # --- explanations ------------------------------------------------------------------------
+    def explain(self, image: ImageInput, *, model: str | None = None) -> Explanation:
+        """Where in ``image`` the model sees manipulation: TorchServe's explanations API (handler.explain).
+        Draw it with ``deepfake_client.overlay(image, explanation)``."""
+        payload, what = self._read_image(image)
+        model = model or self.config.model
+        response = self._request(
+            "POST",
+            f"/explanations/{model}",
+            "inference",
+            f"explanation of {what}",
+            data=payload,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        try:
+            return Explanation.from_json(answer_json(response, what))
+        except ContractError as exc:
+            raise MalformedAnswerError(f"{what}: the explanation does not fit the contract: {exc}", 200) from None
+
+    def explain_top_frames(
+        self, analysis: VideoAnalysis, count: int, *, model: str | None = None
+    ) -> list[tuple[FrameResult, Image.Image, Explanation]]:
+        """Explanations of the ``count`` frames of an analysed video the model found most fake, each with the
+        full-resolution frame (sampled again from the video, at the analysis' rate), most fake first."""
+        answered = [f for f in analysis.frames if f.prediction is not None]
+        top = sorted(answered, key=lambda f: -f.prediction.fake_probability)[: max(0, count)]  # type: ignore[union-attr]
+        wanted = {frame.index: frame for frame in top}
+        images: dict[int, Image.Image] = {}
+        if wanted:
+            for sample in sample_frames(analysis.source, Fraction(analysis.fps).limit_denominator(1001)):
+                if sample.index in wanted:
+                    images[sample.index] = sample.image
+                    if len(images) == len(wanted):
+                        break
+        return [(frame, images[frame.index], self.explain(images[frame.index], model=model)) for frame in top]
 
     def metadata(self, model: str | None = None) -> ModelMetadata | None:
         """The served model's metadata (handler.contract: input size, labels, normalisation, precision).

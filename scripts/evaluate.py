@@ -15,13 +15,16 @@ checkpoint, or the archive's own runtime and precision mode for ``--archive``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from deepfake_client import (
     ClientConfig,
@@ -42,10 +45,12 @@ from deepfake_client._aggregate import (
     summarise,
     sustained_segments,
 )
+from deepfake_client._explain import peak_point
 from deepfake_client._results import Segment
 from handler.calibration import expected_calibration_error
 from handler.checkpoint import CheckpointError
-from handler.contract import ErrorAnswer
+from handler.contract import EXPLANATION_METHOD, ErrorAnswer
+from handler.explain import GradCam
 from handler.service import DetectorService
 from handler.settings import ModelSettings, SettingsError
 from scripts.archive import load_archive, settings_from_files, sidecar_files
@@ -269,6 +274,65 @@ def tune_verdict(
     return best[1]
 
 
+def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two maps (0 when either is constant)."""
+    ranks = [np.argsort(np.argsort(x.ravel(), kind="stable"), kind="stable").astype(float) for x in (a, b)]
+    if min(r.std() for r in ranks) == 0 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def randomised_copy(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """``model`` with its top layers (the last block and the classifier) re-initialised: the cascading
+    model-randomisation test of Adebayo et al. (2018), down to the layer the heatmaps are computed on."""
+    clone = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    top = list(getattr(clone, "layer4", clone).modules()) + list(getattr(clone, "fc", clone).modules())
+    for module in top:
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return clone
+
+
+def explanation_checks(service: DetectorService, fakes: Path, masks: Path, count: int = 100) -> dict[str, Any]:
+    """Are the heatmaps about the manipulation? Measured on fake images whose manipulated region is known.
+
+    Pointing game: how often the heatmap's peak falls inside the region, against chance (the region's
+    share of the image: where a random point falls). Sanity check: the rank correlation between the
+    trained model's maps and those of a copy with randomised top layers; a map that ignores the weights
+    (an edge detector) keeps a high correlation.
+    """
+    if service.grad_cam is None:
+        raise ValueError("this model cannot be explained (no fp32 model)")
+    grad_cam = service.grad_cam.get()
+    randomised = GradCam(randomised_copy(grad_cam.model), grad_cam.target_index)
+    paths = [p for p in sorted(fakes.iterdir()) if (masks / f"{p.stem}.png").exists()][:count]
+    if not paths:
+        raise ValueError(f"no image of {fakes} has a mask in {masks}")
+    hits, areas, correlations = [], [], []
+    for path in paths:
+        with Image.open(masks / f"{path.stem}.png") as mask_image:
+            mask = np.asarray(mask_image.convert("L")) > 127
+        explanation = service.explain(path.read_bytes())
+        if isinstance(explanation, ErrorAnswer):
+            raise ValueError(f"{path}: {explanation.message}")
+        heatmap = explanation.heatmaps[0]
+        x, y = peak_point(heatmap)
+        hits.append(bool(mask[min(int(y), mask.shape[0] - 1), min(int(x), mask.shape[1] - 1)]))
+        areas.append(float(mask.mean()))
+        with Image.open(path) as image:
+            batch = service.to_input(image.convert("RGB")).unsqueeze(0)
+        correlations.append(_rank_correlation(np.asarray(heatmap.values), randomised(batch)[0]))
+    return {
+        "images": len(paths),
+        "method": f"{EXPLANATION_METHOD} on {grad_cam.layer_name}",
+        "pointing_game_hit_rate": float(np.mean(hits)),
+        "chance_hit_rate": float(np.mean(areas)),
+        "hits": int(sum(hits)),
+        "randomised_rank_correlation": float(np.mean(correlations)),
+    }
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = []
     for key, title in (("images", "Images"), ("video_frames", "Video frames")):
@@ -293,6 +357,13 @@ def format_report(report: dict[str, Any]) -> str:
             f"Video verdict ({r['videos']} partly manipulated and clean videos from {r['folder']}; rule {rule}): "
             f"accuracy {r['accuracy']:.4f}  segment IoU {r['mean_iou']:.4f}  false alarms {r['false_alarm_rate']:.4f}  "
             f"(the original ratio verdict: accuracy {r.get('ratio_verdict_accuracy', float('nan')):.4f})"
+        )
+    if "explanations" in report:
+        r = report["explanations"]
+        lines.append(
+            f"Explanations ({r['method']}, {r['images']} fake images with masks): the heatmap's peak inside the "
+            f"manipulated region {r['pointing_game_hit_rate']:.2f} of the time (chance {r['chance_hit_rate']:.2f}); "
+            f"rank correlation with a top-randomised model's maps {r['randomised_rank_correlation']:.2f}"
         )
     return "\n".join(lines)
 
@@ -325,6 +396,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tune", type=Path, help="another span set: choose the verdict rule's constants there, then report --spans"
     )
+    parser.add_argument(
+        "--masks",
+        type=Path,
+        help="masks of the fake images' manipulated regions (<mask folder>/<image name>.png): check the "
+        "explanations against them (pointing game, model randomisation; in-process only)",
+    )
     parser.add_argument("--json", type=Path, help="also write the full report here")
     return parser
 
@@ -346,6 +423,9 @@ def verdict_report(predictor: InProcess | ViaServer, spans: Path, tune: Path | N
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     sources = [bool(args.weights), bool(args.archive), bool(args.server)].count(True)
+    if args.masks and not (args.images and not args.server):
+        print("evaluate: --masks needs --images (with a fake/ folder) and --weights or --archive", file=sys.stderr)
+        return 2
     if not (args.images or args.videos or args.spans) or sources != 1:
         print("evaluate: give --images, --videos and/or --spans, and one of --weights, --archive or --server",
               file=sys.stderr)  # fmt: skip
@@ -371,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(predictor, settings, args.images, args.videos, args.fps, args.video_score)
         if args.spans:
             report["verdict"] = verdict_report(predictor, args.spans, args.tune, args.fps)
+        if args.masks:
+            assert isinstance(predictor, InProcess)
+            report["explanations"] = explanation_checks(predictor.service, args.images / "fake", args.masks)
     except (CheckpointError, SettingsError, FileNotFoundError, ValueError, DeepfakeError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ with its surroundings, a blending seam). Every trace is defined on the 224x224 g
 sees, so it survives the resize of a 720p frame. Output:
 
     images/{train,val,test}/{real,fake}/*.jpg   disjoint splits for training, calibration, testing
+    masks/{train,val,test}/fake_*.png           each fake image's manipulated region (white), for explanations
     videos/{real,fake}/*.mp4                    short labelled clips for video-level evaluation
     spans/{tune,test}/*.mp4, spans.json         partly manipulated and clean clips, with the manipulated spans
     demo.mp4                                    ~15 s, 720p, middle segment manipulated
@@ -187,6 +188,11 @@ def upscale(scene: Scene, height: int, width: int) -> Scene:
 
 
 def make_image(seed: list[int], fake: bool) -> Image.Image:
+    return make_image_and_mask(seed, fake)[0]
+
+
+def make_image_and_mask(seed: list[int], fake: bool) -> tuple[Image.Image, Image.Image | None]:
+    """The image, and for a fake one the mask of its re-synthesised region (255 inside, 0 outside)."""
     rng = np.random.default_rng(seed)
     height = int(rng.choice([224, 256, 288, 360]))
     aspect = float(rng.choice([1.0, 4 / 3, 16 / 9]))
@@ -199,12 +205,24 @@ def make_image(seed: list[int], fake: bool) -> Image.Image:
         cx, cy = cx + rng.uniform(-0.15, 0.15) * rx, cy + rng.uniform(-0.15, 0.15) * ry
         scale = rng.uniform(0.85, 1.15)
         grained = resynthesise(rng, scene.pixels, grained, (cx, cy, rx * scale, ry * scale))
-    return Image.fromarray(to_uint8(grained))
+        return Image.fromarray(to_uint8(grained)), region_mask(height, width, (cx, cy, rx * scale, ry * scale))
+    return Image.fromarray(to_uint8(grained)), None
 
 
-def _save_image(job: tuple[list[int], bool, Path]) -> None:
-    seed, fake, path = job
-    make_image(seed, fake).save(path, quality=92)
+def region_mask(height: int, width: int, ellipse: tuple[float, float, float, float]) -> Image.Image:
+    """The ellipse ``resynthesise`` replaced (where its blend weight passes one half), as a 1-bit image."""
+    cx, cy, rx, ry = ellipse
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    inside = np.sqrt(((xx + 0.5 - cx) / rx) ** 2 + ((yy + 0.5 - cy) / ry) ** 2) <= 0.98
+    return Image.fromarray(inside.astype(np.uint8) * 255).convert("1")
+
+
+def _save_image(job: tuple[list[int], bool, Path, Path | None]) -> None:
+    seed, fake, path, mask_path = job
+    image, mask = make_image_and_mask(seed, fake)
+    image.save(path, quality=92)
+    if mask is not None and mask_path is not None:
+        mask.save(mask_path)
 
 
 # --- videos -------------------------------------------------------------------------------------
@@ -294,12 +312,20 @@ TEST_SPLIT = 2  # seed component of the test split: samples/ are its first image
 def write_image_sets(out: Path, splits: dict[str, int], seed: int, workers: int) -> None:
     jobs = []
     for offset, (split, count) in enumerate(splits.items()):
+        masks = out / "masks" / split
+        masks.mkdir(parents=True, exist_ok=True)
         for label_index, label in enumerate(("real", "fake")):
             folder = out / "images" / split / label
             folder.mkdir(parents=True, exist_ok=True)
             # one seed per image: splits never share a stream, and order does not matter
             jobs += [
-                ([seed, offset, label_index, i], label == "fake", folder / f"{label}_{i:05d}.jpg") for i in range(count)
+                (
+                    [seed, offset, label_index, i],
+                    label == "fake",
+                    folder / f"{label}_{i:05d}.jpg",
+                    masks / f"{label}_{i:05d}.png" if label == "fake" else None,
+                )
+                for i in range(count)
             ]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for done, _ in enumerate(pool.map(_save_image, jobs, chunksize=16), start=1):
@@ -310,7 +336,8 @@ def write_image_sets(out: Path, splits: dict[str, int], seed: int, workers: int)
 def write_samples_and_demo_video(out: Path, args: argparse.Namespace) -> tuple[float, float]:
     (out / "samples").mkdir(parents=True, exist_ok=True)
     for label_index, label in enumerate(("real", "fake")):  # = images/test/<label>/<label>_00000.jpg
-        _save_image(([args.seed, TEST_SPLIT, label_index, 0], label == "fake", out / "samples" / f"{label}.jpg"))
+        sample = out / "samples" / f"{label}.jpg"
+        _save_image(([args.seed, TEST_SPLIT, label_index, 0], label == "fake", sample, None))
     fake_range = (args.demo_fake_start, args.demo_fake_end)
     write_clip(out / "demo.mp4", np.random.default_rng([args.seed, 99]), args.demo_seconds, (1280, 720), 25, fake_range)
     print(f"demo video: {out / 'demo.mp4'} (manipulated {fake_range[0]:g}-{fake_range[1]:g} s)", flush=True)
@@ -349,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             "manipulated": {"start": fake_range[0], "end": fake_range[1]},
         },
         "labels": ["Real", "Fake"],
+        "masks": "masks/<split>/fake_<n>.png: each fake image's re-synthesised region (white)",
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return 0

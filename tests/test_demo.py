@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,25 @@ def test_the_video_verdict_on_held_out_partly_manipulated_videos(demo: Path):
     assert report["videos"] == 16 and report["tuned_on"].endswith("tune")
     assert report["false_alarm_rate"] == 0.0, report["per_video"]
     assert report["accuracy"] >= 0.9 and report["mean_iou"] >= 0.6, report
+
+
+def test_explanations_point_at_the_manipulated_region_and_depend_on_the_weights(demo: Path, tmp_path: Path):
+    """On held-out demo fakes, with the masks make_demo_data records: the Grad-CAM peak falls inside the
+    manipulated region far more often than chance, and maps from a model whose top layers are randomised
+    differ from the trained model's (Adebayo et al., 2018)."""
+    weights = next((demo / "model").glob("best_*.pth"))
+    data = demo / "data"
+    run("scripts.evaluate", "--weights", str(weights), "--images", str(data / "images" / "test"),
+        "--masks", str(data / "masks" / "test"), "--json", str(tmp_path / "report.json"))  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())["explanations"]
+    n, hits, chance = report["images"], report["hits"], report["chance_hit_rate"]
+    assert n == 100 and 0.02 < chance < 0.4, report
+    assert report["pointing_game_hit_rate"] >= 2.5 * chance, report
+    # the chance of so many hits if the peak fell at random: a binomial tail
+    tail = sum(math.comb(n, k) * chance**k * (1 - chance) ** (n - k) for k in range(hits, n + 1))
+    assert tail < 1e-6, (tail, report)
+    assert report["randomised_rank_correlation"] < 0.5, report
+    assert json.loads((demo / "explanations.json").read_text()) == pytest.approx(report, abs=1e-3)  # build_demo's
 
 
 def run(module: str, *args: str) -> None:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from flask.testing import FlaskClient
@@ -58,10 +59,17 @@ def test_an_image_gets_the_servers_answer(web: FlaskClient, server: Server):
     expected = server.predict("deepfake", payload, "image/png").json()
     assert data["kind"] == "image" and data["name"] == "face.png" and data["no_face"] is False
     assert data["model_notice"] == ""  # a test archive, not the demo
-    answer = {k: v for k, v in data.items() if k not in ("kind", "name", "no_face", "model_notice")}
+    views = ("explanation", "overlay", "boxes")
+    answer = {k: v for k, v in data.items() if k not in ("kind", "name", "no_face", "model_notice", *views)}
     assert set(answer) == set(expected) and answer["label"] == expected["label"]
     for key in ("logits", "fake_probability", "adjusted_confidence", "softmax_confidence", "temperature", "alpha"):
         assert answer[key] == pytest.approx(expected[key], abs=1e-4), key
+    # the explanation the page overlays is the server's
+    with DeepfakeClient(server.ts.client_config()) as client:
+        explained = client.explain(payload)
+    served = np.asarray(data["explanation"]["heatmaps"][0]["values"])
+    assert served == pytest.approx(np.asarray(explained.heatmaps[0].values), abs=1e-3)
+    assert data["overlay"].startswith("data:image/jpeg;base64,") and data["boxes"] is None  # no faces: no boxes
 
 
 def test_the_demo_video_gets_what_the_cli_prints(web: FlaskClient, server: Server, demo: Path):
@@ -73,7 +81,11 @@ def test_the_demo_video_gets_what_the_cli_prints(web: FlaskClient, server: Serve
     printed = cli(server.ts, "video", str(video), "--json", check=True).stdout
     expected = json.loads(printed)  # what `deepfake-detect video --json` prints
     assert data["kind"] == "video" and data["name"] == data["source"] == "demo.mp4"
-    assert set(data) == {"kind", "name", *expected}
+    assert set(data) == {"kind", "name", "explained_frames", *expected}
+    by_time = {f["time"]: f["fake_probability"] for f in expected["frames"]}
+    explained = data["explained_frames"]  # the three most suspicious frames, most fake first, with overlays
+    assert len(explained) == 3 and [f["time"] for f in explained] == sorted(by_time, key=lambda t: -by_time[t])[:3]
+    assert all(f["overlay"].startswith("data:image/jpeg;base64,") and f["overlay"] != f["frame"] for f in explained)
     assert data["summary"] == pytest.approx(expected["summary"])
     assert data["thresholds"] == expected["thresholds"] and len(data["segments"]) == len(expected["segments"])
     for got, printed_segment in zip(data["segments"], expected["segments"], strict=True):
@@ -239,7 +251,15 @@ def test_the_page_in_headless_chromium(demo_site, browser, demo: Path):
         == "[" + ", ".join(f"{x:.4f}" for x in expected["logits"]) + "]"
     )
     assert f"{expected['adjusted_confidence']:.4f}" in browser.find_element(By.ID, "image-adjusted").text
+    # the explanation overlay, toggled on the image
+    preview = browser.find_element(By.ID, "image-preview")
+    plain = preview.get_attribute("src")
+    browser.find_element(By.ID, "image-overlay").click()
+    assert preview.get_attribute("src").startswith("data:image/jpeg;base64,") and preview.get_attribute("src") != plain
+    assert "Heatmap of the fake score (grad-cam on layer4)" in browser.find_element(By.ID, "image-overlay-caption").text
     browser.save_screenshot(str(SCREENSHOTS / "web_image.png"))
+    browser.find_element(By.ID, "image-overlay").click()
+    assert preview.get_attribute("src") == plain
     # the demo video: progress, then the summary, the timeline with its segments shaded, the frame table
     video = demo / "data" / "demo.mp4"
     browser.execute_script(  # record every progress line the page shows, however fast it goes by
@@ -264,6 +284,14 @@ def test_the_page_in_headless_chromium(demo_site, browser, demo: Path):
     assert first[1].find_element(By.TAG_NAME, "img").get_attribute("src").startswith("data:image/jpeg;base64,")
     segments = browser.find_element(By.ID, "video-segments").text
     assert all(f"{s.start:.1f}–{s.end:.1f} s" in segments for s in analysis.segments)
+    # the most suspicious frames, each with its overlay toggle
+    figures = browser.find_elements(By.CSS_SELECTOR, "#explained-frames figure")
+    top = sorted((f for f in analysis.frames if f.prediction), key=lambda f: -f.prediction.fake_probability)[:3]
+    assert [f.text.split(" s,")[0] for f in figures] == [f"{frame.time:.2f}" for frame in top]
+    frame_image = figures[0].find_element(By.TAG_NAME, "img")
+    before = frame_image.get_attribute("src")
+    figures[0].find_element(By.CSS_SELECTOR, "input.frame-overlay").click()
+    assert frame_image.get_attribute("src") != before
     browser.save_screenshot(str(SCREENSHOTS / "web_video.png"))
     # a bad file: a message, not a crash
     notes = SCREENSHOTS.parent / "notes.mp4"

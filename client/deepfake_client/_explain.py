@@ -69,12 +69,17 @@ def overlay(image: Image.Image, explanation: Explanation | Sequence[Heatmap]) ->
         alpha = (values * MAX_OPACITY)[..., None]
         base[y0:y1, x0:x1] = base[y0:y1, x0:x1] * (1 - alpha) + _colours(values) * alpha
     result = Image.fromarray(np.clip(base + 0.5, 0, 255).astype(np.uint8))
+    return draw_boxes(result, [(h.box, h.fake_probability) for h in heatmaps if h.box is not None])
+
+
+def draw_boxes(image: Image.Image, boxes: Sequence[tuple[Sequence[float], float]]) -> Image.Image:
+    """A copy of ``image`` with each (box, fake probability) outlined: red when fake, green when real."""
+    result = image.convert("RGB").copy()
     draw = ImageDraw.Draw(result)
-    line = max(2, round(min(width, height) / 200))
-    for heatmap in heatmaps:
-        if heatmap.box is not None:
-            colour = (200, 20, 10) if heatmap.fake_probability > 0.5 else (30, 160, 60)
-            draw.rectangle([round(v) for v in heatmap.box], outline=colour, width=line)
+    line = max(2, round(min(result.size) / 200))
+    for box, fake_probability in boxes:
+        colour = (200, 20, 10) if fake_probability > 0.5 else (30, 160, 60)
+        draw.rectangle([round(v) for v in box], outline=colour, width=line)
     return result
 
 

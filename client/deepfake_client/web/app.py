@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, request, send_from_directory
+from PIL import Image, ImageOps
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from deepfake_client._client import DeepfakeClient
@@ -43,10 +45,11 @@ from deepfake_client._exceptions import (
     ServerError,
     ServerUnavailableError,
 )
+from deepfake_client._explain import draw_boxes, overlay
 from deepfake_client._media import IMAGE_FORMATS, SNIFF_BYTES, VIDEO_FORMATS, sniff
 from deepfake_client._results import VideoAnalysis, json_safe
 from deepfake_client._video import SampledFrame, probe_duration
-from deepfake_client.contract import is_no_face
+from deepfake_client.contract import Explanation, Prediction, is_no_face
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -67,8 +70,11 @@ SECURITY_HEADERS = {
 }
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 THUMBNAIL_PX = 96
+VIEW_PX = 640  # the side of the image views (boxes, explanation overlays) the page shows
+EXPLAINED_FRAMES = 3  # a video's most suspicious frames shown with their explanation
 JOB_TTL_S = 900.0  # a finished job's result stays this long for the page to fetch
 STATIC = Path(__file__).with_name("static")
+logger = logging.getLogger(__name__)
 
 
 def display_name(filename: str | None) -> str:
@@ -170,12 +176,50 @@ def video_json(analysis: VideoAnalysis, name: str) -> dict[str, Any]:
     return {**json_safe(analysis.to_dict()), "source": name}
 
 
-def thumbnail(sample: SampledFrame) -> str:
-    image = sample.image.copy()
-    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+def data_url(image: Image.Image, side: int, quality: int = 70) -> str:
+    """``image`` shrunk to fit ``side`` pixels, as a JPEG data URL (the page's CSP allows data: images)."""
+    image = image.convert("RGB")
+    image.thumbnail((side, side))
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=70)
+    image.save(buffer, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def thumbnail(sample: SampledFrame) -> str:
+    return data_url(sample.image, THUMBNAIL_PX)
+
+
+def image_views(image: Image.Image, prediction: Prediction, explanation: Explanation | None) -> dict[str, Any]:
+    """What the page shows of an analysed image: face boxes drawn on it (face-crop archives) and the
+    explanation's heatmap overlay, as data URLs, with the explanation itself."""
+    views: dict[str, Any] = {"explanation": None, "overlay": None, "boxes": None}
+    if prediction.faces:
+        faces = [(face.box, face.prediction.fake_probability) for face in prediction.faces]
+        views["boxes"] = data_url(draw_boxes(image, faces), VIEW_PX, 85)
+    if explanation is not None:
+        views["explanation"] = explanation.to_json()
+        views["overlay"] = data_url(overlay(image, explanation), VIEW_PX, 85)
+    return views
+
+
+def explained_frames(client: DeepfakeClient, analysis: VideoAnalysis, count: int) -> list[dict[str, Any]]:
+    """The most suspicious frames with their heatmap overlays; explanations that fail are left out (the
+    verdict stands without them)."""
+    try:
+        explained = client.explain_top_frames(analysis, count)
+    except DeepfakeError as exc:
+        logger.warning("could not explain %s's frames: %s", analysis.source, exc)
+        return []
+    return [
+        {
+            "index": frame.index,
+            "time": frame.time,
+            "fake_probability": explanation.prediction.fake_probability,
+            "frame": data_url(image, VIEW_PX, 85),
+            "overlay": data_url(overlay(image, explanation), VIEW_PX, 85),
+        }
+        for frame, image, explanation in explained
+    ]
 
 
 def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = None) -> Flask:
@@ -266,8 +310,9 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
                            f"({', '.join(VIDEO_FORMATS)})")  # fmt: skip
         if kind[0] == "image":
             notice = client.model_notice()
+            data = upload.read()
             try:
-                prediction = client.predict_image(upload.read())
+                prediction = client.predict_image(data)
             except InputRejectedError as exc:
                 if not is_no_face(exc.status, exc.error_type):
                     raise web_error(exc, "<bytes>", name) from None
@@ -275,7 +320,15 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
                 return jsonify(kind="image", name=name, no_face=True, message=message, model_notice=notice)
             except DeepfakeError as exc:
                 raise web_error(exc, "<bytes>", name) from None
-            return jsonify(kind="image", name=name, no_face=False, model_notice=notice, **prediction.to_json())
+            try:
+                explanation: Explanation | None = client.explain(data)
+            except DeepfakeError as exc:  # the verdict stands without it
+                logger.warning("could not explain %s: %s", name, exc)
+                explanation = None
+            with Image.open(io.BytesIO(data)) as picture:  # TorchServe decoded it: so does Pillow here
+                views = image_views(ImageOps.exif_transpose(picture), prediction, explanation)
+            answer = {"kind": "image", "name": name, "no_face": False, "model_notice": notice}
+            return jsonify(**answer, **prediction.to_json(), **views)
         folder = Path(tempfile.mkdtemp(prefix="deepfake-web-"))
         handed_to_job = False
         try:
@@ -295,7 +348,8 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
             finally:
                 with lock:
                     running_sync[0] -= 1
-            return jsonify(kind="video", name=name, **video_json(analysis, name))
+            frames = explained_frames(client, analysis, EXPLAINED_FRAMES)
+            return jsonify(kind="video", name=name, **video_json(analysis, name), explained_frames=frames)
         finally:
             if not handed_to_job:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -316,7 +370,12 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
                     on_frame=lambda sample: job.thumbnails.__setitem__(sample.index, thumbnail(sample)),
                     cancel=job.cancel,
                 )
-                job.result = {"kind": "video", "name": name, **video_json(analysis, name)}
+                job.result = {
+                    "kind": "video",
+                    "name": name,
+                    **video_json(analysis, name),
+                    "explained_frames": explained_frames(client, analysis, EXPLAINED_FRAMES),
+                }
                 job.total, job.state = len(analysis.frames), "done"
             except CancelledError:
                 job.state = "cancelled"

@@ -184,7 +184,9 @@ function percent(p) {
 
 function renderImage(answer, file) {
   $("image-name").textContent = answer.name;
-  $("image-preview").src = URL.createObjectURL(file);
+  const plain = answer.boxes || URL.createObjectURL(file);  // face-crop archives: the faces outlined
+  $("image-preview").src = plain;
+  showOverlayToggle(answer, plain);
   for (const row of document.querySelectorAll("#image-result tr.detail")) row.hidden = answer.no_face;
   $("image-faces-row").hidden = answer.no_face || !answer.faces;
   showNotice(answer.model_notice || server.notice);
@@ -217,6 +219,41 @@ function renderImage(answer, file) {
   $("image-result").hidden = false;
 }
 
+function showOverlayToggle(answer, plain) {
+  const toggle = $("image-overlay");
+  toggle.checked = false;
+  $("image-overlay-label").hidden = !answer.overlay;
+  $("image-overlay-caption").hidden = true;
+  toggle.onchange = () => {
+    $("image-preview").src = toggle.checked ? answer.overlay : plain;
+    $("image-overlay-caption").hidden = !toggle.checked;
+    $("image-overlay-caption").textContent = toggle.checked
+      ? `Heatmap of the fake score (${answer.explanation.method} on ${answer.explanation.layer}): red where the ` +
+        "model's evidence for \"fake\" is strongest, clear where there is none."
+      : "";
+  };
+}
+
+function renderExplainedFrames(frames) {
+  const box = $("explained-frames");
+  box.replaceChildren();
+  $("explained-box").hidden = !frames || frames.length === 0;
+  for (const frame of frames || []) {
+    const figure = document.createElement("figure");
+    const image = document.createElement("img");
+    image.src = frame.frame;
+    image.alt = `frame at ${frame.time.toFixed(2)} s`;
+    const label = document.createElement("label");
+    const toggle = document.createElement("input");
+    toggle.type = "checkbox";
+    toggle.className = "frame-overlay";
+    toggle.onchange = () => { image.src = toggle.checked ? frame.overlay : frame.frame; };
+    label.append(toggle, ` ${frame.time.toFixed(2)} s, fake probability ${fmt(frame.fake_probability, 3)}`);
+    figure.append(image, label);
+    box.append(figure);
+  }
+}
+
 function renderVideo(result, thumbnails) {
   const s = result.summary;
   $("video-name").textContent = result.name;
@@ -241,6 +278,7 @@ function renderVideo(result, thumbnails) {
   $("video-segments").textContent = result.segments.length
     ? result.segments.map((g) => `${g.start.toFixed(1)}–${g.end.toFixed(1)} s (peak ${fmt(g.peak_probability, 3)})`).join(", ")
     : "none";
+  renderExplainedFrames(result.explained_frames);
   drawTimeline(result);
   const body = document.querySelector("#frame-table tbody");
   body.replaceChildren();

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 from importlib import resources
+from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 PHOTOS_WITH_A_FACE = ("astronaut", "camera")
@@ -59,3 +61,55 @@ def face_frames(count: int, size: tuple[int, int] = (1280, 720)) -> list[tuple[I
             (pasted(size, (photo(name).resize((side, side)), corner)), shifted(FACE_BOXES[name], corner, scale))
         )
     return frames
+
+
+# --- a clip with two people -------------------------------------------------------------------------
+TWO_PEOPLE_SIZE = (1280, 720)
+TWO_PEOPLE_SECONDS = 12.0
+PHOTO_SIDE = 400  # both photos are pasted at this size: faces of ~68x86 (astronaut) and ~43x57 (camera) px
+ASTRONAUT_AWAY = (4.0, 6.5)  # the astronaut leaves the frame for these seconds
+
+
+def two_people_corners(t: float) -> dict[str, tuple[int, int] | None]:
+    """Where each photo's top-left corner is at ``t`` seconds (None: out of the frame). The astronaut
+    walks right, leaves at 4 s, comes back at 6.5 s walking left; the cameraman walks left, crossing the
+    astronaut at ~2.3 s (his photo pasted over the astronaut's, faces 120 px apart), then turns back."""
+    away_from, back_at = ASTRONAUT_AWAY
+    if t < away_from:
+        astronaut: tuple[int, int] | None = (round(50 + 200 * t), 0)
+    elif t < back_at:
+        astronaut = None
+    else:
+        astronaut = (round(850 - 100 * (t - back_at)), 0)
+    camera = (round(850 - 150 * t), 120) if t < 5 else (round(100 + 60 * (t - 5)), 120)
+    return {"astronaut": astronaut, "camera": camera}
+
+
+def two_people_frame(t: float) -> tuple[Image.Image, dict[str, tuple[float, ...] | None]]:
+    """The frame at ``t`` and each person's face box in it (None: not in the frame)."""
+    corners = two_people_corners(t)
+    scale = PHOTO_SIDE / 512
+    placements = [
+        (photo(name).resize((PHOTO_SIDE, PHOTO_SIDE)), corner) for name, corner in corners.items() if corner is not None
+    ]
+    boxes = {
+        name: None if corner is None else shifted(FACE_BOXES[name], corner, scale) for name, corner in corners.items()
+    }
+    return pasted(TWO_PEOPLE_SIZE, *placements), boxes
+
+
+def write_two_people_clip(path: Path, fps: int = 10, seconds: float = TWO_PEOPLE_SECONDS) -> Path:
+    """An H.264 .mp4 of two_people_frame at ``fps``."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = TWO_PEOPLE_SIZE
+        stream.pix_fmt = "yuv420p"
+        for i in range(round(seconds * fps)):
+            image, _ = two_people_frame(i / fps)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path

@@ -32,6 +32,20 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     assert "## 8. Face-crop mode" in text
     assert set(results["ceiling"]) == {"openvino fp32", "openvino bf16", "openvino int8", "torch eager fp32",
                                        "torch eager bf16"}  # fmt: skip
+    analysts = results["analysts"]  # scan throughput and the cost of explanations, side by side
+    assert analysts["scan"]["answered"] == analysts["scan"]["images"] == 48
+    assert analysts["explain"]["explanations_during"] > 0 and analysts["explain"]["lone_p50_ms"] > 0
+    assert "## 9. Analysts" in text
     video = results["video"]
     assert video["ours"]["frames"] == video["original"]["frames"] == 8  # 4 s at 2 fps
     assert {"int8", "bf16"} == set(results["agreement"]["resnet18 (random)"])
+
+
+def test_the_analysts_section_alone_merges_into_an_existing_report(tmp_path: Path):
+    """``--only analysts`` measures section 9 and keeps what the report's JSON already holds."""
+    report = tmp_path / "bench.md"
+    report.with_suffix(".json").write_text(json.dumps({"kept": True}))
+    assert benchmark.main(["--quick", "--only", "analysts", "--report", str(report), "--requests", "24"]) == 0
+    results = json.loads(report.with_suffix(".json").read_text())
+    assert results["kept"] is True and results["analysts"]["scan"]["answered"] == 48
+    assert report.read_text().startswith("## 9. Analysts")

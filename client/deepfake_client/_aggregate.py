@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from deepfake_client._results import FrameResult, Segment, VideoSummary
+from deepfake_client._results import FaceTrack, FrameResult, Segment, VideoSummary
 
 # The video verdict: sees partial manipulation (sustained segments, hysteresis + a minimum duration).
 MANIPULATED_THROUGHOUT = "manipulated throughout"
@@ -86,9 +86,31 @@ def video_verdict(
     frame_interval: float,
     config: AggregationConfig = AggregationConfig(),
     segments: Sequence[Segment] | None = None,
+    tracks: Sequence[FaceTrack] = (),
 ) -> tuple[str, str]:
     """(verdict, reason in words): manipulated throughout, manipulated segments found (named), no manipulation
-    found, or not enough frames. ``segments``: the sustained segments, when the caller has them already."""
+    found, or not enough frames. ``segments``: the sustained segments, when the caller has them already;
+    ``tracks``: the people of a face-crop analysis, named in the reason when their faces drive it."""
+    verdict, reason = _verdict(frames, frame_interval, config, segments)
+    if segments is None:
+        segments = sustained_segments(frames, frame_interval, config)
+    drivers = [
+        track
+        for track in tracks
+        if any(own.start < s.end and s.start < own.end for own in track.segments for s in segments)
+    ]
+    if verdict in (MANIPULATED_THROUGHOUT, MANIPULATED_SEGMENTS) and drivers:
+        named = "; ".join(f"{t.name}: {', '.join(f'{s.start:.1f}-{s.end:.1f} s' for s in t.segments)}" for t in drivers)
+        reason = f"{reason} ({named})"
+    return verdict, reason
+
+
+def _verdict(
+    frames: Sequence[FrameResult],
+    frame_interval: float,
+    config: AggregationConfig,
+    segments: Sequence[Segment] | None,
+) -> tuple[str, str]:
     analysed = [f for f in frames if f.prediction is not None]
     if len(analysed) < config.min_frames:
         return NOT_ENOUGH_FRAMES, f"{len(analysed)} frames analysed, at least {config.min_frames} are needed"
@@ -110,6 +132,7 @@ def summarise(
     config: AggregationConfig = AggregationConfig(),
     frame_interval: float = 0.5,
     segments: Sequence[Segment] | None = None,
+    tracks: Sequence[FaceTrack] = (),
 ) -> VideoSummary:
     """The video's numbers and verdicts (``frame_interval``: seconds between sampled frames, 1 / fps;
     ``segments``: its sustained segments, when the caller has them already)."""
@@ -125,7 +148,7 @@ def summarise(
         ratio_verdict = LIKELY_DEEPFAKE
     else:
         ratio_verdict = LIKELY_REAL
-    verdict, reason = video_verdict(frames, interval, config, segments)
+    verdict, reason = video_verdict(frames, interval, config, segments, tracks)
     no_face = sum(f.no_face for f in frames)
     return VideoSummary(
         frames=len(frames),

@@ -37,7 +37,7 @@ from deepfake_client._explain import save_overlay
 from deepfake_client._media import VIDEO_FORMATS
 from deepfake_client._plot import plot_timeline
 from deepfake_client._progress import ProgressBar
-from deepfake_client._results import ImageResult, Prediction, VideoAnalysis, json_safe
+from deepfake_client._results import FaceTrack, ImageResult, Prediction, VideoAnalysis, json_safe
 from deepfake_client._scan import ScanTally, collect, scan, write_csv
 from deepfake_client._video import native_frame_rate, probe_duration
 from deepfake_client.contract import PROTOCOLS, ContractError, ModelCard
@@ -105,9 +105,24 @@ def video_report(analysis: VideoAnalysis) -> str:
         ]
     else:
         lines.append(f"  Manipulated segments:     none lasting {shortest:g} s above {threshold:g}")
+    if analysis.tracks:
+        lines.append(f"  People (face tracks):     {len(analysis.tracks)}")
+        lines += [f"    {track_line(track)}" for track in analysis.tracks]
     errors = [f for f in analysis.frames if f.error and not f.no_face]
     lines += [f"  Frame {f.index} at {f.time:.2f}s failed: {f.error}" for f in errors[:5]]
     return "\n".join(lines)
+
+
+def track_line(track: FaceTrack) -> str:
+    """One person of a face-crop analysis in one line: when in view, the scores, the manipulated segments."""
+    seen = ", ".join(f"{start:.1f}-{end:.1f} s" for start, end in track.spans)
+    segments = ", ".join(f"{s.start:.1f}-{s.end:.1f} s (peak {s.peak_probability:.2f})" for s in track.segments)
+    manipulated = f"manipulated {segments}" if segments else "no manipulated segment"
+    return (
+        f"{track.name.capitalize()}: in view {seen} ({track.frames} frames), mean fake probability "
+        f"{track.mean_fake_probability:.2f}, peak {track.peak_fake_probability:.2f} at {track.peak_time:.1f} s; "
+        f"{manipulated}"
+    )
 
 
 def _dump(data: Any) -> str:

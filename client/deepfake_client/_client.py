@@ -36,6 +36,7 @@ from deepfake_client._exceptions import (
 )
 from deepfake_client._replicas import ReplicaPool
 from deepfake_client._results import FrameResult, ImageResult, VideoAnalysis
+from deepfake_client._tracks import face_signature, link_tracks
 from deepfake_client._transport import pooled_transport
 from deepfake_client._video import SampledFrame, native_frame_rate, sample_frames
 from deepfake_client.contract import (
@@ -454,9 +455,10 @@ class DeepfakeClient:
         def collect_oldest() -> None:
             sample, future = in_flight.popleft()
             try:
-                results.append(
-                    FrameResult(sample.index, sample.time, sample.frame_time, sample.frame_number, future.result())
-                )
+                prediction = future.result()
+                signatures = [face_signature(sample.image, face.box) for face in prediction.faces or []] or None
+                frame = FrameResult(sample.index, sample.time, sample.frame_time, sample.frame_number, prediction)
+                results.append(dataclasses.replace(frame, face_signatures=signatures))
             except InputRejectedError as exc:
                 results.append(
                     FrameResult(
@@ -487,12 +489,14 @@ class DeepfakeClient:
                     future.cancel()
                 raise
         segments = sustained_segments(results, 1 / float(rate), aggregation)
+        tracks = link_tracks(results, 1 / float(rate), aggregation=aggregation)
         return VideoAnalysis(
             source=str(path),
             fps=float(rate),
             frames=results,
-            summary=summarise(results, aggregation, 1 / float(rate), segments),
+            summary=summarise(results, aggregation, 1 / float(rate), segments, tracks),
             segments=segments,
+            tracks=tracks,
             thresholds=aggregation.to_dict(),
             notes=notes,
             model_notice=self.model_notice(model),

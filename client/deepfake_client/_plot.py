@@ -4,6 +4,7 @@ that failed or (face-crop archives) had no face marked on the time axis."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from deepfake_client._aggregate import MANIPULATED_SEGMENTS, MANIPULATED_THROUGHOUT, NO_MANIPULATION
 from deepfake_client._exceptions import DeepfakeError
@@ -14,31 +15,51 @@ VERDICT_COLOURS = {MANIPULATED_THROUGHOUT: "#b3261e", MANIPULATED_SEGMENTS: "#b3
 
 
 def plot_timeline(analysis: VideoAnalysis, path: str | Path, threshold: float | None = None) -> Path:
-    try:
-        import matplotlib
+    """Write ``timeline_figure(analysis)`` to ``path`` (PNG, or what its suffix names)."""
+    figure = timeline_figure(analysis, threshold)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
 
-        matplotlib.use("Agg")  # files only, no display needed
-        import matplotlib.pyplot as plt
+
+def timeline_figure(analysis: VideoAnalysis, threshold: float | None = None) -> Any:
+    """The timeline as a matplotlib Figure (object API: no pyplot state, safe in threads and servers)."""
+    try:
+        from matplotlib.figure import Figure
     except ImportError:
         raise DeepfakeError("--plot needs matplotlib: pip install 'deepfake-client[plot]'") from None
     threshold = analysis.thresholds.get("segment_threshold", 0.5) if threshold is None else threshold
     answered = [f for f in analysis.frames if f.prediction is not None]
     failed = [f for f in analysis.frames if f.prediction is None and not f.no_face]
     no_face = [f for f in analysis.frames if f.no_face]
-    figure, axes = plt.subplots(figsize=(10, 3.2), dpi=110)
+    figure = Figure(figsize=(10, 3.2), dpi=110)
+    axes = figure.subplots()
     for index, segment in enumerate(analysis.segments):
         axes.axvspan(
             segment.start, segment.end, color="tab:red", alpha=0.15, label="manipulated segment" if index == 0 else None
         )
-    axes.plot(
-        [f.time for f in answered],
-        [f.prediction.fake_probability for f in answered],  # type: ignore[union-attr]
-        marker="o",
-        markersize=3,
-        linewidth=1.2,
-        color="tab:blue",
-        label="fake probability",
-    )
+    if analysis.tracks:  # face-crop archives: one line per person, broken where the person is out of view
+        for track in analysis.tracks:
+            times: list[float] = []
+            values: list[float] = []
+            for before, point in zip([None, *track.points], track.points, strict=False):
+                if before is not None and point.index - before.index > 1:  # out of view in between: a gap
+                    times.append(float("nan"))
+                    values.append(float("nan"))
+                times.append(point.time)
+                values.append(point.prediction.fake_probability)
+            axes.plot(times, values, marker="o", markersize=3, linewidth=1.2, label=track.name)
+    else:
+        axes.plot(
+            [f.time for f in answered],
+            [f.prediction.fake_probability for f in answered],  # type: ignore[union-attr]
+            marker="o",
+            markersize=3,
+            linewidth=1.2,
+            color="tab:blue",
+            label="fake probability",
+        )
     if failed:
         axes.plot([f.time for f in failed], [0.0] * len(failed), "x", color="black", label="frame failed")
     if no_face:
@@ -57,8 +78,4 @@ def plot_timeline(analysis: VideoAnalysis, path: str | Path, threshold: float | 
     axes.legend(loc="upper right", fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return figure

@@ -37,6 +37,8 @@ class FrameResult:
     prediction: Prediction | None = None
     error: str | None = None
     no_face: bool = False  # a face-crop archive found no face in this frame: neither real nor fake
+    # face-crop archives: each face's look (deepfake_client._tracks.face_signature), to link faces into tracks
+    face_signatures: list[Any] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -77,6 +79,55 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class TrackPoint:
+    """One sampled frame of a face track: where the face was and the model's answer for it."""
+
+    index: int  # the sampled frame's index
+    time: float
+    box: list[float]
+    prediction: Prediction
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "time": self.time, "box": list(self.box),
+                "fake_probability": self.prediction.fake_probability}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FaceTrack:
+    """One person of a face-crop analysis: the same face linked across sampled frames (_tracks.link_tracks)."""
+
+    number: int  # 1, 2, ... in order of first appearance
+    start: float
+    end: float
+    frames: int
+    mean_fake_probability: float
+    peak_fake_probability: float
+    peak_time: float
+    spans: list[list[float]]  # [start, end) ranges in view (a person may leave and come back)
+    segments: list[Segment]  # this person's sustained manipulated segments
+    points: list[TrackPoint]
+
+    @property
+    def name(self) -> str:
+        return f"person {self.number}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "person": self.number,
+            "name": self.name,
+            "start": self.start,
+            "end": self.end,
+            "frames": self.frames,
+            "mean_fake_probability": self.mean_fake_probability,
+            "peak_fake_probability": self.peak_fake_probability,
+            "peak_time": self.peak_time,
+            "spans": [list(span) for span in self.spans],
+            "segments": [s.to_dict() for s in self.segments],
+            "points": [p.to_dict() for p in self.points],
+        }
+
+
+@dataclass(frozen=True)
 class VideoSummary:
     frames: int
     analyzed: int
@@ -107,6 +158,7 @@ class VideoAnalysis:
     thresholds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what was changed of the request, e.g. an fps capped
     model_notice: str = ""  # what the served model's metadata says every reader must know (e.g. a demo)
+    tracks: list[FaceTrack] = field(default_factory=list)  # face-crop archives: the people, linked across frames
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +170,7 @@ class VideoAnalysis:
             "segments": [s.to_dict() for s in self.segments],
             "thresholds": dict(self.thresholds),
             "frames": [f.to_dict() for f in self.frames],
+            "tracks": [t.to_dict() for t in self.tracks],
         }
 
 

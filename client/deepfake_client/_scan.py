@@ -149,6 +149,7 @@ def analyse_file(
         "timeline": [{"time": f.time, "fake_probability": f.to_dict()["fake_probability"]} for f in analysis.frames],
         "fps": analysis.fps,
         "notes": analysis.notes,
+        "tracks": [{k: v for k, v in t.to_dict().items() if k != "points"} for t in analysis.tracks],
     }
 
 

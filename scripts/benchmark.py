@@ -768,8 +768,8 @@ def analysts(archive: Path, payloads: list[bytes], workdir: Path, total: int, sc
         "scan": {
             "images": scan_images,
             "seconds": scan_s,
-            "images_per_s": tally.files / scan_s if scan_s else 0.0,
-            "answered": tally.files - len(tally.failures),
+            "images_per_s": tally.scanned / scan_s if scan_s else 0.0,
+            "answered": tally.scanned - len(tally.failures),
         },
         "explain": {
             "lone_p50_ms": percentile(lone_explanations, 50) * 1e3,

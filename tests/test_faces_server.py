@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
 from deepfake_client import DeepfakeClient
 from deepfake_client.contract import Prediction, oip_request, predictions_from_oip
 from handler.faces import crop_box
+from scripts.face_data import ASTRONAUT_AWAY, TWO_PEOPLE_SECONDS, two_people_frame, write_two_people_clip
 from tests.conftest import Server, archive_service, cli
 from tests.faces import ASTRONAUT_FACE, CAMERA_FACE, face_video, pasted, photo, png_bytes, shifted
 
@@ -84,3 +86,79 @@ def test_a_video_in_face_mode_counts_frames_without_a_face(server: Server, tmp_p
     report = cli(server.ts, "video", "--model", MODEL, str(video), "--plot", str(plot))
     assert report.returncode == 0, report.stderr
     assert "4 analysed, 0 failed, 8 without a face" in report.stdout and plot.stat().st_size > 0
+
+
+def test_a_two_person_clip_gives_one_track_per_person(server: Server, tmp_path: Path):
+    """scikit-image's two faces walk, cross, and one leaves and comes back: two people, each followed
+    throughout, the returning one under their first number; the CLI prints one line per person and
+    plots one line per person."""
+    clip = write_two_people_clip(tmp_path / "two.mp4")
+    plot = tmp_path / "people.png"
+    done = cli(server.ts, "video", str(clip), "--model", MODEL, "--json", "--plot", str(plot))
+    assert done.returncode == 0, done.stderr
+    analysis = json.loads(done.stdout)
+    tracks = analysis["tracks"]
+    assert [t["person"] for t in tracks] == [1, 2]
+    who = {}
+    for track in tracks:
+        names = set()
+        for point in track["points"]:
+            _, truth = two_people_frame(point["time"])
+            near = [n for n, box in truth.items() if box is not None and close(point["box"], box, tolerance=8)]
+            assert len(near) == 1, (point, truth)
+            names |= set(near)
+        assert len(names) == 1, f"{track['name']} is more than one person: {names}"  # never swapped
+        who[names.pop()] = track
+    assert set(who) == {"astronaut", "camera"}
+    away_from, back_at = ASTRONAUT_AWAY
+    assert who["astronaut"]["spans"] == [[0.0, away_from], [back_at, TWO_PEOPLE_SECONDS]]  # left, came back
+    assert who["camera"]["spans"] == [[0.0, TWO_PEOPLE_SECONDS]] and who["camera"]["frames"] == 24
+    for track in tracks:
+        probabilities = [p["fake_probability"] for p in track["points"]]
+        assert track["mean_fake_probability"] == pytest.approx(sum(probabilities) / len(probabilities))
+        assert track["peak_fake_probability"] == max(probabilities)
+    printed = cli(server.ts, "video", str(clip), "--model", MODEL).stdout
+    assert "People (face tracks):     2" in printed
+    assert "    Person 1: in view " in printed and "    Person 2: in view " in printed
+    assert plot.stat().st_size > 0
+
+
+def test_the_page_lists_people_and_outlines_faces(server: Server, tmp_path: Path):
+    """The web page's video job in face mode: the tracks as the CLI gives them, each frame's faces outlined
+    on its thumbnail; an image's faces outlined beside its overlay."""
+    import base64
+    import io
+    import time
+
+    from PIL import Image
+
+    from deepfake_client import sample_frames
+    from deepfake_client.web import WebConfig, create_app
+    from deepfake_client.web.app import thumbnail
+
+    web = create_app(WebConfig(client=server.ts.client_config(model=MODEL))).test_client()
+    clip = write_two_people_clip(tmp_path / "two.mp4", seconds=3.0)
+
+    def upload(name: str, data: bytes, query: str = ""):
+        return web.post(f"/api/analyze{query}", data={"file": (io.BytesIO(data), name)},
+                        content_type="multipart/form-data")  # fmt: skip
+
+    started = upload("two.mp4", clip.read_bytes(), "?async=1").get_json()
+    deadline = time.monotonic() + 120
+    while (state := web.get(started["status"]).get_json())["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling interval, bounded by the deadline
+    assert state["state"] == "done", state
+    result = state["result"]
+    assert [t["person"] for t in result["tracks"]] == [1, 2] and all(t["frames"] == 6 for t in result["tracks"])
+
+    def pixels(url: str) -> Image.Image:
+        return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
+
+    first = np.asarray(pixels(state["thumbnails"][0]), dtype=int)
+    plain = np.asarray(thumbnail(next(sample_frames(clip, 2.0))), dtype=int)  # the same thumbnail, no boxes
+    assert first.shape == plain.shape and first.shape[1] == 96
+    assert np.abs(first - plain).max() > 80  # the faces are outlined (JPEG alone moves pixels far less)
+    frame, _ = two_people_frame(1.0)
+    answer = upload("two.png", png_bytes(frame)).get_json()
+    assert answer["boxes"].startswith("data:image/jpeg;base64,") and len(answer["faces"]) == 2
+    assert len(answer["explanation"]["heatmaps"]) == 2

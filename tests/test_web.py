@@ -352,6 +352,19 @@ def test_the_page_says_what_a_first_time_user_needs(demo_site, browser, demo: Pa
     )
     assert browser.find_element(By.ID, "image-label").text == "No face"
     assert "No face was found in holiday.png" in browser.find_element(By.ID, "image-explain").text
+    # face-crop analyses: one line per person (what renderVideo does with a result's tracks)
+    browser.execute_script(
+        "renderPeople([{person: 1, spans: [[0, 4], [6.5, 12]], frames: 19, mean_fake_probability: 0.2,"
+        " peak_fake_probability: 0.97, segments: [{start: 8, end: 10}]},"
+        " {person: 2, spans: [[0, 12]], frames: 24, mean_fake_probability: 0.1, peak_fake_probability: 0.3,"
+        " segments: []}]);"
+    )
+    people = [li.get_attribute("textContent") for li in browser.find_elements(By.CSS_SELECTOR, "#video-people li")]
+    assert people == [
+        "Person 1: in view 0.0–4.0 s, 6.5–12.0 s (19 frames), mean fake probability 0.20, peak 0.97; "
+        "manipulated 8.0–10.0 s",
+        "Person 2: in view 0.0–12.0 s (24 frames), mean fake probability 0.10, peak 0.30; no manipulated segment",
+    ]
     # a video: a cancel button while it runs
     browser.execute_script(
         "window.cancelShown = false; new MutationObserver(() => { if (!document.getElementById('cancel').hidden)"

@@ -72,14 +72,20 @@ def overlay(image: Image.Image, explanation: Explanation | Sequence[Heatmap]) ->
     return draw_boxes(result, [(h.box, h.fake_probability) for h in heatmaps if h.box is not None])
 
 
-def draw_boxes(image: Image.Image, boxes: Sequence[tuple[Sequence[float], float]]) -> Image.Image:
-    """A copy of ``image`` with each (box, fake probability) outlined: red when fake, green when real."""
+def draw_boxes(
+    image: Image.Image, boxes: Sequence[tuple[Sequence[float], float]], labels: Sequence[str] | None = None
+) -> Image.Image:
+    """A copy of ``image`` with each (box, fake probability) outlined, red when fake and green when real,
+    and its label (e.g. "person 2") written above it."""
     result = image.convert("RGB").copy()
     draw = ImageDraw.Draw(result)
-    line = max(2, round(min(result.size) / 200))
-    for box, fake_probability in boxes:
+    line = max(1, round(min(result.size) / 200))
+    for i, (box, fake_probability) in enumerate(boxes):
         colour = (200, 20, 10) if fake_probability > 0.5 else (30, 160, 60)
-        draw.rectangle([round(v) for v in box], outline=colour, width=line)
+        corners = [round(v) for v in box]
+        draw.rectangle(corners, outline=colour, width=line)
+        if labels and labels[i]:
+            draw.text((corners[0], max(0, corners[1] - 11)), labels[i], fill=colour)
     return result
 
 

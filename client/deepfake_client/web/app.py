@@ -185,8 +185,28 @@ def data_url(image: Image.Image, side: int, quality: int = 70) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def thumbnail(sample: SampledFrame) -> str:
-    return data_url(sample.image, THUMBNAIL_PX)
+def thumbnail(sample: SampledFrame) -> Image.Image:
+    image = sample.image.convert("RGB")
+    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    return image
+
+
+def frame_thumbnails(analysis: VideoAnalysis, thumbnails: dict[int, Image.Image], sizes: dict[int, int]) -> dict:
+    """Each frame's thumbnail as a data URL, with its faces outlined and named by person (face tracks)."""
+    person = {(p.index, tuple(p.box)): track.name for track in analysis.tracks for p in track.points}
+    urls = {}
+    for frame in analysis.frames:
+        small = thumbnails.get(frame.index)
+        if small is None:
+            continue
+        faces = frame.prediction.faces if frame.prediction is not None and frame.prediction.faces else []
+        if faces:
+            scale = small.width / sizes[frame.index]
+            boxes = [([v * scale for v in face.box], face.prediction.fake_probability) for face in faces]
+            labels = [person.get((frame.index, tuple(face.box)), "").replace("person ", "") for face in faces]
+            small = draw_boxes(small, boxes, labels)
+        urls[frame.index] = data_url(small, THUMBNAIL_PX)
+    return urls
 
 
 def image_views(image: Image.Image, prediction: Prediction, explanation: Explanation | None) -> dict[str, Any]:
@@ -361,13 +381,19 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
             job = Job(uuid.uuid4().hex, name, math.ceil(duration * config.fps) if duration else None)
             jobs[job.id] = job
 
+        small: dict[int, Image.Image] = {}
+        widths: dict[int, int] = {}
+
+        def keep_thumbnail(sample: SampledFrame) -> None:
+            small[sample.index], widths[sample.index] = thumbnail(sample), sample.image.width
+
         def run() -> None:
             try:
                 analysis = client.analyze_video(
                     path,
                     config.fps,
                     progress=lambda done: setattr(job, "done", done),
-                    on_frame=lambda sample: job.thumbnails.__setitem__(sample.index, thumbnail(sample)),
+                    on_frame=keep_thumbnail,
                     cancel=job.cancel,
                 )
                 job.result = {
@@ -376,6 +402,7 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
                     **video_json(analysis, name),
                     "explained_frames": explained_frames(client, analysis, EXPLAINED_FRAMES),
                 }
+                job.thumbnails = frame_thumbnails(analysis, small, widths)
                 job.total, job.state = len(analysis.frames), "done"
             except CancelledError:
                 job.state = "cancelled"

@@ -254,6 +254,24 @@ function renderExplainedFrames(frames) {
   }
 }
 
+function renderPeople(tracks) {
+  // face-crop archives: one line per person, as the CLI prints it
+  $("video-people-row").hidden = tracks.length === 0;
+  const list = $("video-people");
+  list.replaceChildren();
+  for (const t of tracks) {
+    const item = document.createElement("li");
+    const seen = t.spans.map(([a, b]) => `${a.toFixed(1)}–${b.toFixed(1)} s`).join(", ");
+    const manipulated = t.segments.length
+      ? "manipulated " + t.segments.map((g) => `${g.start.toFixed(1)}–${g.end.toFixed(1)} s`).join(", ")
+      : "no manipulated segment";
+    item.textContent = `Person ${t.person}: in view ${seen} (${t.frames} frames), mean fake probability ` +
+      `${fmt(t.mean_fake_probability, 2)}, peak ${fmt(t.peak_fake_probability, 2)}; ${manipulated}`;
+    item.dataset.person = t.person;
+    list.append(item);
+  }
+}
+
 function renderVideo(result, thumbnails) {
   const s = result.summary;
   $("video-name").textContent = result.name;
@@ -278,6 +296,7 @@ function renderVideo(result, thumbnails) {
   $("video-segments").textContent = result.segments.length
     ? result.segments.map((g) => `${g.start.toFixed(1)}–${g.end.toFixed(1)} s (peak ${fmt(g.peak_probability, 3)})`).join(", ")
     : "none";
+  renderPeople(result.tracks || []);
   renderExplainedFrames(result.explained_frames);
   drawTimeline(result);
   const body = document.querySelector("#frame-table tbody");

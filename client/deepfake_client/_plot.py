@@ -3,6 +3,7 @@ that failed or (face-crop archives) had no face marked on the time axis."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ def timeline_figure(analysis: VideoAnalysis, threshold: float | None = None) -> 
     axes.set_ylabel("P(fake)")
     summary = analysis.summary
     axes.set_title(
-        f"{Path(analysis.source).name}: {summary.verdict}\n{summary.reason}",
+        f"{Path(analysis.source).name}: {summary.verdict}\n" + textwrap.fill(summary.reason, 110),
         color=VERDICT_COLOURS.get(summary.verdict, "black"),
     )
     axes.legend(loc="upper right", fontsize=8)

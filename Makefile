@@ -96,10 +96,10 @@ test-tools:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
 browser proxy: test-tools
 
-$(VENV)/.installed: requirements.txt client/pyproject.toml
+$(VENV)/.installed: requirements.txt client/pyproject.toml contract/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -e './client[plot,web]'
+	$(PY) -m pip install --quiet -r requirements.txt -e ./contract -e './client[plot,web]'
 	$(PY) -m pip install --quiet --no-deps $(FACE_DETECTOR)
 	@touch $@
 

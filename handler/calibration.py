@@ -15,7 +15,7 @@ from itertools import pairwise
 
 import torch
 
-from handler.contract import Prediction
+from deepfake_contract import Prediction
 from handler.settings import ModelSettings
 
 
@@ -34,7 +34,7 @@ def adjusted_confidence(logits: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def predictions_from_logits(logits: torch.Tensor, settings: ModelSettings) -> list[Prediction]:
-    """One answer (handler.contract) per row of a (N, 2) logits tensor."""
+    """One answer (deepfake_contract) per row of a (N, 2) logits tensor."""
     logits = logits.detach().cpu().double()
     probs = softmax_with_temperature(logits, settings.temperature)
     adjusted = adjusted_confidence(logits, settings.alpha)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ts.torch_handler.base_handler import BaseHandler
 
-from handler.contract import NATIVE, OIP, ErrorAnswer, Explanation, Prediction
+from deepfake_contract import NATIVE, OIP, ErrorAnswer, Explanation, Prediction
 from handler.formats import WireRequest, decode_request, encode_answer, share_batch_budget, share_explanations
 from handler.runtimes import share_cores
 from handler.service import DetectorService, settings_from_model_config

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from handler.contract import NO_FACE_STATUS, NO_FACE_TYPE
+from deepfake_contract import NO_FACE_STATUS, NO_FACE_TYPE
 from handler.preprocessing import InvalidImageError
 from handler.settings import DEFAULT_MIN_FACE_SIZE, ModelSettings
 
 
 class NoFaceError(InvalidImageError):
-    """A face-crop archive found no face in the image: HTTP 422 "NoFace" (handler.contract), a defined
+    """A face-crop archive found no face in the image: HTTP 422 "NoFace" (deepfake_contract), a defined
     answer, not a verdict."""
 
     status = NO_FACE_STATUS

@@ -3,9 +3,9 @@
 Two formats feed the same model core: native (``POST /predictions/<model>``, ``handler.wire``) and
 the Open Inference Protocol (``POST /v2/models/<model>/infer``, ``handler.oip``). A request becomes a
 list of images for the core; the core's answers for them become one HTTP answer in the request's
-own format, with the fields ``handler.contract`` declares for both.
+own format, with the fields ``deepfake_contract`` declares for both.
 
-Every request is read within the budgets ``handler.contract`` declares, and nothing raised while
+Every request is read within the budgets ``deepfake_contract`` declares, and nothing raised while
 reading one request leaves this module: it becomes that request's 4xx, in its own format.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image
 
-from handler.contract import (
+from deepfake_contract import (
     MAX_ANSWER_BYTES,
     MAX_BATCH_PIXELS,
     MAX_EXPLANATIONS_PER_BATCH,
@@ -48,7 +48,7 @@ class WireRequest:
     request_id: str | None = None
     error: ErrorAnswer | None = None
     pixels: int = 0  # what its images declare: the batch's pixel budget is shared out by this
-    explain: bool = False  # sent to the explanations API: answered with an Explanation (handler.contract)
+    explain: bool = False  # sent to the explanations API: answered with an Explanation (deepfake_contract)
 
     def refuse(self, exc: InvalidImageError) -> None:
         self.images, self.error = [], ItemError.from_exception(exc)

@@ -2,7 +2,7 @@
 
 TorchServe routes ``POST /v2/models/<model>/infer`` to the handler like any prediction, but its own
 ``kservev2`` envelope answers only the first request of a batch. So the handler reads OIP itself:
-this module turns an OIP body into images for the model core, and ``handler.contract`` declares the
+this module turns an OIP body into images for the model core, and ``deepfake_contract`` declares the
 answer's tensors. Accepted inputs (any name, several tensors and several images per request):
 
 * ``BYTES``, shape [N]: each element base64 of an image file (JPEG, PNG, ...), as in KServe's examples;
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from handler.contract import (
+from deepfake_contract import (
     MAX_ID_LENGTH,
     MAX_IMAGES_PER_REQUEST,
     MAX_JSON_DEPTH,

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# The largest image decoded (handler.contract, shared with the client): a 61 MP full-frame photo, a 48 MP
+# The largest image decoded (deepfake_contract, shared with the client): a 61 MP full-frame photo, a 48 MP
 # phone photo and an 8K frame (33 MP) pass; a decompression bomb (a few KB of PNG or JPEG declaring
 # gigapixels) is refused from its header, before any pixel is decoded. Only one image is decoded at a
 # time, so a worker needs about 3 bytes x MAX_IMAGE_PIXELS (~200 MB) for it, whatever the batch.
-from handler.contract import MAX_IMAGE_PIXELS
+from deepfake_contract import MAX_IMAGE_PIXELS
 
 # Modes whose values are wider than 8 bits: Pillow's convert("RGB") clips them at 255.
 _WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 255.0}

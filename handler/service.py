@@ -20,9 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from handler.calibration import predictions_from_logits
-from handler.checkpoint import load_model
-from handler.contract import (
+from deepfake_contract import (
     EXPLANATION_METHOD,
     MAX_IMAGE_PIXELS,
     ErrorAnswer,
@@ -33,6 +31,8 @@ from handler.contract import (
     ModelMetadata,
     Prediction,
 )
+from handler.calibration import predictions_from_logits
+from handler.checkpoint import load_model
 from handler.explain import LazyGradCam
 from handler.faces import Face, crop_images, crop_regions, detector_for, no_face_error
 from handler.preprocessing import InvalidImageError, decode_image, to_model_input
@@ -45,7 +45,7 @@ MODEL_CARD_KEY = "model_card"  # where an archive's settings carry its card (scr
 
 
 class ItemError(ErrorAnswer):
-    """A per-image failure: becomes that request's HTTP status and error body (handler.contract)."""
+    """A per-image failure: becomes that request's HTTP status and error body (deepfake_contract)."""
 
     @classmethod
     def from_exception(cls, exc: InvalidImageError) -> ItemError:
@@ -233,7 +233,7 @@ class DetectorService:
             self.detector.detect(Image.new("RGB", (size, size)))
 
     def metadata(self) -> ModelMetadata:
-        """What clients need to know (handler.contract): input size, labels, normalisation, precision."""
+        """What clients need to know (deepfake_contract): input size, labels, normalisation, precision."""
         s = self.settings
         return ModelMetadata(
             input_size=s.image_size,

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from handler.contract import ErrorAnswer, Prediction
+from deepfake_contract import ErrorAnswer, Prediction
 from handler.service import BatchTiming
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from handler.contract import BATCH_BUDGET_ERROR_TYPE, BUDGET_ERROR_TYPE, MAX_JSON_DEPTH, describe
+from deepfake_contract import BATCH_BUDGET_ERROR_TYPE, BUDGET_ERROR_TYPE, MAX_JSON_DEPTH, describe
 from handler.preprocessing import InvalidImageError
 
 
@@ -24,7 +24,7 @@ class InvalidRequestError(InvalidImageError):
 
 
 class OverBudgetError(InvalidImageError):
-    """The request asks for more than one of handler.contract's budgets allows (413, or 400 for shape)."""
+    """The request asks for more than one of deepfake_contract's budgets allows (413, or 400 for shape)."""
 
     error_type = BUDGET_ERROR_TYPE
 

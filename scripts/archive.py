@@ -27,8 +27,8 @@ from typing import Any
 import torch
 import yaml
 
+from deepfake_contract import ContractError, ModelCard
 from handler.checkpoint import CheckpointError, load_model, read_state_dict
-from handler.contract import ContractError, ModelCard
 from handler.service import MODEL_CARD_KEY, DetectorService, settings_from_model_config
 from handler.settings import (
     CROPS,
@@ -44,6 +44,7 @@ from scripts.precision import DEFAULT_PRECISION, PrecisionError, build_runtime, 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HANDLER_DIR = REPO_ROOT / "handler"
+CONTRACT_DIR = REPO_ROOT / "contract" / "deepfake_contract"  # packed beside the handler: it imports it
 WEIGHTS_NAME = "model_weights.pth"
 
 # Batching: 8 frames fill a batch while one video is analysed (the client keeps 16 requests in
@@ -126,7 +127,9 @@ def pack_archive(
     with tempfile.TemporaryDirectory(prefix="mar-") as tmp:
         stage = Path(tmp)
         package_root = stage / "code"  # its content (the handler package) lands in the archive root
-        shutil.copytree(HANDLER_DIR, package_root / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(HANDLER_DIR, package_root / "handler", ignore=ignore)
+        shutil.copytree(CONTRACT_DIR, package_root / "deepfake_contract", ignore=ignore)
         for path in runtime_files:
             shutil.copy2(path, package_root / path.name)
         torch.save(state, stage / WEIGHTS_NAME)  # the clean state dict: smaller, weights-only
@@ -360,7 +363,7 @@ def inputs_digest(args: argparse.Namespace, settings: ModelSettings) -> str:
             for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
                 stat = path.stat()
                 digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-    code = sorted(HANDLER_DIR.rglob("*.py")) + sorted(HANDLER_DIR.rglob("*.yaml"))
+    code = sorted(HANDLER_DIR.rglob("*.py")) + sorted(HANDLER_DIR.rglob("*.yaml")) + sorted(CONTRACT_DIR.rglob("*.py"))
     for path in [*code, Path(__file__), REPO_ROOT / "scripts" / "precision.py"]:
         digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -54,8 +54,8 @@ import yaml
 from PIL import Image
 
 from deepfake_client import encode_frame, sample_frames
+from deepfake_contract import NATIVE, OIP, oip_request
 from handler.checkpoint import RESNET_LAYOUTS, build_model, load_model
-from handler.contract import NATIVE, OIP, oip_request
 from handler.faces import detector_for
 from handler.preprocessing import decode_image, to_model_input
 from handler.settings import HALF_MEAN, HALF_STD, PRECISIONS, ModelSettings

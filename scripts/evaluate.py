@@ -47,9 +47,9 @@ from deepfake_client._aggregate import (
 )
 from deepfake_client._explain import peak_point
 from deepfake_client._results import Segment
+from deepfake_contract import EXPLANATION_METHOD, ErrorAnswer
 from handler.calibration import expected_calibration_error
 from handler.checkpoint import CheckpointError
-from handler.contract import EXPLANATION_METHOD, ErrorAnswer
 from handler.explain import GradCam
 from handler.service import DetectorService
 from handler.settings import ModelSettings, SettingsError

@@ -13,7 +13,7 @@ import requests
 from PIL import Image
 
 from deepfake_client import DeepfakeClient, Explanation, Prediction
-from handler.contract import EXPLANATION_METHOD
+from deepfake_contract import EXPLANATION_METHOD
 from scripts.loadtest import distinct_images
 from tests.conftest import Server, archive_service, cli
 from tests.faces import ASTRONAUT_FACE, CAMERA_FACE, pasted, photo, png_bytes, shifted

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from handler.contract import ErrorAnswer, Prediction
+from deepfake_contract import ErrorAnswer, Prediction
 from handler.faces import FaceDetector, crop_box, crop_images, detector_for
 from handler.service import DetectorService
 from handler.settings import ModelSettings, SettingsError

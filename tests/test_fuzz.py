@@ -1,7 +1,7 @@
 """The fuzz tier: property-based tests of the wire decoders and of the client's answer parser.
 
 In-process and bounded (a fixed number of examples, a deadline each, derandomised so that CI runs the
-same examples every time): every input either decodes within handler.contract's budgets or is refused
+same examples every time): every input either decodes within deepfake_contract's budgets or is refused
 with the module's own 4xx (503 only for the batch budget); no other exception escapes.
 """
 
@@ -15,7 +15,7 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handler.contract import (
+from deepfake_contract import (
     MAX_IMAGES_PER_REQUEST,
     MAX_REQUEST_PIXELS,
     ContractError,

@@ -1,4 +1,4 @@
-"""Hostile requests, in-process: each stays within handler.contract's budgets and gets its own 4xx.
+"""Hostile requests, in-process: each stays within deepfake_contract's budgets and gets its own 4xx.
 
 The same requests against a real TorchServe, batched with innocent ones, are in test_hostile_server.py;
 the property-based versions are in test_fuzz.py. Here each case is pinned down exactly.
@@ -26,7 +26,7 @@ from deepfake_client import (
     Timeouts,
     make_response,
 )
-from handler.contract import (
+from deepfake_contract import (
     MAX_ANSWER_BYTES,
     MAX_BATCH_PIXELS,
     MAX_ID_LENGTH,

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import requests
 
-from handler.contract import MAX_IMAGES_PER_REQUEST, oip_request, predictions_from_oip
+from deepfake_contract import MAX_IMAGES_PER_REQUEST, oip_request, predictions_from_oip
 from scripts import loadtest
 from tests.conftest import Server, image_bytes
 from tests.reliability_report import ReliabilityRecord

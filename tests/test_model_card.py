@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.contract import ContractError, ModelCard, ModelMetadata
+from deepfake_contract import ContractError, ModelCard, ModelMetadata
 from handler.settings import ModelSettings, SettingsError
 from scripts.archive import archive_card, read_card
 from tests.conftest import Server, cli

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 import deepfake_client.contract
-from handler.contract import (
+import deepfake_contract
+from deepfake_contract import (
     MAX_IMAGE_PIXELS,
     NATIVE,
     OIP,
@@ -196,12 +197,22 @@ def test_a_pixel_array_image_reaches_the_model_as_an_image(service: DetectorServ
     assert from_png == from_pixels
 
 
-def test_the_client_package_ships_the_very_same_contract(tmp_path):
-    """deepfake_client/contract.py links to handler/contract.py; a built wheel carries its content."""
+def test_server_and_client_share_one_contract_package(tmp_path):
+    """One module object: a client answer is an instance of the handler's class; the client's wheel
+    depends on deepfake-contract instead of carrying a copy (the archive's copy: test_server.py)."""
+    from handler import formats
+
     repo = Path(__file__).resolve().parents[1]
-    assert Path(deepfake_client.contract.__file__).resolve() == repo / "handler" / "contract.py"
+    assert deepfake_client.contract.Prediction is deepfake_contract.Prediction is formats.Prediction
+    assert Path(deepfake_contract.__file__).resolve() == repo / "contract" / "deepfake_contract" / "__init__.py"
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
-    subprocess.run([*command, str(repo / "client")], check=True, capture_output=True, timeout=300)
-    [wheel] = tmp_path.glob("deepfake_client-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        assert archive.read("deepfake_client/contract.py") == (repo / "handler" / "contract.py").read_bytes()
+    subprocess.run([*command, str(repo / "client"), str(repo / "contract")], check=True, capture_output=True,
+                   timeout=300)  # fmt: skip
+    [client_wheel] = tmp_path.glob("deepfake_client-*.whl")
+    [contract_wheel] = tmp_path.glob("deepfake_contract-*.whl")
+    with zipfile.ZipFile(client_wheel) as wheel:
+        metadata = next(n for n in wheel.namelist() if n.endswith("METADATA"))
+        assert "Requires-Dist: deepfake-contract" in wheel.read(metadata).decode()
+        assert "deepfake_client/contract.py" in wheel.namelist()  # the re-export, not a copy
+    with zipfile.ZipFile(contract_wheel) as wheel:
+        assert wheel.read("deepfake_contract/__init__.py") == Path(deepfake_contract.__file__).read_bytes()

@@ -165,3 +165,16 @@ def test_describe_shows_the_archive_settings(server: Server):
     assert entry["batchSize"] == 8 and entry["maxBatchDelay"] == DEFAULT_MAX_BATCH_DELAY_MS
     assert entry["customizedMetadata"]["settings"]["arch"] == "resnet34"
     assert entry["customizedMetadata"]["settings"]["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_every_archive_carries_the_contract_package_the_client_uses(server: Server):
+    """make mar packs deepfake_contract beside the handler, byte for byte what the client imports."""
+    import zipfile
+
+    import deepfake_contract
+
+    source = Path(deepfake_contract.__file__).read_bytes()
+    for name, model in server.models.items():
+        with zipfile.ZipFile(model.archive) as archive:
+            assert archive.read("deepfake_contract/__init__.py") == source, name
+            assert "handler/contract.py" not in archive.namelist()  # one contract, not two

@@ -28,7 +28,7 @@ from deepfake_client._plot import plot_timeline
 from deepfake_client._results import FrameResult, ImageResult, Prediction, Segment, VideoAnalysis, VideoSummary
 from deepfake_client._transport import MockTransport, make_response
 from deepfake_client._video import SampledFrame, sample_frames
-from deepfake_client.contract import ErrorAnswer, Explanation, Heatmap, ModelMetadata, oip_request, predictions_from_oip
+from deepfake_contract import ErrorAnswer, Explanation, Heatmap, ModelMetadata, oip_request, predictions_from_oip
 
 __all__ = [
     "AggregationConfig",

@@ -40,7 +40,7 @@ from deepfake_client._progress import ProgressBar
 from deepfake_client._results import FaceTrack, ImageResult, Prediction, VideoAnalysis, json_safe
 from deepfake_client._scan import ScanTally, collect, scan, write_csv
 from deepfake_client._video import native_frame_rate, probe_duration
-from deepfake_client.contract import PROTOCOLS, ContractError, ModelCard
+from deepfake_contract import PROTOCOLS, ContractError, ModelCard
 
 EXIT_OK, EXIT_INPUT, EXIT_UNAVAILABLE = 0, 2, 4
 DEFAULT_AGGREGATION = AggregationConfig()  # the CLI's defaults are the library's

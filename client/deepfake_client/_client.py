@@ -39,7 +39,7 @@ from deepfake_client._results import FrameResult, ImageResult, VideoAnalysis
 from deepfake_client._tracks import face_signature, link_tracks
 from deepfake_client._transport import pooled_transport
 from deepfake_client._video import SampledFrame, native_frame_rate, sample_frames
-from deepfake_client.contract import (
+from deepfake_contract import (
     MAX_ANSWER_BYTES,
     OIP,
     ContractError,
@@ -188,7 +188,7 @@ def _model_entry(entries: list[Any], model: str) -> dict[str, Any]:
 
 
 def _error_details(response: requests.Response) -> tuple[str, str]:
-    """(type, message) of an error answer in either wire format (handler.contract's ErrorAnswer)."""
+    """(type, message) of an error answer in either wire format (deepfake_contract's ErrorAnswer)."""
     try:
         error = ErrorAnswer.from_json(response.json(), response.status_code)
     except (ValueError, RecursionError):
@@ -539,7 +539,7 @@ class DeepfakeClient:
         return [(frame, images[frame.index], self.explain(images[frame.index], model=model)) for frame in top]
 
     def metadata(self, model: str | None = None) -> ModelMetadata | None:
-        """The served model's metadata (handler.contract: input size, labels, normalisation, precision).
+        """The served model's metadata (deepfake_contract: input size, labels, normalisation, precision).
 
         None when it cannot be read: no management access (an OIP server behind KServe), or an archive
         built before the metadata existed.

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepfake_client._exceptions import AuthenticationError, InputError
-from deepfake_client.contract import NATIVE, PROTOCOLS
+from deepfake_contract import NATIVE, PROTOCOLS
 
 TOKEN_ENV = "DEEPFAKE_TOKEN"
 MANAGEMENT_TOKEN_ENV = "DEEPFAKE_MANAGEMENT_TOKEN"
@@ -22,7 +22,7 @@ RUNTIME_KEY_FILE = Path("runtime") / "key_file.json"  # where `make start` keeps
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
 DEFAULT_MODEL = "deepfake"
-DEFAULT_PROTOCOL = NATIVE  # or "oip": the Open Inference Protocol (KServe v2), see deepfake_client.contract
+DEFAULT_PROTOCOL = NATIVE  # or "oip": the Open Inference Protocol (KServe v2), see deepfake_contract
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 120.0  # a cold worker or a long queue can take a while
 DEFAULT_RETRIES = 8

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from deepfake_client.contract import Explanation, Heatmap
+from deepfake_contract import Explanation, Heatmap
 
 # A perceptual ramp from dark blue through yellow to red, as (position, (r, g, b)).
 _RAMP = (

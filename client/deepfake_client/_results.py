@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from deepfake_client.contract import Prediction
+from deepfake_contract import Prediction
 
 
 @dataclass(frozen=True)

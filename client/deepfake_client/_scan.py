@@ -25,7 +25,7 @@ from deepfake_client._client import DeepfakeClient
 from deepfake_client._exceptions import InputError, InputRejectedError
 from deepfake_client._media import sniff_file
 from deepfake_client._results import json_safe
-from deepfake_client.contract import is_no_face
+from deepfake_contract import is_no_face
 
 VIDEOS_IN_FLIGHT = 2  # videos analysed at once: each keeps the client's window of frames in flight
 GLOB_CHARACTERS = set("*?[")

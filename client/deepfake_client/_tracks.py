@@ -27,7 +27,7 @@ from PIL import Image
 
 from deepfake_client._aggregate import AggregationConfig, find_segments
 from deepfake_client._results import FaceTrack, FrameResult, TrackPoint
-from deepfake_client.contract import Prediction
+from deepfake_contract import Prediction
 
 SIGNATURE_SIDE = 16  # pixels of the thumbnail a face is compared by
 

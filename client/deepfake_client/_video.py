@@ -18,7 +18,7 @@ import av
 from PIL import Image
 
 from deepfake_client._exceptions import BadVideoError
-from deepfake_client.contract import MAX_IMAGE_PIXELS
+from deepfake_contract import MAX_IMAGE_PIXELS
 
 # The largest frame the client decodes is the server's image limit (the wire contract): 8K (33 MP)
 # and beyond pass; a stream declaring more is refused before its first frame is decoded.

@@ -49,7 +49,7 @@ from deepfake_client._explain import draw_boxes, overlay
 from deepfake_client._media import IMAGE_FORMATS, SNIFF_BYTES, VIDEO_FORMATS, sniff
 from deepfake_client._results import VideoAnalysis, json_safe
 from deepfake_client._video import SampledFrame, probe_duration
-from deepfake_client.contract import Explanation, Prediction, is_no_face
+from deepfake_contract import Explanation, Prediction, is_no_face
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000

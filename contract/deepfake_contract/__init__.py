@@ -1,9 +1,11 @@
 """The wire contract between the server and its clients, declared once.
 
-The handler fills these types and the client parses them. This file is packed in every archive
-(``handler/``) and ships in the client package as ``deepfake_client/contract.py``, a link to this
-one, so the two sides cannot drift. Standard library only: it runs in TorchServe's worker, in the
-client and in any tooling that speaks the Open Inference Protocol (OIP, KServe v2).
+The handler fills these types and the client parses them. One package (``deepfake-contract``), one
+module object per process: ``make mar`` packs it in every archive beside ``handler/``, the client
+depends on it (``deepfake_client.contract`` re-exports it), so the two sides cannot drift and an
+answer parsed by one is an instance of the other's class. Standard library only: it runs in
+TorchServe's worker, in the client and in any tooling that speaks the Open Inference Protocol (OIP,
+KServe v2).
 
 Two wire formats carry the same answer:
 
@@ -494,3 +496,42 @@ def _predictions_from_oip(response: Any) -> list[Prediction]:
             rows = [json.loads(row) for row in rows]
         columns[spec.name] = rows
     return [Prediction.from_json({name: column[i] for name, column in columns.items()}) for i in range(count)]
+
+
+__all__ = [
+    "BATCH_BUDGET_ERROR_TYPE",
+    "BUDGET_ERROR_TYPE",
+    "EXPLANATION_METHOD",
+    "JSON_IN_BYTES",
+    "MAX_ANSWER_BYTES",
+    "MAX_BATCH_PIXELS",
+    "MAX_EXPLANATIONS_PER_BATCH",
+    "MAX_HEATMAP_CELLS",
+    "MAX_ID_LENGTH",
+    "MAX_IMAGES_PER_REQUEST",
+    "MAX_IMAGE_PIXELS",
+    "MAX_JSON_DEPTH",
+    "MAX_REQUEST_PIXELS",
+    "NATIVE",
+    "NO_FACE_STATUS",
+    "NO_FACE_TYPE",
+    "OIP",
+    "OIP_DATATYPES",
+    "OIP_IMAGE_INPUT",
+    "PROTOCOLS",
+    "UNKNOWN",
+    "ContractError",
+    "ErrorAnswer",
+    "Explanation",
+    "FaceAnswer",
+    "Heatmap",
+    "ModelCard",
+    "ModelMetadata",
+    "Prediction",
+    "describe",
+    "is_no_face",
+    "oip_outputs",
+    "oip_request",
+    "oip_response",
+    "predictions_from_oip",
+]

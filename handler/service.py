@@ -1,7 +1,7 @@
 """The model core: image bytes in, answers out, through the runtime the archive chose.
 
 Independent of TorchServe and of any wire format: the TorchServe handler (``deepfake_handler``)
-turns request items into image bytes (``handler.wire``) and answers into HTTP responses, and
+turns request items into image bytes and answers into HTTP responses (``handler.formats``), and
 everything here is tested in-process (TorchServe is archived upstream; the logic must not depend
 on its internals).
 """

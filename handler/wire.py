@@ -1,8 +1,9 @@
 """The native wire format: image bytes out of a TorchServe request item.
 
 TorchServe hands the handler the raw body (``{"body": bytes}``), multipart form fields by name, or
-an already parsed JSON object. Only this module and ``deepfake_handler`` know that shape; the model
-core (``handler.service``) takes image bytes and returns answers.
+an already parsed JSON object; this module reads the native format's image out of it (``handler.oip``
+reads the Open Inference Protocol's, ``handler.formats`` picks between them). The model core
+(``handler.service``) takes image bytes and returns answers.
 """
 
 from __future__ import annotations

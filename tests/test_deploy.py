@@ -67,7 +67,8 @@ def test_inference_service_is_valid_and_serves_the_bundle_over_v2():
     assert schema_problems(manifest, "V1beta1InferenceService") == []
     assert (manifest["apiVersion"], manifest["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
     predictor = manifest["spec"]["predictor"]
-    pytorch = predictor["pytorch"]
+    pytorch = predictor["model"]  # the current spec, not the deprecated predictor.pytorch
+    assert pytorch["modelFormat"] == {"name": "pytorch"} and "pytorch" not in predictor
     assert pytorch["protocolVersion"] == "v2"
     assert pytorch["resources"]["requests"] == pytorch["resources"]["limits"]
     assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("concurrency", 16)

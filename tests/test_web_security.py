@@ -216,3 +216,16 @@ def test_the_page_takes_the_video_formats_the_cli_reads(head: bytes, kind: str):
     from deepfake_client.web.app import sniff
 
     assert sniff(head) == ("video", kind)
+
+
+def test_the_page_has_its_own_command(tmp_path):
+    """pip installs ``deepfake-web`` beside ``deepfake-detect``; it runs from any folder."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = Path(sys.executable).with_name("deepfake-web")
+    assert command.is_file(), "make setup installs the client's console scripts"
+    shown = subprocess.run([str(command), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: deepfake-web ")
+    assert "--allowed-host" in shown.stdout and "--max-upload-mb" in shown.stdout

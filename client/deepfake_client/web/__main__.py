@@ -1,4 +1,5 @@
-"""python -m deepfake_client.web [--port 8000]: the upload page, served by waitress on 127.0.0.1."""
+"""deepfake-web [--port 8000] (or python -m deepfake_client.web): the upload page, served by waitress on
+127.0.0.1."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from deepfake_client.web.app import (
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m deepfake_client.web", description=__doc__)
+    parser = argparse.ArgumentParser(prog="deepfake-web", description=__doc__)
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s: this machine)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s")
     parser.add_argument("--url", help="TorchServe inference API (env DEEPFAKE_URL; default http://127.0.0.1:8080)")

@@ -144,7 +144,7 @@ def test_backoff_is_exponential_capped_and_stops_at_the_deadline():
         stamps.append(time.monotonic())
         return make_response(503, json={"code": 503, "type": "ServiceUnavailableException", "message": "busy"})
 
-    client, _ = fast_client(unavailable, retries=100, backoff=0.02, max_backoff=0.08, retry_deadline=0.6)
+    client, _ = fast_client(unavailable, retries=100, backoff=0.02, max_backoff=0.08, retry_deadline=0.6, jitter=0.0)
     started = time.monotonic()
     with pytest.raises(ServerUnavailableError, match="no worker available"):
         client.predict_image(image_bytes())
@@ -153,6 +153,25 @@ def test_backoff_is_exponential_capped_and_stops_at_the_deadline():
     assert gaps[0] >= 0.02 and gaps[1] >= 0.04 and all(gap >= 0.08 for gap in gaps[2:])
     assert max(gaps) < 0.08 + 0.05  # capped
     assert 5 < len(stamps) < 12
+
+
+def test_backoff_is_jittered_honours_retry_after_and_is_logged(caplog: pytest.LogCaptureFixture):
+    config = ClientConfig(backoff=0.25, max_backoff=DEFAULT_MAX_BACKOFF)
+    delays = [config.retry_delay(2) for _ in range(200)]
+    assert all(0.5 <= delay <= 1.0 for delay in delays) and len(set(delays)) > 100  # spread, never longer
+    assert ClientConfig(backoff=0.25, jitter=0.0).retry_delay(1) == 0.5
+    assert config.retry_delay(0, retry_after=3.0) == 3.0  # what the server asked for ...
+    assert config.retry_delay(0, retry_after=600.0) == DEFAULT_MAX_BACKOFF  # ... within the client's cap
+    busy = make_response(503, json={"code": 503, "type": "ServiceUnavailableException", "message": "busy"},
+                         headers={"Retry-After": "0.3"})  # fmt: skip
+    client, transport = fast_client(sequence(busy, 200), max_backoff=1.0)
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="deepfake_client"):
+        client.predict_image(image_bytes())
+    assert time.monotonic() - started >= 0.3  # not the 1-4 ms backoff: the server's Retry-After
+    assert len(transport.requests) == 2
+    [record] = [r for r in caplog.records if r.name == "deepfake_client"]
+    assert "HTTP 503; retry 1 of 8 in 0.30 s" in record.getMessage()
 
 
 def test_a_read_timeout_is_a_clear_error_and_not_retried():

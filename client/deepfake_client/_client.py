@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import io
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -53,6 +55,7 @@ from deepfake_contract import (
 )
 
 ImageInput = str | Path | bytes | Image.Image
+logger = logging.getLogger("deepfake_client")  # retries and fail-overs (INFO/WARNING); silent unless configured
 ProgressCallback = Callable[[int], None]  # called with the number of frames answered so far
 FRAME_SIZE = 224  # the usual input size; the client asks the archive for its own (DeepfakeClient.input_size)
 # The most the client reads of one answer: the server's own answers stay under MAX_ANSWER_BYTES; management
@@ -128,6 +131,22 @@ def _token_refused(response: requests.Response) -> bool:
     if response.status_code in (401, 403):
         return True
     return response.status_code == 400 and _error_details(response)[0] == "InvalidKeyException"
+
+
+def _retry_after(response: requests.Response | None) -> float | None:
+    """The seconds a ``Retry-After`` header asks for (a number, or an HTTP date), if any."""
+    value = response.headers.get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _retryable(response: requests.Response) -> bool:
@@ -302,13 +321,18 @@ class DeepfakeClient:
             failed = replica
             elapsed = time.monotonic() - started
             elsewhere = replica is not None and self.replicas.has_other_healthy(replica)
-            delay = 0.0 if elsewhere else self.config.backoff_delay(retries)
+            delay = 0.0 if elsewhere else self.config.retry_delay(retries, _retry_after(response))
             if not retry or retries >= self.config.retries or elapsed + delay > self.config.retry_deadline:
                 attempts = f"{retries + 1} attempt{'s' * (retries > 0)} in {elapsed:.1f} s"
                 if response is None:
                     raise ServerUnavailableError(f"{failure} ({attempts})")
                 return self._check(response, kind, what, attempts)
             retries += 1
+            reason = failure if response is None else f"HTTP {response.status_code}"
+            if elsewhere:
+                logger.info("%s: %s at %s; sending it to another replica", what, reason, replica)
+            else:
+                logger.warning("%s: %s; retry %d of %d in %.2f s", what, reason, retries, self.config.retries, delay)
             if delay:
                 time.sleep(delay)  # backoff between retries, bounded by the retry deadline
 

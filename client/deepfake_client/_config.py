@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ DEFAULT_RETRIES = 8
 DEFAULT_BACKOFF = 0.25  # seconds before the first retry, doubled after each one ...
 DEFAULT_MAX_BACKOFF = 4.0  # ... up to this
 DEFAULT_RETRY_DEADLINE = 60.0  # no retry starts later than this many seconds after the first try
+DEFAULT_JITTER = 0.5  # each backoff is drawn from [(1 - jitter) x, x]: clients that failed together retry apart
 DEFAULT_MAX_IN_FLIGHT = 16  # per replica: two TorchServe batches of 8, the next one fills while one runs
 DEFAULT_REPLICA_COOLDOWN = 5.0  # seconds a replica that failed gets no requests (with other replicas up)
 # Answers worth retrying: the request never reached a working model. 502/504 come from proxies in
@@ -70,6 +72,7 @@ class ClientConfig:
     backoff: float = DEFAULT_BACKOFF
     max_backoff: float = DEFAULT_MAX_BACKOFF
     retry_deadline: float = DEFAULT_RETRY_DEADLINE
+    jitter: float = DEFAULT_JITTER
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
 
     def __post_init__(self) -> None:
@@ -83,8 +86,17 @@ class ClientConfig:
         return tuple(dict.fromkeys(url.rstrip("/") for url in (self.base_url, *self.replica_urls)))
 
     def backoff_delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (0-based): capped exponential."""
+        """The longest wait before retry number ``retry`` (0-based): capped exponential."""
         return min(self.max_backoff, self.backoff * 2**retry)
+
+    def retry_delay(self, retry: int, retry_after: float | None = None) -> float:
+        """The wait before retry number ``retry``: the backoff less a random share of up to ``jitter`` of it,
+        and never less than what the server asked for (``Retry-After``), itself capped by ``max_backoff``."""
+        longest = self.backoff_delay(retry)
+        delay = longest * (1 - min(max(self.jitter, 0.0), 1.0) * random.random())
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_backoff))
+        return delay
 
     @classmethod
     def from_env(cls, **overrides) -> ClientConfig:

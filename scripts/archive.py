@@ -59,11 +59,20 @@ DEFAULT_WORKERS = 1  # whole images: on 2 cores, 2 workers were measured slower 
 DEFAULT_FACE_WORKERS = 2
 
 
+def training_settings_file(weights: Path) -> Path:
+    """Where train.py writes a checkpoint's settings: ``<stem>.json`` next to it."""
+    return weights.with_name(f"{weights.stem}.json")
+
+
+def calibration_file(weights: Path) -> Path:
+    """Where calibrate.py writes a checkpoint's temperature: ``<stem>.calibration.json`` next to it."""
+    return weights.with_name(f"{weights.stem}.calibration.json")
+
+
 def sidecar_files(weights: Path, calibration: bool = True) -> list[Path]:
-    """Settings written next to the weights: train.py's ``<stem>.json``, calibrate.py's
-    ``<stem>.calibration.json`` (later files win)."""
-    names = [f"{weights.stem}.json"] + ([f"{weights.stem}.calibration.json"] if calibration else [])
-    return [weights.with_name(name) for name in names if weights.with_name(name).is_file()]
+    """Settings written next to the weights, those present (later files win)."""
+    files = [training_settings_file(weights)] + ([calibration_file(weights)] if calibration else [])
+    return [path for path in files if path.is_file()]
 
 
 DEMO_NOTICE = "demo model (synthetic scenes): not a detector for real faces"

@@ -725,8 +725,7 @@ def explain_loop(ts: TorchServe, payloads: list[bytes], stop: threading.Event, l
 def analysts(archive: Path, payloads: list[bytes], workdir: Path, total: int, scan_images: int) -> dict[str, Any]:
     """Side by side on one served archive: the crowd of 16 clients, ``deepfake-detect scan`` over a folder
     of distinct images, and predictions before, beside and after explanations."""
-    from deepfake_client import DeepfakeClient
-    from deepfake_client._scan import scan
+    from deepfake_client import DeepfakeClient, scan
 
     folder = scan_folder(workdir / "scan_images", scan_images)
     with serving(archive, workdir / "ts_analysts") as (ts, _):

@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from deepfake_client import AggregationConfig, summarise
-from deepfake_client._aggregate import sustained_segments
+from deepfake_client import DEFAULT_FPS, AggregationConfig, summarise, sustained_segments
 from handler.service import DetectorService
 from handler.settings import ModelSettings
 from scripts import calibrate, evaluate, make_demo_data, train
-from scripts.archive import settings_from_files, sidecar_files
+from scripts.archive import calibration_file, settings_from_files, sidecar_files
 
 ARCH = "resnet18"
 NORMALISATION = ["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"]  # the original app's convention
@@ -52,7 +51,7 @@ def in_process(weights: Path) -> evaluate.InProcess:
     return evaluate.InProcess(DetectorService.from_checkpoint(weights, settings))
 
 
-def timeline(weights: Path, video: Path, fps: float = 2.0) -> dict:
+def timeline(weights: Path, video: Path, fps: float = DEFAULT_FPS) -> dict:
     """The demo video's per-frame scores, its manipulated segments and its verdict."""
     frames = in_process(weights).video_frames(video, fps)
     config = AggregationConfig()
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     step("train", weights, args.force, lambda: train.main(train_arguments(data, model_dir, ARCH, args.epochs)))
     step(
         "calibrate",
-        weights.with_name(f"{weights.stem}.calibration.json"),
+        calibration_file(weights),
         args.force,
         lambda: calibrate.main(["--weights", str(weights), "--data", str(images / "val")]),
     )
@@ -129,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def write_verdict() -> int:
-        report = evaluate.verdict_report(in_process(weights), data / "spans" / "test", data / "spans" / "tune", 2.0)
+        spans = data / "spans"
+        report = evaluate.verdict_report(in_process(weights), spans / "test", spans / "tune", DEFAULT_FPS)
         (args.out / "verdict.json").write_text(json.dumps(report, indent=2))
         return 0
 

@@ -21,7 +21,7 @@ import torch
 from handler.calibration import calibration_metrics, fit_temperature
 from handler.checkpoint import CheckpointError, load_model
 from handler.settings import ModelSettings, SettingsError
-from scripts.archive import settings_from_files, sidecar_files
+from scripts.archive import calibration_file, settings_from_files, sidecar_files
 from scripts.data import LabelledImages, collect_logits, labelled_files
 
 T_RANGE = (0.05, 20.0)  # beyond these a fit says more about the calibration set than the model
@@ -74,7 +74,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    out = args.out or args.weights.with_name(f"{args.weights.stem}.calibration.json")
+    out = args.out or calibration_file(args.weights)
     try:
         files = args.settings_file if args.settings_file is not None else sidecar_files(args.weights, calibration=False)
         values = settings_from_files(files)

@@ -27,26 +27,25 @@ import torch
 from PIL import Image
 
 from deepfake_client import (
+    DEFAULT_FPS,
+    LIKELY_DEEPFAKE,
+    MANIPULATED_SEGMENTS,
+    MANIPULATED_THROUGHOUT,
+    AggregationConfig,
     ClientConfig,
     DeepfakeClient,
     DeepfakeError,
     FrameResult,
     Prediction,
-    encode_frame,
-    sample_frames,
-    top_k_mean,
-)
-from deepfake_client._aggregate import (
-    LIKELY_DEEPFAKE,
-    MANIPULATED_SEGMENTS,
-    MANIPULATED_THROUGHOUT,
-    AggregationConfig,
+    Segment,
     confident_strategy,
+    encode_frame,
+    peak_point,
+    sample_frames,
     summarise,
     sustained_segments,
+    top_k_mean,
 )
-from deepfake_client._explain import peak_point
-from deepfake_client._results import Segment
 from deepfake_contract import EXPLANATION_METHOD, ErrorAnswer
 from handler.calibration import expected_calibration_error
 from handler.checkpoint import CheckpointError
@@ -151,7 +150,7 @@ def evaluate(
     settings: ModelSettings,
     images: Path | None,
     videos: Path | None,
-    fps: float = 2.0,
+    fps: float = DEFAULT_FPS,
     video_score: str = "mean",
 ) -> dict[str, Any]:
     report: dict[str, Any] = {}
@@ -386,7 +385,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", default=None, help="label order (default: from the settings, Real,Fake)")
     parser.add_argument("--images", type=Path, help="labelled image folder")
     parser.add_argument("--videos", type=Path, help="labelled video folder")
-    parser.add_argument("--fps", type=float, default=2.0)
+    parser.add_argument("--fps", type=float, default=DEFAULT_FPS)
     parser.add_argument("--video-score", choices=sorted(VIDEO_SCORES), default="mean")
     parser.add_argument(
         "--spans",

@@ -60,6 +60,7 @@ def model_snapshot(manifest: dict[str, Any], config: dict[str, Any], mar_name: s
         "minWorkers": int(config.get("minWorkers", 1)),
         "maxWorkers": int(config.get("maxWorkers", 1)),
         "batchSize": int(config.get("batchSize", 1)),
+        # TorchServe's own defaults for an archive that sets none (make mar always sets maxBatchDelay: 5)
         "maxBatchDelay": int(config.get("maxBatchDelay", 100)),
         "responseTimeout": int(config.get("responseTimeout", 120)),
     }

@@ -30,8 +30,14 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image
 
-from deepfake_client import ClientConfig, DeepfakeClient, DeepfakeError
-from deepfake_client._config import DEFAULT_MANAGEMENT_URL, DEFAULT_MODEL, DEFAULT_URL
+from deepfake_client import (
+    DEFAULT_MANAGEMENT_URL,
+    DEFAULT_MODEL,
+    DEFAULT_URL,
+    ClientConfig,
+    DeepfakeClient,
+    DeepfakeError,
+)
 
 if TYPE_CHECKING:
     from handler.service import DetectorService

@@ -34,6 +34,7 @@ from handler.runtimes import (
 )
 from handler.service import DetectorService
 from handler.settings import PRECISIONS, ModelSettings
+from scripts.data import IMAGE_SUFFIXES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRECISION = "int8"  # fastest mode that agreed with fp32 on both demo models (docs/benchmark.md)
@@ -43,7 +44,6 @@ MAX_ONE_CLASS_SHARE = 0.95  # a reference giving one class to this share of the 
 CALIBRATION_LIMIT = 300  # NNCF's default subset size
 HELD_OUT_LIMIT = 200
 GENERATED_PER_SPLIT = 64  # images per split when neither CALIBRATION_IMAGES nor the demo data exist
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 class PrecisionError(ValueError):

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 from deepfake_client._aggregate import AggregationConfig
 from deepfake_client._client import DeepfakeClient
 from deepfake_client._config import (
+    DEFAULT_FPS,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MODEL,
     DEFAULT_PROTOCOL,
@@ -444,7 +445,7 @@ def get_parser() -> argparse.ArgumentParser:
     options.add_argument(
         "--fps",
         type=_positive,
-        default=2.0,
+        default=DEFAULT_FPS,
         help="frames sampled per second, at most the video's own rate (default %(default)s)",
     )
     options.add_argument(

@@ -23,7 +23,14 @@ from PIL import Image
 from requests.adapters import BaseAdapter
 
 from deepfake_client._aggregate import AggregationConfig, summarise, sustained_segments
-from deepfake_client._config import RETRY_STATUSES, WORKER_DIED_MESSAGE, ClientConfig, Token, resolve_token
+from deepfake_client._config import (
+    DEFAULT_FPS,
+    RETRY_STATUSES,
+    WORKER_DIED_MESSAGE,
+    ClientConfig,
+    Token,
+    resolve_token,
+)
 from deepfake_client._exceptions import (
     AuthenticationError,
     CancelledError,
@@ -451,7 +458,7 @@ class DeepfakeClient:
     def analyze_video(
         self,
         path: str | Path,
-        fps: float = 2.0,
+        fps: float = DEFAULT_FPS,
         *,
         model: str | None = None,
         aggregation: AggregationConfig | None = None,

@@ -22,6 +22,7 @@ from typing import Any
 
 from deepfake_client._aggregate import AggregationConfig
 from deepfake_client._client import DeepfakeClient
+from deepfake_client._config import DEFAULT_FPS
 from deepfake_client._exceptions import InputError, InputRejectedError
 from deepfake_client._media import sniff_file
 from deepfake_client._results import json_safe
@@ -159,7 +160,7 @@ def scan(
     out: Path,
     *,
     resume: bool = False,
-    fps: float = 2.0,
+    fps: float = DEFAULT_FPS,
     aggregation: AggregationConfig | None = None,
     on_file: Callable[[dict[str, Any]], None] | None = None,
     on_frames: Callable[[int], None] | None = None,

@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 from PIL import Image
 
+from deepfake_client._config import DEFAULT_FPS
 from deepfake_client._exceptions import BadVideoError
 from deepfake_contract import MAX_IMAGE_PIXELS
 
@@ -60,7 +61,7 @@ def _as_fraction(value: float | Fraction | str) -> Fraction:
     return rate
 
 
-def sample_frames(path: str | Path, fps: float | Fraction = 2.0) -> Iterator[SampledFrame]:
+def sample_frames(path: str | Path, fps: float | Fraction = DEFAULT_FPS) -> Iterator[SampledFrame]:
     """Yield the frames displayed at 0, 1/fps, 2/fps, ... seconds, in time order."""
     rate = _as_fraction(fps)
     path = Path(path)

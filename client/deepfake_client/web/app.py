@@ -35,7 +35,7 @@ from PIL import Image, ImageOps
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from deepfake_client._client import DeepfakeClient
-from deepfake_client._config import ClientConfig
+from deepfake_client._config import DEFAULT_FPS, ClientConfig
 from deepfake_client._exceptions import (
     AuthenticationError,
     CancelledError,
@@ -54,7 +54,6 @@ from deepfake_contract import Explanation, Prediction, is_no_face
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 200  # a few minutes of 1080p; images are further capped by TorchServe (32 MiB)
-DEFAULT_FPS = 2.0
 DEFAULT_MAX_JOBS = 4  # video analyses at once: each keeps 16 frames in flight on the one TorchServe
 # Host names the page answers to when no others are configured: this machine's, on any port. A DNS
 # rebinding attack arrives with the attacker's own name, and is refused.

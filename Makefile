@@ -151,8 +151,8 @@ endif
 test: setup test-tools
 	$(PY) -m pytest tests
 
-test-fast: setup
-	$(PY) -m pytest -m "not integration" tests
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not integration and not slow" tests
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -181,13 +181,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-# Tests that start TorchServe or build the demo model: `make test` runs them, `make test-fast` does not.
-INTEGRATION_MODULES = {"test_serve_lifecycle", "test_demo", "test_benchmark", "test_reliability", "test_kserve"}
+# Fixtures that start TorchServe, build archives or the demo model: a test using one is an integration
+# test (`make test` runs it, `make test-fast` does not). A test that starts TorchServe itself says so with
+# @pytest.mark.integration; one that trains, quantises or packages a model in-process with @pytest.mark.slow.
+INTEGRATION_FIXTURES = {"server", "demo", "fault_server", "model_store", "bundle", "replicas", "kserve_front",
+                        "demo_site"}  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if {"server", "demo"} & set(getattr(item, "fixturenames", ())) or item.module.__name__.rsplit(".", 1)[
-            -1
-        ] in INTEGRATION_MODULES:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from scripts import benchmark
+
+pytestmark = pytest.mark.integration  # real TorchServe instances, one per section
 
 
 def test_quick_benchmark_measures_every_section(tmp_path: Path):

@@ -197,6 +197,7 @@ def test_a_pixel_array_image_reaches_the_model_as_an_image(service: DetectorServ
     assert from_png == from_pixels
 
 
+@pytest.mark.slow  # builds two wheels
 def test_server_and_client_share_one_contract_package(tmp_path):
     """One module object: a client answer is an instance of the handler's class; the client's wheel
     depends on deepfake-contract instead of carrying a copy (the archive's copy: test_server.py)."""

@@ -91,6 +91,7 @@ def split_model(images: Path) -> torch.nn.Module:
     return load_model(state)[0]
 
 
+@pytest.mark.slow  # NNCF quantisation
 def test_default_mode_is_int8_when_it_agrees_and_records_why(calibration_folder: Path, tmp_path: Path):
     model = split_model(calibration_folder)
     build = build_runtime(model, SETTINGS, tmp_path, None, calibration_folder, log=lambda _: None)
@@ -120,6 +121,7 @@ def tiny_margin_model(images: Path) -> torch.nn.Module:
     return load_model(state)[0]
 
 
+@pytest.mark.slow  # NNCF quantisation
 def test_default_mode_falls_back_when_it_misses_the_bar(calibration_folder: Path, tmp_path: Path):
     lines: list[str] = []
     model = tiny_margin_model(calibration_folder)
@@ -132,6 +134,7 @@ def test_default_mode_falls_back_when_it_misses_the_bar(calibration_folder: Path
     assert [p.name for p in build.files] == ["model_fp32.xml", "model_fp32.bin"]
 
 
+@pytest.mark.slow  # NNCF quantisation
 def test_an_explicit_mode_is_kept_with_a_warning(calibration_folder: Path, tmp_path: Path):
     lines: list[str] = []
     model = tiny_margin_model(calibration_folder)
@@ -140,6 +143,7 @@ def test_an_explicit_mode_is_kept_with_a_warning(calibration_folder: Path, tmp_p
     assert any(line.startswith("WARNING") and "misses the bar" in line for line in lines)
 
 
+@pytest.mark.slow  # NNCF quantisation
 def test_a_worker_on_a_cpu_without_the_feature_falls_back_and_says_so(
     r18: torch.nn.Module, calibration_folder: Path, tmp_path: Path, caplog
 ):
@@ -220,6 +224,7 @@ def test_workers_share_the_cores_between_torch_and_openvino(restore_threads):
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1  # what a worker's runtime compiles with
 
 
+@pytest.mark.slow  # NNCF quantisation
 def test_a_user_checkpoint_without_calibration_images_is_not_int8(r18: torch.nn.Module, tmp_path: Path):
     lines: list[str] = []
     build = build_runtime(r18, SETTINGS, tmp_path, None, None, log=lines.append)
@@ -241,6 +246,7 @@ def test_only_a_demo_build_calibrates_on_the_demo_images(tmp_path: Path):
     assert own_demo_images(tmp_path / "best_ResNet50.pth") is None
 
 
+@pytest.mark.slow  # NNCF quantisation
 def test_a_reference_that_gives_one_class_to_everything_shows_no_agreement(calibration_folder: Path, tmp_path: Path):
     lines: list[str] = []
     constant = load_model(constant_checkpoint())[0]  # class 1 for every image

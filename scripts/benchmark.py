@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import io
 import json
 import os
@@ -63,6 +64,7 @@ from scripts.archive import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_FACE_WORKERS,
     DEFAULT_MAX_BATCH_DELAY_MS,
+    DEFAULT_WORKERS,
     build_archive,
     load_archive,
 )
@@ -561,11 +563,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
+            "torchserve": importlib.metadata.version("torchserve"),
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(),
             "torch": torch.__version__,
         },
         "quick": quick,
+        "workers": DEFAULT_WORKERS,  # full mode's worker count per archive (face mode's: section 8)
     }
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
@@ -817,6 +821,7 @@ def analysts_only(args: argparse.Namespace) -> dict[str, Any]:
 # --- report -------------------------------------------------------------------------------------------
 def checks(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
     served, ceiling, stock = results["served"], results["ceiling"], results["stock"]
+    cpus = results["machine"]["cpus"]  # the run's machine, not the one rendering the report
     default = served[DEFAULT_PRECISION]
     rows = []
     for mode in PRECISIONS:
@@ -829,8 +834,8 @@ def checks(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
                 f"{mode} served >= {TARGETS['served_vs_in_process']:.0%} of in-process",
                 rate >= TARGETS["served_vs_in_process"] * inproc,
                 f"{rate:.1f} / {inproc:.1f} = {rate / inproc:.0%} (the worker had {cores['worker']:.2f} of "
-                f"{os.cpu_count()} cores, Java {cores['frontend']:.2f}, clients {cores['clients']:.2f}: in-process x "
-                f"worker's share = {inproc * cores['worker'] / (os.cpu_count() or 1):.0f})",
+                f"{cpus} cores, Java {cores['frontend']:.2f}, clients {cores['clients']:.2f}: in-process x "
+                f"worker's share = {inproc * cores['worker'] / (cpus or 1):.0f})",
             )
         )
     stock_rate = stock["crowd"]["images_per_s"]
@@ -860,7 +865,8 @@ def checks(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
             f"video >= {TARGETS['video_vs_original']:g}x the original path",
             speedup >= TARGETS["video_vs_original"],
             f"{speedup:.1f}x ({original['end_to_end_s']:.2f} s vs {ours['end_to_end_s']:.2f} s; decode alone + "
-            f"inference alone = {floor:.2f} s on these 2 cores bounds it at {original['end_to_end_s'] / floor:.1f}x)",
+            f"inference alone = {floor:.2f} s on these {cpus} cores bounds it at "
+            f"{original['end_to_end_s'] / floor:.1f}x)",
         )
     )
     faces = results["faces"]
@@ -971,9 +977,10 @@ def markdown(results: dict[str, Any]) -> str:
         "# Benchmark",
         "",
         f"Measured by `make benchmark` (`python -m scripts.benchmark`) in one run on {m['cpus']} CPU cores "
-        f"({m['processor']}), Python {m['python']}, torch {m['torch']}, TorchServe 0.12; {results['model']}, "
+        f"({m['processor']}), Python {m['python']}, torch {m['torch']}, TorchServe {m.get('torchserve', '0.12.0')}; "
+        f"{results['model']}, "
         f"224x224 JPEG frames, batchSize {DEFAULT_BATCH_SIZE}, maxBatchDelay {DEFAULT_MAX_BATCH_DELAY_MS} ms, "
-        "1 worker. "
+        f"{results.get('workers', 1)} worker{'s' * (results.get('workers', 1) > 1)}. "
         "Ratios are stable run to run; absolute numbers vary by ~10%."
         + (" **Quick smoke run: numbers are meaningless.**" if results["quick"] else ""),
         "",

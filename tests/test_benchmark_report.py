@@ -1,0 +1,51 @@
+"""The benchmark's targets and report, on the committed run's JSON (no measuring): a target met renders
+PASS, one missed renders FAIL and makes the run's exit code 1."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from scripts import benchmark
+
+RUN = Path(__file__).resolve().parents[1] / "docs" / "benchmark.json"
+
+
+def rows(results: dict) -> dict[str, bool]:
+    return {name: ok for name, ok, _ in benchmark.checks(results)}
+
+
+def test_every_target_renders_pass_or_fail_from_the_numbers(tmp_path: Path):
+    results = json.loads(RUN.read_text())
+    checked = rows(results)
+    assert checked["int8 served >= 90 images/s"] is True
+    assert checked["scan >= 90% of the crowd's images/s"] is True
+    worse = copy.deepcopy(results)
+    worse["served"]["int8"]["crowd"]["images_per_s"] = 12.0  # under the target and under the stock handler
+    worse["analysts"]["scan"]["images_per_s"] = 0.5 * worse["analysts"]["crowd"]["images_per_s"]
+    failed = rows(worse)
+    assert failed["int8 served >= 90 images/s"] is False
+    assert failed["default (int8) >= 4x the stock handler"] is False
+    assert failed["scan >= 90% of the crowd's images/s"] is False
+    assert {name for name, ok in checked.items() if ok} - {name for name, ok in failed.items() if ok} == {
+        "int8 served >= 90 images/s",
+        "default (int8) >= 4x the stock handler",
+        "scan >= 90% of the crowd's images/s",
+    }  # fmt: skip  (exactly the rows the worse numbers touch turned to FAIL)
+    path = tmp_path / "worse.json"
+    path.write_text(json.dumps(worse))
+    report = tmp_path / "report.md"
+    assert benchmark.main(["--render", str(path), "--report", str(report)]) == 1
+    text = report.read_text()
+    assert "| int8 served >= 90 images/s | FAIL | 12.0 images/s |" in text
+    assert "| scan >= 90% of the crowd's images/s | FAIL |" in text
+
+
+def test_the_report_says_what_the_run_measured_on():
+    results = json.loads(RUN.read_text())
+    results["machine"] = {**results["machine"], "cpus": 16, "torchserve": "9.9.9"}
+    results["workers"] = 2
+    text = benchmark.markdown(results)
+    assert "in one run on 16 CPU cores" in text and "TorchServe 9.9.9" in text and "2 workers." in text
+    assert "on these 16 cores bounds it" in text  # the checks use the run's cores, not this machine's

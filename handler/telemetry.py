@@ -21,10 +21,10 @@ from handler.service import BatchTiming
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = Path(__file__).with_name("metrics.yaml")
-PREDICTIONS = "deepfake_predictions"
-REJECTED = "deepfake_rejected_images"
-PREPROCESS_MS = "deepfake_preprocess_milliseconds"
-INFERENCE_MS = "deepfake_inference_milliseconds"
+PREDICTIONS = "deepfake_predictions_total"
+REJECTED = "deepfake_rejected_images_total"
+PREPROCESS_S = "deepfake_preprocess_seconds_total"
+INFERENCE_S = "deepfake_inference_seconds_total"
 BATCH_SIZE = "deepfake_batch_size"
 FAKE_PROBABILITY = "deepfake_fake_probability"
 
@@ -51,7 +51,7 @@ class Telemetry:
 
         self.model_name = model_name
         self.metrics = {}
-        for name in (PREDICTIONS, REJECTED, PREPROCESS_MS, INFERENCE_MS, BATCH_SIZE, FAKE_PROBABILITY):
+        for name in (PREDICTIONS, REJECTED, PREPROCESS_S, INFERENCE_S, BATCH_SIZE, FAKE_PROBABILITY):
             kind, unit, dimensions = DECLARED[name]
             metric_type = MetricTypes[kind]
             try:
@@ -66,8 +66,8 @@ class Telemetry:
         try:
             if timing is not None and timing.size:
                 self._add(BATCH_SIZE, timing.size)
-                self._add(PREPROCESS_MS, round(timing.decode_ms, 3))
-                self._add(INFERENCE_MS, round(timing.inference_ms, 3))
+                self._add(PREPROCESS_S, round(timing.decode_ms / 1e3, 6))
+                self._add(INFERENCE_S, round(timing.inference_ms / 1e3, 6))
             labels: Counter[str] = Counter()
             errors: Counter[str] = Counter()
             for result in results:

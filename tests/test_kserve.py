@@ -109,7 +109,7 @@ def test_started_like_kserve_it_answers_oip_in_batches(replicas: list[KServeTorc
     bad = infer(ts, {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [0.5]}]})
     assert bad.status_code == 400 and "datatype 'FP32'" in bad.json()["error"]
     metrics = requests.get(f"{ts.metrics_url}/metrics", timeout=30).text
-    assert re.search(r'^deepfake_predictions\{ModelName="deepfake",Label="\w+",', metrics, re.MULTILINE)
+    assert re.search(r'^deepfake_predictions_total\{model_name="deepfake",label="\w+",', metrics, re.MULTILINE)
 
 
 def test_readiness_probe_reads_the_worker_state(replicas: list[KServeTorchServe]):

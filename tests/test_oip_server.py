@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -148,7 +149,7 @@ def scrape(server: Server, model: str) -> dict[tuple[str, tuple], float]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = {k: v for k, v in sample.labels.items() if k != "Hostname"}
-            if sample.name.startswith("deepfake_") and labels.pop("ModelName", None) == model:
+            if sample.name.startswith("deepfake_") and labels.pop("model_name", None) == model:
                 samples[(sample.name, tuple(sorted(labels.items())))] = sample.value
     return samples
 
@@ -173,12 +174,12 @@ def test_deepfake_metrics_count_known_traffic(server: Server):
     deadline = time.monotonic() + 30
     while True:  # the worker's metric lines reach the frontend asynchronously
         after = scrape(server, "constant")
-        if increase(before, after, "deepfake_predictions_total", Label="Fake") >= 15 or time.monotonic() > deadline:
+        if increase(before, after, "deepfake_predictions_total", label="Fake") >= 15 or time.monotonic() > deadline:
             break
         time.sleep(0.2)  # polling interval, bounded by the deadline
-    assert increase(before, after, "deepfake_predictions_total", Label="Fake") == 15
-    assert increase(before, after, "deepfake_predictions_total", Label="Real") == 0
-    assert increase(before, after, "deepfake_rejected_images_total", ErrorType="InvalidImage") == 2
+    assert increase(before, after, "deepfake_predictions_total", label="Fake") == 15
+    assert increase(before, after, "deepfake_predictions_total", label="Real") == 0
+    assert increase(before, after, "deepfake_rejected_images_total", error_type="InvalidImage") == 2
     assert increase(before, after, "deepfake_fake_probability_count") == 15
     assert increase(before, after, "deepfake_fake_probability_sum") == pytest.approx(15 * p_fake, abs=1e-6)
     assert increase(before, after, "deepfake_fake_probability_bucket", le="0.75") == 15  # p = 0.679
@@ -186,6 +187,9 @@ def test_deepfake_metrics_count_known_traffic(server: Server):
     assert increase(before, after, "deepfake_batch_size_sum") == 15  # images through the model
     # a batch of only refused images runs no forward pass, so it reports no size
     assert 1 <= increase(before, after, "deepfake_batch_size_count") <= batches
-    assert increase(before, after, "deepfake_preprocess_milliseconds_total") > 0
-    assert increase(before, after, "deepfake_inference_milliseconds_total") > 0
-    assert {name for name, _ in after} >= {f"{n}_total" for n, (kind, *_) in DECLARED.items() if kind == "COUNTER"}
+    assert 0 < increase(before, after, "deepfake_preprocess_seconds_total") < 60  # seconds, not milliseconds
+    assert 0 < increase(before, after, "deepfake_inference_seconds_total") < 60
+    text = requests.get(f"{server.ts.metrics_url}/metrics", timeout=30).text  # the names as exposed, verbatim
+    assert re.search(r'^deepfake_predictions_total\{model_name="constant",label="Fake",', text, re.MULTILINE)
+    counters = {n for n, (kind, *_) in DECLARED.items() if kind == "COUNTER"}
+    assert all(n.endswith("_total") for n in counters) and {name for name, _ in after} >= counters

@@ -75,9 +75,10 @@ def test_batch_metrics_go_through_torchserves_metrics_api(service: DetectorServi
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[METRICS]deepfake_")]
     reported = {line.split("[METRICS]")[1].split(":")[0]: line for line in lines}
     assert set(reported) == {f"{name}.{unit}" for name, (_, unit, _) in DECLARED.items()}
-    assert (
-        "deepfake_predictions.Count:2|#ModelName:m,Label:Fake|#type:COUNTER" in reported["deepfake_predictions.Count"]
-    )
-    assert ":1|#ModelName:m,ErrorType:InvalidImage|" in reported["deepfake_rejected_images.Count"]
-    assert "deepfake_batch_size.Count:2|#ModelName:m|#type:HISTOGRAM" in reported["deepfake_batch_size.Count"]
+    predictions = reported["deepfake_predictions_total.Count"]
+    assert "deepfake_predictions_total.Count:2|#model_name:m,label:Fake|#type:COUNTER" in predictions
+    assert ":1|#model_name:m,error_type:InvalidImage|" in reported["deepfake_rejected_images_total.Count"]
+    assert "deepfake_batch_size.Count:2|#model_name:m|#type:HISTOGRAM" in reported["deepfake_batch_size.Count"]
+    seconds = float(reported["deepfake_inference_seconds_total.Seconds"].split(":")[1].split("|")[0])
+    assert seconds == pytest.approx(service.last_timing.inference_ms / 1e3, abs=1e-5)  # seconds, not ms
     assert sum(line.startswith("[METRICS]deepfake_fake_probability") for line in lines) == 2  # one per image

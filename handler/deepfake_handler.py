@@ -19,7 +19,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from deepfake_contract import NATIVE, OIP, ErrorAnswer, Explanation, Prediction
 from handler.formats import WireRequest, decode_request, encode_answer, share_batch_budget, share_explanations
-from handler.runtimes import share_cores
+from handler.runtimes import Accelerator, share_cores
 from handler.service import DetectorService, settings_from_model_config
 from handler.telemetry import Telemetry
 
@@ -43,7 +43,11 @@ class DeepfakeHandler(BaseHandler):
         config = context.model_yaml_config or {}
         settings = settings_from_model_config(config)
         share_cores(int(config.get("minWorkers", 1)))  # before the runtime and the face detector load
-        self.service = DetectorService.from_model_dir(model_dir, self.manifest["model"]["serializedFile"], settings)
+        # TorchServe gives a worker a gpu_id when its config has GPUs (number_of_gpu); each worker its own
+        accelerator = Accelerator.detect(context.system_properties.get("gpu_id"))
+        self.service = DetectorService.from_model_dir(
+            model_dir, self.manifest["model"]["serializedFile"], settings, accelerator=accelerator
+        )
         self.service.max_batch_size = int(config.get("batchSize", 1))  # forward passes never exceed the warm-up
         self.telemetry = Telemetry(context.metrics, self.model_name)
         loaded = time.perf_counter()

@@ -47,6 +47,7 @@ class RuntimeInfo:
     precision: str  # the mode that runs
     requested: str  # the mode the archive asked for
     fallback: str | None = None  # why ``precision`` differs from ``requested``
+    device: str = "cpu"  # where it runs: "cpu", or "cuda:<gpu_id>"
 
     def to_mapping(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,17 +162,89 @@ def plan_precision(requested: str, capabilities: Collection[str]) -> tuple[str, 
     return precision, "; ".join(reasons) or None
 
 
+# --- the GPU ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Accelerator:
+    """What a worker was given and what it can use: TorchServe's ``gpu_id`` (None without GPUs in its
+    config), whether CUDA works here, and whether that GPU computes in bfloat16."""
+
+    gpu_id: int | None
+    cuda_available: bool
+    bf16_supported: bool = False
+
+    @classmethod
+    def detect(cls, gpu_id: int | str | None) -> Accelerator:
+        available = gpu_id is not None and torch.cuda.is_available() and int(gpu_id) < torch.cuda.device_count()
+        bf16 = bool(available and torch.cuda.is_bf16_supported())
+        return cls(None if gpu_id is None else int(gpu_id), bool(available), bf16)
+
+
+GPU_PRECISION = {"fp32": "fp32", "bf16": "bf16", "int8": "fp16"}  # on a GPU, int8's place goes to fp16
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}
+
+
+def plan_gpu(requested: str, accelerator: Accelerator | None) -> tuple[str, str | None] | None:
+    """(precision, why it differs from ``requested``) for the GPU this worker was given, or None to stay
+    on the CPU (no ``gpu_id``, or no working CUDA: said in the worker's log)."""
+    if accelerator is None or accelerator.gpu_id is None:
+        return None
+    if not accelerator.cuda_available:
+        logger.warning("gpu_id %s given but CUDA is not available here: running on the CPU", accelerator.gpu_id)
+        return None
+    precision = GPU_PRECISION[requested]
+    reasons = []
+    if requested == "int8":
+        reasons.append("int8 is a CPU mode (OpenVINO); on the GPU fp16 runs instead")
+    if precision == "bf16" and not accelerator.bf16_supported:
+        precision = "fp16"
+        reasons.append("this GPU has no bfloat16: fp16 instead")
+    return precision, "; ".join(reasons) or None
+
+
+class CudaRuntime:
+    """Torch on a GPU: channels-last, half precision by autocast (fp16/bf16) or fp32, cuDNN autotuning,
+    inputs copied from pinned host memory without blocking. Also runs on ``cpu`` (bf16 autocast), which
+    is how CPU-only machines test it."""
+
+    def __init__(self, model: torch.nn.Module, device: str, precision: str, info: RuntimeInfo):
+        self.device = torch.device(device)
+        self.dtype = AUTOCAST_DTYPES[precision]
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # the batch sizes are few and warmed up: autotune them
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.info = info
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        host = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        tensor = host.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            logits = self.model(tensor)
+        return logits.float().cpu().numpy()
+
+
 def load_runtime(
     model_dir: Path,
     requested: str,
     torch_model: Callable[[], torch.nn.Module],
     image_size: int,
     capabilities: Collection[str] | None = None,
+    accelerator: Accelerator | None = None,
 ) -> Runtime:
-    """The runtime for an unpacked archive: its packed IR for the mode this CPU can run.
+    """The runtime for an unpacked archive: on the GPU the worker was given (``accelerator``) torch in half
+    precision; else its packed IR for the mode this CPU can run.
 
-    ``torch_model`` loads the checkpoint (the source of truth); it is called only on a fallback.
+    ``torch_model`` loads the checkpoint (the source of truth); on the CPU it is called only on a fallback.
     """
+    gpu = plan_gpu(requested, accelerator)
+    if gpu is not None and accelerator is not None:
+        precision, reason = gpu
+        device = f"cuda:{accelerator.gpu_id}"
+        info = RuntimeInfo("torch-cuda", precision, requested, reason, device)
+        logger.info("Running on %s in %s%s", device, precision, f" ({reason})" if reason else "")
+        return CudaRuntime(torch_model(), device, precision, info)
     try:
         import openvino  # noqa: F401
     except ImportError as exc:

@@ -36,7 +36,7 @@ from handler.checkpoint import load_model
 from handler.explain import LazyGradCam
 from handler.faces import Face, crop_images, crop_regions, detector_for, no_face_error
 from handler.preprocessing import InvalidImageError, decode_image, to_model_input
-from handler.runtimes import Runtime, TorchRuntime, load_runtime
+from handler.runtimes import Accelerator, Runtime, TorchRuntime, load_runtime
 from handler.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -89,15 +89,23 @@ class DetectorService:
 
     @classmethod
     def from_model_dir(
-        cls, model_dir: Path, weights_name: str, settings: ModelSettings, capabilities: set[str] | None = None
+        cls,
+        model_dir: Path,
+        weights_name: str,
+        settings: ModelSettings,
+        capabilities: set[str] | None = None,
+        accelerator: Accelerator | None = None,
     ) -> DetectorService:
-        """The runtime an unpacked archive asks for (``settings.precision``), or its nearest fallback."""
+        """The runtime an unpacked archive asks for (``settings.precision``), or its nearest fallback; on the
+        GPU ``accelerator`` names, when there is one."""
         weights = Path(model_dir) / weights_name
 
         def reference() -> torch.nn.Module:
             return load_model(weights, arch=settings.arch)[0]
 
-        runtime = load_runtime(Path(model_dir), settings.precision, reference, settings.image_size, capabilities)
+        runtime = load_runtime(
+            Path(model_dir), settings.precision, reference, settings.image_size, capabilities, accelerator
+        )
         return cls(runtime, settings, reference)
 
     def decode_image(self, payload: bytes | Image.Image) -> Image.Image:

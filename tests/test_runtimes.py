@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -11,12 +12,16 @@ import torch
 
 from handler.checkpoint import load_model
 from handler.runtimes import (
+    Accelerator,
+    CudaRuntime,
     OpenVINORuntime,
     RuntimeInfo,
     TorchRuntime,
     available_cores,
     cpu_capabilities,
+    load_runtime,
     openvino_core,
+    plan_gpu,
     plan_precision,
     share_cores,
     to_openvino,
@@ -256,3 +261,44 @@ def test_a_reference_that_gives_one_class_to_everything_shows_no_agreement(calib
     assert measured["reference_one_class_share"] == 1.0
     assert build.precision == "fp32"  # nothing cheaper was shown to agree
     assert any("so agreement shows nothing" in line for line in lines)
+
+
+# --- the GPU: selection with injected capabilities (every machine), numerics where CUDA exists ----------
+def test_a_worker_without_a_usable_gpu_stays_on_the_cpu():
+    assert plan_gpu("int8", None) is None
+    assert plan_gpu("int8", Accelerator(gpu_id=None, cuda_available=False)) is None  # no GPUs configured
+    assert plan_gpu("int8", Accelerator(gpu_id=0, cuda_available=False)) is None  # a gpu_id but no CUDA here
+    detected = Accelerator.detect(None)
+    assert detected == Accelerator(None, False, False)
+    if not torch.cuda.is_available():  # this CPU-only machine: TorchServe's gpu_id alone never moves a worker
+        assert Accelerator.detect(0).cuda_available is False
+
+
+def test_a_worker_given_a_gpu_runs_half_precision_there():
+    gpu = Accelerator(gpu_id=1, cuda_available=True, bf16_supported=False)
+    assert plan_gpu("int8", gpu) == ("fp16", "int8 is a CPU mode (OpenVINO); on the GPU fp16 runs instead")
+    assert plan_gpu("bf16", gpu) == ("fp16", "this GPU has no bfloat16: fp16 instead")
+    assert plan_gpu("bf16", Accelerator(1, True, bf16_supported=True)) == ("bf16", None)
+    assert plan_gpu("fp32", gpu) == ("fp32", None)
+
+
+def test_the_gpu_runtime_computes_the_checkpoints_answers(r18: torch.nn.Module):
+    """CudaRuntime's code path (channels-last, autocast, float32 out), on the CPU with bf16 here and on
+    the GPU (fp16) where CUDA exists."""
+    batch = torch.randn(4, 3, 64, 64).numpy()
+    with torch.inference_mode():
+        reference = r18.eval()(torch.from_numpy(batch)).numpy()
+    on_cpu = CudaRuntime(copy.deepcopy(r18), "cpu", "bf16", RuntimeInfo("torch-cuda", "bf16", "bf16", device="cpu"))
+    assert on_cpu(batch).dtype == np.float32 and np.abs(on_cpu(batch) - reference).max() < 0.1
+    exact = CudaRuntime(copy.deepcopy(r18), "cpu", "fp32", RuntimeInfo("torch-cuda", "fp32", "fp32", device="cpu"))
+    assert np.abs(exact(batch) - reference).max() < 1e-4
+    if torch.cuda.is_available():
+        info = RuntimeInfo("torch-cuda", "fp16", "int8", device="cuda:0")
+        on_gpu = CudaRuntime(copy.deepcopy(r18), "cuda:0", "fp16", info)
+        assert np.abs(on_gpu(batch) - reference).max() < 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (tested where one is lent)")
+def test_an_archive_loads_on_the_gpu_it_is_given(r18: torch.nn.Module, tmp_path: Path):
+    runtime = load_runtime(tmp_path, "int8", lambda: copy.deepcopy(r18), 64, {"FP32"}, Accelerator.detect(0))
+    assert isinstance(runtime, CudaRuntime) and runtime.info.device == "cuda:0" and runtime.info.precision == "fp16"

@@ -63,7 +63,7 @@ def test_each_archive_runs_the_mode_it_was_built_for(server: Server):
         runtime = entry["customizedMetadata"]["runtime"]
         threads = runtime.pop("threads")
         expected = precision or server.models[name].settings.precision
-        assert runtime == {"engine": "openvino", "precision": expected, "requested": expected}  # no fallback (null)
+        assert runtime == {"engine": "openvino", "precision": expected, "requested": expected, "device": "cpu"}
         workers = len(entry["workers"])
         assert workers == (DEFAULT_FACE_WORKERS if name == "faces" else DEFAULT_WORKERS)  # the crop mode's default
         if workers > 1:  # the workers share the cores instead of each taking all of them

@@ -246,7 +246,9 @@ def cmd_models(client: DeepfakeClient, args: argparse.Namespace) -> int:
                 ) from None
             print(model_card_block(card, str(published.get("notice", ""))))
         if runtime:
+            device = runtime.get("device")
             line = f"  runs {runtime.get('precision')} on {runtime.get('engine')}"
+            line += f" ({device})" if device and device != "cpu" else ""
             if runtime.get("threads"):
                 line += f", {runtime['threads']} threads per worker"
             print(

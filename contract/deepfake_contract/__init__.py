@@ -374,7 +374,7 @@ class ModelMetadata:
     fake_label: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    precision: str  # fp32 | bf16 | int8: the runtime mode the archive was built for
+    precision: str  # the mode that runs: fp32 | bf16 | int8 on the CPU (fp32 | bf16 | fp16 on a GPU)
     arch: str
     temperature: float
     alpha: float

@@ -56,6 +56,7 @@ def test_from_checkpoint_resolves_the_architecture(tmp_path):
         "precision": "fp32",
         "requested": "fp32",
         "fallback": None,
+        "device": "cpu",
         "threads": torch.get_num_threads(),  # the process's, split between workers by the handler
     }
 

@@ -290,3 +290,22 @@ def test_a_trickling_server_cannot_stretch_the_timeout():
     finally:
         stop.set()
         listener.close()
+
+
+def test_explanations_have_a_per_batch_budget_and_read_hostile_bodies_like_predictions():
+    """At most MAX_EXPLANATIONS_PER_BATCH images are explained per batch (each costs a backward pass); the
+    others get 503 BatchFull and are sent again. An explanation request is read by the same code, so a
+    crafted body is its own 4xx."""
+    from deepfake_contract import MAX_EXPLANATIONS_PER_BATCH
+    from handler.formats import share_explanations
+
+    image = {"body": image_bytes()}
+    asked = [decode_request(image, endpoint=NATIVE, explain=True) for _ in range(MAX_EXPLANATIONS_PER_BATCH + 2)]
+    predicted = decode_request(image, endpoint=NATIVE)
+    share_explanations([*asked, predicted])
+    refused = [r for r in asked if r.error is not None]
+    assert len(refused) == 2 and all((r.error.code, r.error.type) == (503, "BatchFull") for r in refused)
+    assert predicted.error is None  # predictions are not counted against it
+    nested = {"body": ("[" * 100_000 + "]" * 100_000).encode()}
+    deep = decode_request(nested, {"body": "application/json"}, endpoint=NATIVE, explain=True)
+    assert deep.error is not None and 400 <= deep.error.code < 500 and deep.explain

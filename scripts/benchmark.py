@@ -286,12 +286,16 @@ def log_size(ts: TorchServe) -> int:
     return log.stat().st_size if log.exists() else 0
 
 
-def load(ts: TorchServe, payloads: list[bytes], concurrency: int, total: int, protocol: str = NATIVE) -> dict[str, Any]:
+def load(
+    ts: TorchServe, payloads: list[bytes], concurrency: int, total: int, protocol: str = NATIVE, per_request: int = 1
+) -> dict[str, Any]:
     """``total`` requests from ``concurrency`` clients, cycling over distinct payloads, in ``protocol``'s
-    wire format (native image bytes, or one image per Open Inference Protocol request)."""
+    wire format (native image bytes, or ``per_request`` images per Open Inference Protocol request);
+    ``images_per_s`` counts images."""
     if protocol == OIP:
         url = f"{ts.inference_url}/v2/models/{MODEL_NAME}/infer"
-        bodies = [json.dumps(oip_request([payload])).encode() for payload in payloads]
+        packs = [[payloads[(i + j) % len(payloads)] for j in range(per_request)] for i in range(len(payloads))]
+        bodies = [json.dumps(oip_request(pack)).encode() for pack in packs]
         content_type = "application/json"
     else:
         url, bodies, content_type = f"{ts.inference_url}/predictions/{MODEL_NAME}", payloads, "image/jpeg"
@@ -324,7 +328,8 @@ def load(ts: TorchServe, payloads: list[bytes], concurrency: int, total: int, pr
     return {
         "concurrency": concurrency,
         "requests": total,
-        "images_per_s": total / elapsed,
+        "images_per_s": total * per_request / elapsed,
+        "per_request": per_request,
         "p50_ms": percentile(latencies, 50) * 1e3,
         "p99_ms": percentile(latencies, 99) * 1e3,
         "max_batch": max(sizes, default=0),
@@ -442,11 +447,12 @@ def _jpeg_draft(weights: str, settings: dict[str, Any], sources: list[str], size
 
 
 # --- video ------------------------------------------------------------------------------------------
-def video_ours(ts: TorchServe, clip: Path, workdir: Path) -> dict[str, float]:
+def video_ours(ts: TorchServe, clip: Path, workdir: Path, per_request: int = 1) -> dict[str, float]:
     """``deepfake-detect video`` end to end, plus its two halves measured apart."""
     command = [
         str(Path(sys.executable).with_name("deepfake-detect")), "video", str(clip), "--json", "--quiet",
         "--url", ts.inference_url, "--management-url", ts.management_url, "--key-file", str(ts.key_file),
+        "--frames-per-request", str(per_request),
     ]  # fmt: skip
     offset = log_size(ts)
     started = time.perf_counter()
@@ -670,6 +676,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["video"] = {"seconds": args.video_seconds, "ours": video_ours(ts, clip, workdir)}
         results["video"]["original"] = video_original(subject, clip, workdir)
 
+        # 10. several video frames per request (default precision)
+        print("[bench] packed frames", flush=True)
+        results["packing"] = {
+            "model": subject.arch,
+            **packing(archives[DEFAULT_PRECISION][0], payloads, workdir, requests_total, args.video_seconds),
+        }
+
         # 8. face-crop mode next to full mode (default precision)
         print("[bench] face-crop mode", flush=True)
         results["faces"] = face_mode(
@@ -796,16 +809,7 @@ def analysts_only(args: argparse.Namespace) -> dict[str, Any]:
     results = json.loads(previous.read_text()) if previous.exists() else {}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
-        cached = BENCH / "resnet50" / "best_ResNet50.pth"
-        if args.quick:
-            subject = quick_subject(workdir)
-        elif cached.exists():
-            subject = Subject("resnet50", cached, demo_settings(cached))
-        else:
-            torch.manual_seed(0)
-            weights = workdir / "r50.pth"
-            torch.save(build_model("resnet50").state_dict(), weights)
-            subject = Subject("resnet50 (random weights)", weights, ModelSettings(mean=HALF_MEAN, std=HALF_STD))
+        subject = quick_subject(workdir) if args.quick else random_resnet50(workdir)
         path, _ = build_archive(
             subject.weights, subject.settings, MODEL_NAME, workdir / "mar", precision=DEFAULT_PRECISION
         )
@@ -816,6 +820,72 @@ def analysts_only(args: argparse.Namespace) -> dict[str, Any]:
             **analysts(path, payloads, workdir, total, 48 if args.quick else SCAN_IMAGES),
         }
     return results
+
+
+# --- 10. packed frames: several video frames per request -----------------------------------------------
+PACKINGS = (1, 4, 8)
+
+
+def packing(archive: Path, payloads: list[bytes], workdir: Path, total: int, seconds: float) -> dict[str, Any]:
+    """The 60 s clip with ``deepfake-detect video --frames-per-request`` 1, 4 and 8, and 16 clients
+    sending OIP requests of as many frames, side by side on one served archive."""
+    clip = write_video(workdir / "pack_clip.mp4", seconds)
+    rows = {}
+    with serving(archive, workdir / "ts_packing") as (ts, _):
+        video_ours(ts, clip, workdir)  # warm-up
+        for per_request in PACKINGS:
+            rows[str(per_request)] = {
+                "video": video_ours(ts, clip, workdir, per_request),
+                "crowd": load(ts, payloads, CONCURRENCY, max(CONCURRENCY * 2, total // per_request), OIP, per_request),
+            }
+    return {"seconds": seconds, "rows": rows}
+
+
+def packing_markdown(p: dict[str, Any]) -> str:
+    rows = p["rows"]
+    lines = [
+        f"## 10. Packed frames: several video frames per request ({DEFAULT_PRECISION})",
+        "",
+        f"| frames per request | {p['seconds']:g} s 720p clip end to end | 16 concurrent clients, images/s | "
+        "p50 ms per request |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {k} | {r['video']['end_to_end_s']:.2f} s | {r['crowd']['images_per_s']:.1f} | {r['crowd']['p50_ms']:.0f} |"
+        for k, r in rows.items()
+    ]
+    return "\n".join(lines)
+
+
+def packing_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Section 10 alone, merged into the report's JSON (``--only packing``), like ``--only analysts``."""
+    previous = args.report.with_suffix(".json")
+    results = json.loads(previous.read_text()) if previous.exists() else {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        workdir = Path(tmp)
+        subject = quick_subject(workdir) if args.quick else random_resnet50(workdir)
+        path, _ = build_archive(
+            subject.weights, subject.settings, MODEL_NAME, workdir / "mar", precision=DEFAULT_PRECISION
+        )
+        payloads = frame_payloads(16 if args.quick else 64, quick=args.quick or not DEMO_R18.exists())
+        seconds = 4.0 if args.quick else args.video_seconds
+        results["packing"] = {
+            "model": subject.arch,
+            **packing(path, payloads, workdir, 48 if args.quick else args.requests, seconds),
+        }
+    return results
+
+
+def random_resnet50(workdir: Path) -> Subject:
+    """The cached trained ResNet50 when make benchmark made one, else a randomly initialised one (speed does
+    not depend on the weights)."""
+    cached = BENCH / "resnet50" / "best_ResNet50.pth"
+    if cached.exists():
+        return Subject("resnet50", cached, demo_settings(cached))
+    torch.manual_seed(0)
+    weights = workdir / "r50.pth"
+    torch.save(build_model("resnet50").state_dict(), weights)
+    return Subject("resnet50 (random weights)", weights, ModelSettings(mean=HALF_MEAN, std=HALF_STD))
 
 
 # --- report -------------------------------------------------------------------------------------------
@@ -1146,6 +1216,8 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     if "analysts" in results:
         lines += ["", analysts_markdown(results["analysts"])]
+    if "packing" in results:
+        lines += ["", packing_markdown(results["packing"])]
     return "\n".join(lines) + "\n"
 
 
@@ -1160,8 +1232,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--only",
-        choices=["analysts"],
-        help="measure one section alone and merge it into the report's JSON (analysts: scan, explanations)",
+        choices=["analysts", "packing"],
+        help="measure one section alone and merge it into the report's JSON (analysts: scan, explanations; "
+        "packing: frames per request)",
     )
     return parser
 
@@ -1174,9 +1247,16 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(args.render.read_text())
     elif args.only == "analysts":
         results = analysts_only(args)
+    elif args.only == "packing":
+        results = packing_only(args)
     else:
         results = run(args)
-    report = markdown(results) if "served" in results else analysts_markdown(results["analysts"])
+    if "served" in results:
+        report = markdown(results)
+    else:  # a section measured alone, into a report without the full run
+        parts = [analysts_markdown(results["analysts"])] if "analysts" in results else []
+        parts += [packing_markdown(results["packing"])] if "packing" in results else []
+        report = "\n\n".join(parts) + "\n"
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)
     args.report.with_suffix(".json").write_text(json.dumps(results, indent=2))

@@ -40,6 +40,10 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     assert analysts["scan"]["answered"] == analysts["scan"]["images"] == 48
     assert analysts["explain"]["explanations_during"] > 0 and analysts["explain"]["lone_p50_ms"] > 0
     assert "## 9. Analysts" in text
+    packed = results["packing"]["rows"]  # frames per request: the clip and the crowd, side by side
+    assert set(packed) == {"1", "4", "8"} and all(r["video"]["frames"] == 8 for r in packed.values())
+    assert packed["8"]["crowd"]["per_request"] == 8 and packed["8"]["crowd"]["images_per_s"] > 0
+    assert "## 10. Packed frames" in text
     video = results["video"]
     assert video["ours"]["frames"] == video["original"]["frames"] == 8  # 4 s at 2 fps
     assert {"int8", "bf16"} == set(results["agreement"]["resnet18 (random)"])
@@ -53,3 +57,7 @@ def test_the_analysts_section_alone_merges_into_an_existing_report(tmp_path: Pat
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and results["analysts"]["scan"]["answered"] == 48
     assert report.read_text().startswith("## 9. Analysts")
+    assert benchmark.main(["--quick", "--only", "packing", "--report", str(report), "--requests", "24"]) == 0
+    results = json.loads(report.with_suffix(".json").read_text())
+    assert results["kept"] is True and "analysts" in results and set(results["packing"]["rows"]) == {"1", "4", "8"}
+    assert "## 10. Packed frames" in report.read_text()

@@ -409,3 +409,50 @@ def test_oip_health_and_readiness_use_the_protocols_endpoints():
     ready["deepfake"] = False
     assert client.ready() is False
     assert [r.path_url for r in transport.requests] == ["/v2/health/live", *["/v2/models/deepfake/ready"] * 2]
+
+
+def oip_frame_indexes(request: requests.PreparedRequest) -> list[int]:
+    """The indexes written in the pixels of every frame an OIP request packs."""
+    body = json.loads(request.body)
+    [tensor] = body["inputs"]
+    return [read_index(Image.open(io.BytesIO(base64.b64decode(item)))) for item in tensor["data"]]
+
+
+def test_frames_packed_into_oip_requests_get_each_its_own_answer(tmp_path: Path):
+    """frames_per_request=4: 20 frames in 5 OIP requests of 4; a pack the server refuses is sent again frame
+    by frame, and only its bad frame fails."""
+    video = write_video(tmp_path / "clip.mp4", constant_rate(300, Fraction(30)))  # 20 samples
+    packs: list[list[int]] = []
+    lock = threading.Lock()
+
+    def server(request: requests.PreparedRequest) -> requests.Response:
+        if request.method == "GET":
+            return make_response(200, json=DESCRIBE)
+        if request.url.endswith("/infer"):
+            indexes = oip_frame_indexes(request)
+            with lock:
+                packs.append(indexes)
+            if 135 in indexes:  # one bad frame: OIP fails the whole request
+                return make_response(400, json={"error": "image 1 of 4: frame refused"})
+            predictions = [Prediction.from_json(answer(i / 1000)) for i in indexes]
+            return make_response(200, json=oip_response("deepfake", predictions, body_id(request)))
+        index = frame_index(request)
+        if index == 135:
+            return make_response(400, json={"code": 400, "type": "InvalidImage", "message": "frame 135 refused"})
+        return make_response(200, json=answer(index / 1000))
+
+    client, transport = fast_client(server, max_in_flight=8, frames_per_request=4)
+    analysis = client.analyze_video(video, 2.0, image_format="PNG")
+    assert [f.index for f in analysis.frames] == list(range(20))
+    assert sorted(len(p) for p in packs) == [4] * 5 and sorted(i for p in packs for i in p) == list(range(0, 300, 15))
+    for frame in analysis.frames:
+        if frame.frame_number == 135:
+            assert frame.prediction is None and frame.error.endswith("frame 135 refused")
+        else:
+            assert frame.prediction.fake_probability == frame.frame_number / 1000
+    singles = [r for r in transport.requests if r.url.endswith("/predictions/deepfake")]
+    assert len(singles) == 4  # the refused pack, frame by frame
+
+
+def body_id(request: requests.PreparedRequest) -> str | None:
+    return json.loads(request.body).get("id")

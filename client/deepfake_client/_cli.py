@@ -22,6 +22,7 @@ from deepfake_client._aggregate import AggregationConfig
 from deepfake_client._client import DeepfakeClient
 from deepfake_client._config import (
     DEFAULT_FPS,
+    DEFAULT_FRAMES_PER_REQUEST,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MODEL,
     DEFAULT_PROTOCOL,
@@ -477,6 +478,12 @@ def get_parser() -> argparse.ArgumentParser:
     options.add_argument(
         "--top-k", type=int, default=DEFAULT_AGGREGATION.top_k, help="frames in the top-k mean (default %(default)s)"
     )
+    options.add_argument(
+        "--frames-per-request",
+        type=int,
+        default=DEFAULT_FRAMES_PER_REQUEST,
+        help="video frames packed into one Open Inference Protocol request (default %(default)s: one per request)",
+    )
     video = commands.add_parser("video", parents=[common, analysis], help="analyse a video at a fixed frame rate")
     video.add_argument("video", help=f"video file ({', '.join(VIDEO_FORMATS)})")
     video.add_argument(
@@ -536,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             retries=max(0, args.retries),
             retry_deadline=args.retry_deadline,
             max_in_flight=max(1, args.max_in_flight),
+            frames_per_request=max(1, getattr(args, "frames_per_request", None) or DEFAULT_FRAMES_PER_REQUEST),
         )
         with DeepfakeClient(config) as client:
             return args.run(client, args)

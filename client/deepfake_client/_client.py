@@ -50,6 +50,7 @@ from deepfake_client._transport import pooled_transport
 from deepfake_client._video import SampledFrame, native_frame_rate, sample_frames
 from deepfake_contract import (
     MAX_ANSWER_BYTES,
+    MAX_IMAGES_PER_REQUEST,
     OIP,
     ContractError,
     ErrorAnswer,
@@ -407,6 +408,45 @@ class DeepfakeClient:
         except ContractError as exc:
             raise MalformedAnswerError(f"{what}: the server's answer does not fit the contract: {exc}", 200) from None
 
+    def _frames_per_request(self, model: str | None) -> int:
+        """Frames per request for videos: ``config.frames_per_request``, one for face-crop archives."""
+        wanted = max(1, min(self.config.frames_per_request, MAX_IMAGES_PER_REQUEST))
+        if wanted > 1 and (metadata := self.metadata(model)) is not None and metadata.crop == "face":
+            return 1
+        return wanted
+
+    def _predict_pack(
+        self, payloads: list[bytes], names: list[str], model: str | None = None
+    ) -> list[Prediction | InputRejectedError]:
+        """One answer per image: all in one OIP request, or (a refused pack, or a single image) one by one,
+        so that an image the server refuses fails alone."""
+        if len(payloads) > 1:
+            what = f"{names[0]} and {len(payloads) - 1} more frames"
+            try:
+                return list(self._predict_oip(payloads, what, model))
+            except InputRejectedError:
+                pass  # find the refused frame(s): each frame on its own
+        answers: list[Prediction | InputRejectedError] = []
+        for payload, name in zip(payloads, names, strict=True):
+            try:
+                answers.append(self._predict_bytes(payload, name, model))
+            except InputRejectedError as exc:
+                answers.append(exc)
+        return answers
+
+    def _predict_oip(self, payloads: list[bytes], what: str, model: str | None = None) -> list[Prediction]:
+        """Several images in one Open Inference Protocol request (whatever ``config.protocol`` is: TorchServe
+        answers both endpoints)."""
+        model = model or self.config.model
+        response = self._request("POST", f"/v2/models/{model}/infer", "inference", what, json=oip_request(payloads))
+        try:
+            predictions = predictions_from_oip(answer_json(response, what))
+            if len(predictions) != len(payloads):
+                raise ContractError(f"{len(predictions)} answers for {len(payloads)} images")
+            return predictions
+        except ContractError as exc:
+            raise MalformedAnswerError(f"{what}: the server's answer does not fit the contract: {exc}", 200) from None
+
     @staticmethod
     def _read_image(image: ImageInput) -> tuple[bytes, str]:
         if isinstance(image, Image.Image):
@@ -476,17 +516,25 @@ class DeepfakeClient:
         is retried like any request; auth errors, and availability errors that outlast the retries,
         stop the analysis. ``on_frame`` sees each sampled frame as it is sent (thumbnails, previews).
         Setting ``cancel`` stops it before the next frame is sent: CancelledError.
+
+        With ``frames_per_request`` above 1 (ClientConfig), consecutive frames travel together in one
+        Open Inference Protocol request (fewer round trips through TorchServe's frontend); a pack the
+        server refuses is sent again frame by frame, so a bad frame still fails alone. Face-crop
+        archives get one frame per request (a frame without a face would refuse its whole pack).
         """
         aggregation = aggregation or AggregationConfig()
         check_local_path(path)
         rate, notes = _sampling_rate(path, fps)
-        in_flight: deque[tuple[SampledFrame, Future[Prediction]]] = deque()
+        # each sampled frame, the request carrying it (one per pack of frames) and its place in that pack
+        in_flight: deque[tuple[SampledFrame, Future[list[Prediction | InputRejectedError]], int]] = deque()
         results: list[FrameResult] = []
 
         def collect_oldest() -> None:
-            sample, future = in_flight.popleft()
+            sample, future, position = in_flight.popleft()
             try:
-                prediction = future.result()
+                prediction = future.result()[position]
+                if isinstance(prediction, InputRejectedError):
+                    raise prediction
                 signatures = [face_signature(sample.image, face.box) for face in prediction.faces or []] or None
                 frame = FrameResult(sample.index, sample.time, sample.frame_time, sample.frame_number, prediction)
                 results.append(dataclasses.replace(frame, face_signatures=signatures))
@@ -500,8 +548,17 @@ class DeepfakeClient:
                 progress(len(results))
 
         size = self.input_size(model)
-        window = self.config.max_in_flight * len(self.replicas)  # keeps every replica's batches full
-        with ThreadPoolExecutor(max_workers=window) as pool:
+        per_request = self._frames_per_request(model)
+        window = self.config.max_in_flight * len(self.replicas)  # frames: keeps every replica's batches full
+        pack: list[tuple[SampledFrame, bytes, str]] = []
+
+        def send_pack() -> None:
+            payloads, names = [p for _, p, _ in pack], [w for _, _, w in pack]
+            future = pool.submit(self._predict_pack, payloads, names, model)
+            in_flight.extend((sample, future, i) for i, (sample, _, _) in enumerate(pack))
+            pack.clear()
+
+        with ThreadPoolExecutor(max_workers=max(1, window // per_request) + 1) as pool:
             try:
                 for sample in sample_frames(path, rate):
                     if cancel is not None and cancel.is_set():
@@ -509,14 +566,17 @@ class DeepfakeClient:
                     if on_frame:
                         on_frame(sample)
                     payload = encode_frame(sample.image, image_format, jpeg_quality, size)
-                    what = f"frame {sample.index} ({sample.time:.2f}s) of {path}"
-                    in_flight.append((sample, pool.submit(self._predict_bytes, payload, what, model)))
-                    if len(in_flight) >= window:
+                    pack.append((sample, payload, f"frame {sample.index} ({sample.time:.2f}s) of {path}"))
+                    if len(pack) >= per_request:
+                        send_pack()
+                    while len(in_flight) >= window:
                         collect_oldest()
+                if pack:
+                    send_pack()
                 while in_flight:
                     collect_oldest()
             except DeepfakeError:
-                for _, future in in_flight:
+                for _, future, _ in in_flight:
                     future.cancel()
                 raise
         segments = sustained_segments(results, 1 / float(rate), aggregation)

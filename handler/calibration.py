@@ -3,7 +3,7 @@
 Two confidence figures are reported for every prediction:
 
 * ``softmax_confidence``: the top probability of ``softmax(logits / T)``; T is fitted by
-  ``scripts/calibrate.py`` (temperature scaling, Guo et al. 2017).
+  ``scripts/modeling/calibrate.py`` (temperature scaling, Guo et al. 2017).
 * ``adjusted_confidence``: the original app's ``sigmoid(|logit margin| / alpha)``. For two
   classes ``softmax(z / T)`` of the top class *is* ``sigmoid(|z1 - z0| / T)``, so alpha is a
   temperature too, and a fitted T is the calibrated alpha.

@@ -1,6 +1,6 @@
 """TorchServe entry point: TorchServe in, model core, TorchServe out.
 
-Packed at the archive's root next to the ``handler`` package (see ``scripts/archive.py``). Each hook
+Packed at the archive's root next to the ``handler`` package (see ``scripts/operations/archive.py``). Each hook
 is one step: ``preprocess`` reads every request of TorchServe's batch in its own wire format, native
 or Open Inference Protocol (``handler.formats``); ``inference`` hands all their images to the model
 core (``handler.service``) in one forward pass, and the few that asked the explanations API to its

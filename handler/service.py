@@ -40,8 +40,8 @@ from handler.runtimes import Accelerator, Runtime, TorchRuntime, load_runtime
 from handler.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
-DEFAULT_MAX_BATCH_SIZE = 8  # an archive's batchSize (scripts/archive.py) when none is given
-MODEL_CARD_KEY = "model_card"  # where an archive's settings carry its card (scripts/archive.py writes it)
+DEFAULT_MAX_BATCH_SIZE = 8  # an archive's batchSize (scripts/operations/archive.py) when none is given
+MODEL_CARD_KEY = "model_card"  # where an archive's settings carry its card (scripts/operations/archive.py writes it)
 
 
 class ItemError(ErrorAnswer):

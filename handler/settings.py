@@ -73,14 +73,14 @@ class ModelSettings:
     temperature: float = 1.0
     alpha: float = DEFAULT_ALPHA
     image_size: int = IMAGE_SIZE
-    precision: str = "fp32"  # the runtime mode the archive was built for (scripts/archive.py)
+    precision: str = "fp32"  # the runtime mode the archive was built for (scripts/operations/archive.py)
     jpeg_draft: bool = False  # decode large JPEGs at a reduced scale (faster, not pixel-exact)
     crop: str = "full"  # "face": detect faces and classify each crop (checkpoints trained on face crops)
     face_margin: float = DEFAULT_FACE_MARGIN
     face_threshold: float = DEFAULT_FACE_THRESHOLD
     max_faces: int = DEFAULT_MAX_FACES
     min_face_size: int = DEFAULT_MIN_FACE_SIZE
-    # What every answer's reader must know about the model, e.g. that it is the demo (scripts/archive.py)
+    # What every answer's reader must know about the model, e.g. that it is the demo (scripts/operations/archive.py)
     notice: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 

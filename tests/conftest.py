@@ -18,8 +18,8 @@ from PIL import Image
 
 from handler.checkpoint import build_model
 from handler.settings import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, ModelSettings
-from scripts.archive import build_archive, load_archive
-from scripts.serve import Ports, TorchServe, observed_batches
+from scripts.operations.archives import build_archive, load_archive
+from scripts.operations.torchserve import Ports, TorchServe, observed_batches
 from tests.reliability_report import reliability  # noqa: F401  (a session fixture)
 
 # Archives served by the session's TorchServe: name -> (arch, normalisation, precision; None = default).
@@ -176,7 +176,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     In its own process, as `make run` does: training forks DataLoader and generator workers, and
     forking this test process, where OpenVINO's thread pools already run, crashed it (SIGSEGV)."""
     out = tmp_path_factory.mktemp("demo")
-    command = [sys.executable, "-m", "scripts.build_demo", "--out", str(out)]
+    command = [sys.executable, "-m", "scripts.demo.build_demo", "--out", str(out)]
     assert subprocess.run(command, cwd=REPO_ROOT, timeout=1800).returncode == 0
     return out
 

@@ -1,4 +1,4 @@
-"""Real photos with faces for the face-crop tests (scripts.face_data), and a video made from them."""
+"""Real photos with faces for the face-crop tests (scripts.synthetic.faces), and a video made from them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from scripts.face_data import FACE_BOXES, pasted, photo, png_bytes, shifted  # noqa: F401  (re-exported)
+from scripts.synthetic.faces import FACE_BOXES, pasted, photo, png_bytes, shifted  # noqa: F401  (re-exported)
 
 ASTRONAUT_FACE = FACE_BOXES["astronaut"]
 CAMERA_FACE = FACE_BOXES["camera"]

@@ -139,7 +139,7 @@ def test_hysteresis_keeps_a_segment_through_a_dip_and_throughout_covers_the_vide
 def test_the_verdicts_metrics_and_tuning_by_hand():
     from pathlib import Path
 
-    from scripts.evaluate import tune_verdict, verdict_metrics
+    from scripts.modeling.evaluate import tune_verdict, verdict_metrics
 
     def video(scores: list[float]) -> list[FrameResult]:
         return [frame(i, p) for i, p in enumerate(scores)]

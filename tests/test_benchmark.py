@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from scripts import benchmark
+from scripts.bench.benchmark.cli import main
+from scripts.bench.benchmark.faces import FACE_MODES
 
 pytestmark = pytest.mark.integration  # real TorchServe instances, one per section
 
 
 def test_quick_benchmark_measures_every_section(tmp_path: Path):
     report = tmp_path / "bench.md"
-    assert benchmark.main(["--quick", "--report", str(report), "--requests", "24"]) == 0
+    assert main(["--quick", "--report", str(report), "--requests", "24"]) == 0
     text = report.read_text()
     for heading in ("## Targets", "## 1. In-process ceiling", "## 2-4. Served", "## 5. Video", "## 6. Cold start",
                     "## 7. Agreement", "## 8. Face-crop mode"):  # fmt: skip
@@ -31,8 +32,8 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     assert results["stock"]["crowd"]["images_per_s"] > 0
     faces = results["faces"]  # face-crop mode next to full mode
     assert faces["detection"]["faces"] > 0 and faces["detection"]["no_face_images"] > 0
-    assert set(faces["images_720p"]) == set(faces["video"]) - {"client_detection_s"} == set(benchmark.FACE_MODES)
-    assert {faces["video"][mode]["frames"] for mode in benchmark.FACE_MODES} == {8}
+    assert set(faces["images_720p"]) == set(faces["video"]) - {"client_detection_s"} == set(FACE_MODES)
+    assert {faces["video"][mode]["frames"] for mode in FACE_MODES} == {8}
     assert "## 8. Face-crop mode" in text
     assert set(results["ceiling"]) == {"openvino fp32", "openvino bf16", "openvino int8", "torch eager fp32",
                                        "torch eager bf16"}  # fmt: skip
@@ -53,11 +54,11 @@ def test_the_analysts_section_alone_merges_into_an_existing_report(tmp_path: Pat
     """``--only analysts`` measures section 9 and keeps what the report's JSON already holds."""
     report = tmp_path / "bench.md"
     report.with_suffix(".json").write_text(json.dumps({"kept": True}))
-    assert benchmark.main(["--quick", "--only", "analysts", "--report", str(report), "--requests", "24"]) == 0
+    assert main(["--quick", "--only", "analysts", "--report", str(report), "--requests", "24"]) == 0
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and results["analysts"]["scan"]["answered"] == 48
     assert report.read_text().startswith("## 9. Analysts")
-    assert benchmark.main(["--quick", "--only", "packing", "--report", str(report), "--requests", "24"]) == 0
+    assert main(["--quick", "--only", "packing", "--report", str(report), "--requests", "24"]) == 0
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and "analysts" in results and set(results["packing"]["rows"]) == {"1", "4", "8"}
     assert "## 10. Packed frames" in report.read_text()

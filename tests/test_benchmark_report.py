@@ -7,13 +7,14 @@ import copy
 import json
 from pathlib import Path
 
-from scripts import benchmark
+from scripts.bench.benchmark.cli import main
+from scripts.bench.benchmark.report import checks, markdown
 
 RUN = Path(__file__).resolve().parents[1] / "docs" / "benchmark.json"
 
 
 def rows(results: dict) -> dict[str, bool]:
-    return {name: ok for name, ok, _ in benchmark.checks(results)}
+    return {name: ok for name, ok, _ in checks(results)}
 
 
 def test_every_target_renders_pass_or_fail_from_the_numbers(tmp_path: Path):
@@ -36,7 +37,7 @@ def test_every_target_renders_pass_or_fail_from_the_numbers(tmp_path: Path):
     path = tmp_path / "worse.json"
     path.write_text(json.dumps(worse))
     report = tmp_path / "report.md"
-    assert benchmark.main(["--render", str(path), "--report", str(report)]) == 1
+    assert main(["--render", str(path), "--report", str(report)]) == 1
     text = report.read_text()
     assert "| int8 served >= 90 images/s | FAIL | 12.0 images/s |" in text
     assert "| scan >= 90% of the crowd's images/s | FAIL |" in text
@@ -46,6 +47,6 @@ def test_the_report_says_what_the_run_measured_on():
     results = json.loads(RUN.read_text())
     results["machine"] = {**results["machine"], "cpus": 16, "torchserve": "9.9.9"}
     results["workers"] = 2
-    text = benchmark.markdown(results)
+    text = markdown(results)
     assert "in one run on 16 CPU cores" in text and "TorchServe 9.9.9" in text and "2 workers." in text
     assert "on these 16 cores bounds it" in text  # the checks use the run's cores, not this machine's

@@ -88,7 +88,7 @@ def test_non_resnet_and_unreadable_files_are_refused(tmp_path: Path):
 def test_a_pickled_whole_model_is_refused_at_make_mar(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """torch.save(model) pickles code references; loading it could run anything, so it is refused
     (weights_only=True) with a message saying how to save the weights instead."""
-    from scripts import archive
+    from scripts.operations import archive
 
     whole = tmp_path / "whole_model.pth"
     torch.save(build_model("resnet18"), whole)

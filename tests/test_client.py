@@ -23,7 +23,7 @@ from deepfake_client import (
     encode_frame,
     sample_frames,
 )
-from scripts.serve import observed_batches
+from scripts.operations.torchserve import observed_batches
 from tests.conftest import Server, cli, image_bytes
 from tests.media import constant_rate, write_audio_only, write_video
 
@@ -169,7 +169,7 @@ def test_management_commands(server: Server):
 
 
 def test_unreachable_server_is_unavailable(tmp_path: Path):
-    from scripts.serve import Ports
+    from scripts.operations.torchserve import Ports
 
     port = Ports.free().inference
     config = ClientConfig(base_url=f"http://127.0.0.1:{port}", token="x", retries=1, backoff=0.01)
@@ -196,8 +196,8 @@ def test_unreachable_server_is_unavailable(tmp_path: Path):
 
 
 def test_evaluate_against_the_server_matches_in_process(server: Server, tmp_path: Path):
-    from scripts import evaluate
-    from scripts.make_demo_data import make_image
+    from scripts.modeling import evaluate
+    from scripts.synthetic.scenes import make_image
 
     for label in ("real", "fake"):
         (tmp_path / "images" / label).mkdir(parents=True)

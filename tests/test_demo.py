@@ -55,7 +55,7 @@ def test_explanations_point_at_the_manipulated_region_and_depend_on_the_weights(
     differ from the trained model's (Adebayo et al., 2018)."""
     weights = next((demo / "model").glob("best_*.pth"))
     data = demo / "data"
-    run("scripts.evaluate", "--weights", str(weights), "--images", str(data / "images" / "test"),
+    run("scripts.modeling.evaluate", "--weights", str(weights), "--images", str(data / "images" / "test"),
         "--masks", str(data / "masks" / "test"), "--json", str(tmp_path / "report.json"))  # fmt: skip
     report = json.loads((tmp_path / "report.json").read_text())["explanations"]
     n, hits, chance = report["images"], report["hits"], report["chance_hit_rate"]
@@ -76,7 +76,7 @@ def run(module: str, *args: str) -> None:
 
 
 def held_out(weights: Path, images: Path, out: Path, *settings_files: Path) -> dict:
-    run("scripts.evaluate", "--weights", str(weights), *(f"--settings-file={f}" for f in settings_files),
+    run("scripts.modeling.evaluate", "--weights", str(weights), *(f"--settings-file={f}" for f in settings_files),
         "--images", str(images), "--json", str(out))  # fmt: skip
     return json.loads(out.read_text())["images"]
 
@@ -102,7 +102,7 @@ def test_calibration_repairs_a_deliberately_overconfident_model(demo: Path, tmp_
     settings = shutil.copy(weights.with_suffix(".json"), overconfident.with_suffix(".json"))  # T = 1
     images = demo / "data" / "images"
     before = held_out(overconfident, images / "test", tmp_path / "before.json", Path(settings))
-    run("scripts.calibrate", "--weights", str(overconfident), "--data", str(images / "val"))
+    run("scripts.modeling.calibrate", "--weights", str(overconfident), "--data", str(images / "val"))
     calibration = json.loads(overconfident.with_name("best_ResNet18.calibration.json").read_text())
     temperature = calibration["settings"]["temperature"]
     after = held_out(overconfident, images / "test", tmp_path / "after.json")  # picks up the calibration

@@ -12,7 +12,7 @@ import kubernetes.client.models
 import yaml
 
 from handler.telemetry import DECLARED
-from scripts.kserve_bundle import CONFIG_TEMPLATE, MOUNT
+from scripts.operations.kserve_bundle import CONFIG_TEMPLATE, MOUNT
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"

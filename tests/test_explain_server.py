@@ -14,7 +14,7 @@ from PIL import Image
 
 from deepfake_client import DeepfakeClient, Explanation, Prediction
 from deepfake_contract import EXPLANATION_METHOD
-from scripts.loadtest import distinct_images
+from scripts.bench.loadtest import distinct_images
 from tests.conftest import Server, archive_service, cli
 from tests.faces import ASTRONAUT_FACE, CAMERA_FACE, pasted, photo, png_bytes, shifted
 from tests.media import constant_rate, write_video

@@ -118,11 +118,11 @@ def test_an_image_without_a_face_gets_a_defined_answer_and_others_are_unaffected
 
 def test_training_and_evaluation_use_the_servers_face_crops(tmp_path, capsys):
     """train.py --crop face trains on the crops the server makes; evaluate.py scores faces, not backgrounds."""
-    from scripts import evaluate as evaluate_script
-    from scripts import train as train_script
-    from scripts.archive import get_args_parser as archive_parser
-    from scripts.archive import resolve_settings
-    from scripts.data import LabelledImages, labelled_files
+    from scripts.modeling import evaluate as evaluate_script
+    from scripts.modeling import train as train_script
+    from scripts.modeling.data import LabelledImages, labelled_files
+    from scripts.operations.archive import get_args_parser as archive_parser
+    from scripts.operations.archive import resolve_settings
 
     faces = {"real": photo("astronaut").resize((256, 256)), "fake": photo("camera").resize((256, 256))}
     for label, face in faces.items():

@@ -12,7 +12,7 @@ import requests
 from deepfake_client import DeepfakeClient
 from deepfake_client.contract import Prediction, oip_request, predictions_from_oip
 from handler.faces import crop_box
-from scripts.face_data import ASTRONAUT_AWAY, TWO_PEOPLE_SECONDS, two_people_frame, write_two_people_clip
+from scripts.synthetic.faces import ASTRONAUT_AWAY, TWO_PEOPLE_SECONDS, two_people_frame, write_two_people_clip
 from tests.conftest import Server, archive_service, cli
 from tests.faces import ASTRONAUT_FACE, CAMERA_FACE, face_video, pasted, photo, png_bytes, shifted
 

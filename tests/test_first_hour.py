@@ -16,7 +16,7 @@ import torch
 import urllib3
 
 from deepfake_client import ClientConfig, DeepfakeClient, MockTransport, ServerUnavailableError, make_response
-from scripts.serve import Ports
+from scripts.operations.torchserve import Ports
 from tests.conftest import Server, cli, image_bytes, random_checkpoint
 from tests.media import constant_rate, write_video
 from tests.test_client_transport import answer
@@ -146,7 +146,7 @@ def test_make_mar_builds_an_archive_once_and_quietly(tmp_path: Path):
     args = ["--weights", str(weights), "--export-path", str(store), "--precision", "int8"]
 
     def archive(*extra: str, **env: str) -> str:
-        command = [sys.executable, "-m", "scripts.archive", *args, *extra]
+        command = [sys.executable, "-m", "scripts.operations.archive", *args, *extra]
         inherited = {k: v for k, v in os.environ.items() if k != "DEEPFAKE_VERBOSE"}
         environment = {**inherited, "PYTHONPATH": str(root), **env}
         result = subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True, timeout=600)
@@ -179,15 +179,17 @@ def make_dry_run(*arguments: str) -> str:
 def test_the_make_variables_of_the_first_hour():
     assert "--force" in make_dry_run("mar", "WEIGHTS=w.pth", "FORCE=1")
     assert "--force" not in make_dry_run("mar", "WEIGHTS=w.pth")
-    assert "scripts.serve start --model faces --model deepfake" in make_dry_run("start", "MODELS=faces,deepfake")
-    assert "scripts.serve start --model deepfake" in make_dry_run("start")
+    assert "scripts.operations.serve start --model faces --model deepfake" in make_dry_run(
+        "start", "MODELS=faces,deepfake"
+    )
+    assert "scripts.operations.serve start --model deepfake" in make_dry_run("start")
     run = make_dry_run("run", "WEIGHTS=/data/models/best_ResNet50.pth")
     assert "--plot /data/models/best_ResNet50_timeline.png" in run and "artifacts/timeline.png" not in run
     assert "--plot artifacts/timeline.png" in make_dry_run("run")
 
 
 def test_a_crop_other_than_the_trained_one_is_warned_about(tmp_path: Path, capsys: pytest.CaptureFixture):
-    from scripts.archive import get_args_parser, resolve_settings
+    from scripts.operations.archive import get_args_parser, resolve_settings
 
     weights = tmp_path / "best_ResNet18.pth"
     weights.write_bytes(b"")  # only its sidecar is read here

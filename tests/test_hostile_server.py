@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from deepfake_contract import MAX_IMAGES_PER_REQUEST, oip_request, predictions_from_oip
-from scripts import loadtest
+from scripts.bench import loadtest
 from tests.conftest import Server, image_bytes
 from tests.reliability_report import ReliabilityRecord
 from tests.test_reliability import short, worker_pid

@@ -20,11 +20,12 @@ from requests.adapters import HTTPAdapter
 
 from deepfake_client import DeepfakeClient, SampledFrame
 from deepfake_client.contract import oip_request, predictions_from_oip
-from scripts import kserve_bundle
-from scripts.kserve_bundle import KSERVE_ENVIRONMENT, MOUNT, KServeTorchServe, read_archive
-from scripts.loadtest import distinct_images
-from scripts.serve import Ports
+from scripts.bench.loadtest import distinct_images
+from scripts.operations import kserve_bundle
+from scripts.operations.kserve_bundle import KSERVE_ENVIRONMENT, MOUNT, read_archive
+from scripts.operations.torchserve import Ports
 from tests.conftest import REPO_ROOT, ServedModel, archive_service, finished_batches
+from tests.kserve_front import KServeTorchServe
 from tests.media import constant_rate, write_video
 
 READINESS = REPO_ROOT / "deploy" / "kserve" / "readiness.py"

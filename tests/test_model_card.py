@@ -9,7 +9,7 @@ import pytest
 
 from deepfake_contract import ContractError, ModelCard, ModelMetadata
 from handler.settings import ModelSettings, SettingsError
-from scripts.archive import archive_card, read_card
+from scripts.operations.archives import archive_card, read_card
 from tests.conftest import Server, cli
 from tests.test_first_hour import make_dry_run
 

@@ -19,7 +19,7 @@ from deepfake_client import DeepfakeClient, InputRejectedError
 from deepfake_client.contract import ModelCard, ModelMetadata, Prediction, oip_request, predictions_from_oip
 from handler.preprocessing import decode_image
 from handler.telemetry import DECLARED
-from scripts.loadtest import distinct_images
+from scripts.bench.loadtest import distinct_images
 from tests.conftest import CONSTANT_LOGITS, CONSTANT_SETTINGS, Server, archive_service, cli, image_bytes
 
 

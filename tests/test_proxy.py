@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts.serve import Ports
+from scripts.operations.torchserve import Ports
 from tests.conftest import Server, image_bytes
 from tests.reliability_report import ReliabilityRecord
 

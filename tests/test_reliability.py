@@ -20,8 +20,8 @@ import pytest
 import requests
 
 from deepfake_client import AuthenticationError, BadVideoError, ClientConfig, DeepfakeClient
-from scripts import loadtest
-from scripts.serve import Ports, TorchServe
+from scripts.bench import loadtest
+from scripts.operations.torchserve import Ports, TorchServe
 from tests.conftest import Server, archive_service, cli
 from tests.inputs import VIDEO_CASES, ImageCase, image_cases
 from tests.media import constant_rate, write_video
@@ -172,7 +172,7 @@ def test_load_64_clients_2000_requests(server: Server, reliability: ReliabilityR
     with client_for(server.ts, max_in_flight=64) as client:
         report = loadtest.run_load(client, payloads, references, clients=64, requests=2000)
     assert report.ok, report.summary() + f" {report.errors}"
-    reliability.add("load", f"`scripts/loadtest.py` logic, 64 clients, 2,000 different images: {report.summary()}.",
+    reliability.add("load", f"`scripts.bench.loadtest` logic, 64 clients, 2,000 different images: {report.summary()}.",
                     f"{len(rounded)} of the 2,000 images have answers distinct at 1e-3, so an answer delivered to "
                     "the wrong request would have been counted as a mismatch.", "")  # fmt: skip
 

@@ -28,7 +28,7 @@ from handler.runtimes import (
 )
 from handler.service import DetectorService
 from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
-from scripts.precision import MIN_LABEL_AGREEMENT, build_runtime, image_sets, own_demo_images
+from scripts.operations.precision import MIN_LABEL_AGREEMENT, build_runtime, image_sets, own_demo_images
 from tests.conftest import constant_checkpoint, image_bytes, random_checkpoint
 
 SETTINGS = ModelSettings(mean=HALF_MEAN, std=HALF_STD)

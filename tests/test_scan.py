@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deepfake_client import DeepfakeClient
-from scripts import loadtest
+from scripts.bench import loadtest
 from tests.conftest import Server, cli
 from tests.media import constant_rate, write_video
 

@@ -14,8 +14,16 @@ import pytest
 import torch
 
 from handler.settings import ModelSettings
-from scripts.archive import build_archive, pack_archive
-from scripts.serve import Ports, ServeError, TorchServe, ensure_java, find_java_home, observed_batches, render_config
+from scripts.operations.archives import build_archive, pack_archive
+from scripts.operations.torchserve import (
+    Ports,
+    ServeError,
+    TorchServe,
+    ensure_java,
+    find_java_home,
+    observed_batches,
+    render_config,
+)
 from tests.conftest import REPO_ROOT, constant_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,7 +149,7 @@ def test_restart_keeps_a_server_that_serves_the_archive_as_built(tmp_path: Path)
     try:
         first = server.pid()
         assert server.serves_current()
-        command = [sys.executable, "-m", "scripts.serve", "restart", "--runtime-dir", str(tmp_path / "rt"),
+        command = [sys.executable, "-m", "scripts.operations.serve", "restart", "--runtime-dir", str(tmp_path / "rt"),
                    "--model-store", str(tmp_path / "store"), "--config", str(config)]  # fmt: skip
         kept = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
         assert kept.returncode == 0 and "kept" in kept.stdout and server.pid() == first, kept.stderr

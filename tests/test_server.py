@@ -15,8 +15,8 @@ import torch
 from handler.checkpoint import load_model
 from handler.preprocessing import decode_image, to_model_input
 from handler.runtimes import available_cores
-from scripts.archive import DEFAULT_FACE_WORKERS, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_WORKERS
-from scripts.loadtest import distinct_images
+from scripts.bench.loadtest import distinct_images
+from scripts.operations.archives import DEFAULT_FACE_WORKERS, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_WORKERS
 from tests.conftest import CONSTANT_LOGITS, SERVED_MODELS, ServedModel, Server, archive_service, image_bytes
 
 IMAGES = {

@@ -12,13 +12,14 @@ import torch
 import yaml
 
 from handler.checkpoint import build_model, load_model
-from scripts import calibrate as calibrate_script
-from scripts import evaluate as evaluate_script
-from scripts import train as train_script
-from scripts.archive import DEFAULT_MAX_BATCH_DELAY_MS, build_archive, resolve_settings
-from scripts.archive import get_args_parser as archive_parser
-from scripts.make_demo_data import make_image
-from scripts.metrics import accuracy, equal_error_rate, roc_auc
+from scripts.modeling import calibrate as calibrate_script
+from scripts.modeling import evaluate as evaluate_script
+from scripts.modeling import train as train_script
+from scripts.modeling.metrics import accuracy, equal_error_rate, roc_auc
+from scripts.operations.archive import get_args_parser as archive_parser
+from scripts.operations.archive import resolve_settings
+from scripts.operations.archives import DEFAULT_MAX_BATCH_DELAY_MS, build_archive
+from scripts.synthetic.scenes import make_image
 from tests.conftest import image_bytes
 from tests.media import constant_rate, write_video
 

@@ -20,8 +20,8 @@ from flask.testing import FlaskClient
 
 from deepfake_client import ClientConfig, DeepfakeClient
 from deepfake_client.web import WebConfig, create_app, create_server
-from scripts.archive import build_archive
-from scripts.serve import Ports, TorchServe
+from scripts.operations.archives import build_archive
+from scripts.operations.torchserve import Ports, TorchServe
 from tests.conftest import Server, cli, image_bytes
 from tests.media import constant_rate, write_video
 
@@ -191,7 +191,7 @@ def test_two_users_uploading_different_videos_get_their_own_results(web: FlaskCl
 def demo_site(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, TorchServe]]:
     """The demo model on its own TorchServe, and the page on a free loopback port (waitress)."""
     from handler.settings import ModelSettings
-    from scripts.archive import settings_from_files, sidecar_files
+    from scripts.operations.archives import settings_from_files, sidecar_files
 
     root = tmp_path_factory.mktemp("web")
     weights = demo / "model" / "best_ResNet18.pth"

@@ -23,7 +23,7 @@ from flask.testing import FlaskClient
 from deepfake_client import ClientConfig, DeepfakeClient, MockTransport, make_response
 from deepfake_client.web import WebConfig, create_app, create_server
 from deepfake_client.web.app import SECURITY_HEADERS, cross_site, host_allowed
-from scripts.serve import Ports
+from scripts.operations.torchserve import Ports
 from tests.conftest import image_bytes
 from tests.media import constant_rate, write_video
 from tests.test_client_transport import DESCRIBE, METADATA, answer

@@ -40,7 +40,7 @@ class AggregationConfig:
     real_min_fraction: float = 0.9  # ... and must be more than 90% of frames
     # Sustained segments (hysteresis): a segment opens at a frame >= segment_threshold, goes on while frames stay
     # >= segment_low, and counts when it lasts >= min_segment_seconds, so one-frame blips do not count. Chosen by
-    # measurement on generated partly manipulated and clean videos (scripts/evaluate.py --tune, README).
+    # measurement on generated partly manipulated and clean videos (scripts/modeling/evaluate.py --tune, README).
     segment_low: float = 0.5
     min_segment_seconds: float = 1.0
     throughout_fraction: float = 0.8  # segments covering this share of the analysed time: manipulated throughout

@@ -334,7 +334,7 @@ class ModelCard:
     trained_on: str = UNKNOWN  # the data: source, kind of images, how they were labelled
     classes: tuple[str, ...] = ()
     training_images: int | None = None
-    held_out: dict[str, float] = field(default_factory=dict)  # accuracy, auc, eer, ece (scripts/evaluate.py)
+    held_out: dict[str, float] = field(default_factory=dict)  # accuracy, auc, eer, ece (scripts/modeling/evaluate.py)
     calibration: str = UNKNOWN
     precision_check: str = UNKNOWN
     intended_use: str = UNKNOWN

@@ -6,7 +6,7 @@ a lost request or a wrong number is counted, not averaged away. Loopback only, b
 and in seconds, and it stops by itself. ``--kill-worker-after N`` kills the model's worker process
 after N answers, to show that TorchServe restarts it and the client's retries absorb the crash.
 
-    python -m scripts.loadtest --clients 64 --requests 2000          # against `make start`
+    python -m scripts.bench.loadtest --clients 64 --requests 2000          # against `make start`
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def distinct_images(count: int, seed: int = 0, size: int = 64) -> list[bytes]:
 
 
 def reference_logits(service: DetectorService, payloads: Sequence[bytes], batch: int = 32) -> np.ndarray:
-    """The served archive's runtime (``scripts.archive.load_archive``), in this process, on every
+    """The served archive's runtime (``scripts.operations.archives.load_archive``), in this process, on every
     payload: what the server must answer."""
     import torch
 
@@ -215,7 +215,7 @@ def load_test(
     if not Path(archive).is_file():
         raise LoadTestError(f"no archive at {archive} for the reference answers: make mar, or pass --archive")
     payloads = distinct_images(distinct or requests)
-    from scripts.archive import load_archive
+    from scripts.operations.archives import load_archive
 
     references = reference_logits(load_archive(Path(archive)), payloads)
     killed: list[int] = []

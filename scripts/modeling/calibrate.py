@@ -1,11 +1,11 @@
 """Fit the softmax temperature T on a validation folder (temperature scaling, Guo et al. 2017).
 
-    python -m scripts.calibrate --weights runs/r18/best_ResNet18.pth --data path/val
+    python -m scripts.modeling.calibrate --weights runs/r18/best_ResNet18.pth --data path/val
 
 T minimises the negative log-likelihood of softmax(logits / T) on held-out data. For two classes
 the original app's adjusted confidence sigmoid(|margin| / alpha) is that same softmax, so the
 equivalent alpha is T itself. Writes ``<weights>.calibration.json`` next to the weights, where
-``make mar`` / ``scripts.archive`` pick it up, and prints NLL, accuracy and ECE (15 bins) before
+``make mar`` / ``scripts.operations.archive`` pick it up, and prints NLL, accuracy and ECE (15 bins) before
 and after.
 """
 
@@ -21,8 +21,8 @@ import torch
 from handler.calibration import calibration_metrics, fit_temperature
 from handler.checkpoint import CheckpointError, load_model
 from handler.settings import ModelSettings, SettingsError
-from scripts.archive import calibration_file, settings_from_files, sidecar_files
-from scripts.data import LabelledImages, collect_logits, labelled_files
+from scripts.modeling.data import LabelledImages, collect_logits, labelled_files
+from scripts.operations.archives import calibration_file, settings_from_files, sidecar_files
 
 T_RANGE = (0.05, 20.0)  # beyond these a fit says more about the calibration set than the model
 

@@ -1,10 +1,10 @@
 """Train or fine-tune a 2-class ResNet on an image folder tree (``real/``, ``fake/``).
 
-    python -m scripts.train --data path/train --val-data path/val --arch resnet18 \\
+    python -m scripts.modeling.train --data path/train --val-data path/val --arch resnet18 \\
         --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5 --epochs 6 --bf16 --out runs/r18
 
 Writes ``best_<Arch>.pth`` (a plain state dict, ready for ``make mar``) with ``best_<Arch>.json``
-(its settings and validation metrics, which ``scripts.archive --settings-file`` reads), and
+(its settings and validation metrics, which ``scripts.operations.archive --settings-file`` reads), and
 ``last.pth`` for ``--resume``. Preprocessing is the handler's own ``to_model_input``.
 """
 
@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader
 from handler.calibration import calibration_metrics, softmax_with_temperature
 from handler.checkpoint import SUPPORTED_ARCHS, build_model, infer_architecture, read_state_dict
 from handler.settings import CROPS, ModelSettings, SettingsError
-from scripts.data import LabelledImages, collect_logits, labelled_files
-from scripts.metrics import roc_auc
+from scripts.modeling.data import LabelledImages, collect_logits, labelled_files
+from scripts.modeling.metrics import roc_auc
 
 CHECKPOINT_NAMES = {arch: f"best_ResNet{arch.removeprefix('resnet')}" for arch in SUPPORTED_ARCHS}
 

@@ -1,8 +1,8 @@
 """Evaluate a detector on labelled images and videos: accuracy, ROC AUC, EER, ECE, video AUC.
 
-    python -m scripts.evaluate --weights runs/r18/best_ResNet18.pth --images path/test --videos path/videos
-    python -m scripts.evaluate --archive model_store/deepfake.mar --images path/test   # its runtime, in-process
-    python -m scripts.evaluate --server http://127.0.0.1:8080 --images path/test     # via TorchServe
+    python -m scripts.modeling.evaluate --weights runs/r18/best_ResNet18.pth --images path/test --videos path/videos
+    python -m scripts.modeling.evaluate --archive model_store/deepfake.mar --images path/test  # in-process
+    python -m scripts.modeling.evaluate --server http://127.0.0.1:8080 --images path/test  # via TorchServe
 
 Both folders hold one subfolder per label (``real/``, ``fake/``). Frame-level metrics score every
 image or sampled frame by its fake probability (with the archive's temperature). Video-level AUC
@@ -52,9 +52,9 @@ from handler.checkpoint import CheckpointError
 from handler.explain import GradCam
 from handler.service import DetectorService
 from handler.settings import ModelSettings, SettingsError
-from scripts.archive import load_archive, settings_from_files, sidecar_files
-from scripts.data import labelled_files
-from scripts.metrics import accuracy, equal_error_rate, roc_auc
+from scripts.modeling.data import labelled_files
+from scripts.modeling.metrics import accuracy, equal_error_rate, roc_auc
+from scripts.operations.archives import load_archive, settings_from_files, sidecar_files
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
 VIDEO_SCORES = {
@@ -191,7 +191,7 @@ def evaluate(
 
 
 # --- the video verdict on partly manipulated videos -----------------------------------------------------------
-# The grid the rule's constants are chosen from (scripts/evaluate.py --tune; AggregationConfig's defaults).
+# The grid the rule's constants are chosen from (scripts/modeling/evaluate.py --tune; AggregationConfig's defaults).
 # Minimum durations from 1 s: at 2 fps one sampled frame stands for 0.5 s, and a one-frame blip must never count.
 VERDICT_GRID = {
     "segment_threshold": (0.5, 0.6, 0.7, 0.8, 0.9),

@@ -1,6 +1,6 @@
 """Archive-time runtime artefacts: the OpenVINO IR for a precision mode, checked against fp32.
 
-``scripts/archive.py`` calls ``build_runtime`` with the checkpoint's torch model. fp32 and bf16
+``scripts/operations/archive.py`` calls ``build_runtime`` with the checkpoint's torch model. fp32 and bf16
 share the float32 IR (bf16 is an execution precision); int8 is that IR quantized by NNCF on
 calibration images. Every mode other than fp32 is compared with fp32 on held-out images the
 calibration never saw: the default mode must agree on >= 99% of labels with a mean |fake
@@ -34,9 +34,8 @@ from handler.runtimes import (
 )
 from handler.service import DetectorService
 from handler.settings import PRECISIONS, ModelSettings
-from scripts.data import IMAGE_SUFFIXES
+from scripts import IMAGE_SUFFIXES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRECISION = "int8"  # fastest mode that agreed with fp32 on both demo models (docs/benchmark.md)
 MIN_LABEL_AGREEMENT = 0.99
 MAX_MEAN_FAKE_PROBABILITY_DIFF = 0.02
@@ -64,7 +63,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _generated(count: int, first_seed: int) -> list[bytes]:
-    from scripts.make_demo_data import make_image
+    from scripts.synthetic.scenes import make_image
 
     images = []
     for i in range(count):

@@ -1,6 +1,6 @@
 """Lay out an archive the way KServe's TorchServe runtime reads it (``make kserve-bundle``).
 
-    python -m scripts.kserve_bundle --archive model_store/deepfake.mar --out artifacts/kserve-bundle
+    python -m scripts.operations.kserve_bundle --archive model_store/deepfake.mar --out artifacts/kserve-bundle
 
     <out>/config/config.properties   deploy/kserve/config.properties + this archive's model_snapshot
     <out>/config/metrics.yaml        the metrics configuration the archive carries (handler/metrics.yaml)
@@ -25,9 +25,8 @@ from typing import Any
 
 import yaml
 
-from scripts.serve import Ports, TorchServe, render_config
+from scripts import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_DIR = REPO_ROOT / "deploy" / "kserve"
 CONFIG_TEMPLATE = DEPLOY_DIR / "config.properties"
 MOUNT = "/mnt/models"  # where KServe's storage initializer puts the storageUri's content
@@ -41,14 +40,14 @@ class BundleError(ValueError):
 
 
 def read_archive(archive: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """(manifest model entry, model-config.yaml, metrics.yaml text) of a .mar built by scripts/archive.py."""
+    """(manifest model entry, model-config.yaml, metrics.yaml text) of a .mar built by scripts/operations/archive.py."""
     try:
         with zipfile.ZipFile(archive) as mar:
             manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))["model"]
             config = yaml.safe_load(mar.read(manifest.get("configFile", "model-config.yaml")))
             metrics = mar.read("handler/metrics.yaml").decode()
     except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise BundleError(f"{archive}: not an archive built by scripts/archive.py ({exc})") from None
+        raise BundleError(f"{archive}: not an archive built by scripts/operations/archive.py ({exc})") from None
     return manifest, config, metrics
 
 
@@ -91,32 +90,6 @@ def bundle_models(bundle: Path) -> dict[str, str]:
         raise BundleError(f"{bundle}: config.properties has no model_snapshot")
     models = json.loads(match.group(1))["models"]
     return {name: next(iter(versions.values()))["marName"] for name, versions in models.items()}
-
-
-class KServeTorchServe(TorchServe):
-    """TorchServe started from a bundle exactly as KServe's TorchServe runtime starts it: the same
-    command line, the bundle's config and the runtime's environment. Two things differ, because this
-    runs outside a pod: the bundle's folder stands for /mnt/models, and the ports are ``ports``."""
-
-    def __init__(self, bundle: Path, runtime_dir: Path, ports: Ports | None = None):
-        self.bundle = Path(bundle).resolve()
-        super().__init__(
-            runtime_dir,
-            self.bundle / "model-store",
-            bundle_models(self.bundle),
-            self.bundle / "config" / "config.properties",
-            ports or Ports.free(),
-        )
-
-    def rendered_config(self) -> str:
-        return render_config(self.config_file.read_text().replace(MOUNT, str(self.bundle)), self.ports)
-
-    def command(self, config: Path) -> list[str]:
-        torchserve = Path(sys.executable).with_name("torchserve")
-        return [str(torchserve), "--start", f"--model-store={self.model_store}", f"--ts-config={config}"]
-
-    def environment(self) -> dict[str, str]:
-        return {**super().environment(), **KSERVE_ENVIRONMENT}
 
 
 def get_args_parser() -> argparse.ArgumentParser:

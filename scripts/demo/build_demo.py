@@ -1,6 +1,6 @@
 """Build the demo model end to end: data, training, calibration, evaluation (each step cached).
 
-    python -m scripts.build_demo --out artifacts/demo
+    python -m scripts.demo.build_demo --out artifacts/demo
 
 Steps whose output already exists are skipped (``--force`` redoes them), so ``make run`` pays
 for the build once. The evaluation report (``evaluation.json``) holds the held-out accuracy the
@@ -20,8 +20,9 @@ from pathlib import Path
 from deepfake_client import DEFAULT_FPS, AggregationConfig, summarise, sustained_segments
 from handler.service import DetectorService
 from handler.settings import ModelSettings
-from scripts import calibrate, evaluate, make_demo_data, train
-from scripts.archive import calibration_file, settings_from_files, sidecar_files
+from scripts.demo import make_demo_data
+from scripts.modeling import calibrate, evaluate, train
+from scripts.operations.archives import calibration_file, settings_from_files, sidecar_files
 
 ARCH = "resnet18"
 NORMALISATION = ["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"]  # the original app's convention

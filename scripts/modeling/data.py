@@ -16,8 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from handler.faces import crop_regions, detector_for
 from handler.preprocessing import decode_image, to_model_input
 from handler.settings import ModelSettings
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+from scripts import IMAGE_SUFFIXES
 
 
 def labelled_files(root: Path, labels: Sequence[str], suffixes: set[str] = IMAGE_SUFFIXES) -> list[tuple[Path, int]]:

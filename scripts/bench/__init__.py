@@ -1,0 +1,1 @@
+"""Measuring the served model: ``benchmark`` (docs/benchmark.md) and ``loadtest``."""

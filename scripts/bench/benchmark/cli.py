@@ -1,0 +1,297 @@
+"""The run: every section in order, or one alone (``--only``), then the report.
+
+Benchmark the deployment on this machine, side by side in one run, and write a report with targets.
+
+    python -m scripts.bench.benchmark --report docs/benchmark.md          # make benchmark
+    python -m scripts.bench.benchmark --quick --report /tmp/quick.md      # smoke run (a test executes it)
+
+Every server is a real TorchServe on free loopback ports, started from an archive built here, one at
+a time. The model is a ResNet50 trained on the demo data by this script (cached in artifacts/bench;
+the weights matter for the agreement figures, not for speed). Measured:
+
+1. the in-process ceiling per mode: a tight loop over batches of 8 in a fresh process (torch eager
+   fp32 and bf16 autocast beside the OpenVINO modes, which is why OpenVINO runs every mode);
+2. each mode served, with 16 concurrent clients sending distinct 224x224 JPEG frames, and a lone
+   request; the decode and inference time per batch the worker logs;
+3. TorchServe's stock ``ImageClassifier`` (a ``topk = 2`` subclass) on the same weights, inputs and
+   batch settings;
+4. the original app's path: one image at a time, torch fp32, in-process;
+5. a 60 s 720p30 H.264 clip analysed at 2 fps by ``deepfake-detect`` end to end, against the original
+   app's path (frames extracted to JPEG files, then classified one by one);
+6. cold start: TorchServe start to worker READY per mode;
+7. agreement of every mode with fp32 on held-out demo images, for the demo ResNet18 and the ResNet50;
+plus maxBatchDelay for the default mode. ``--quick`` runs every section on a random ResNet18 with
+small counts (numbers meaningless, code paths exercised).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepfake_contract import OIP
+from handler.checkpoint import load_model
+from handler.settings import PRECISIONS
+from scripts.bench.benchmark.analysts import SCAN_IMAGES, analysts, analysts_markdown
+from scripts.bench.benchmark.faces import face_mode
+from scripts.bench.benchmark.harness import (
+    CONCURRENCY,
+    DEMO_R18,
+    MODEL_NAME,
+    Subject,
+    demo_settings,
+    ensure_demo,
+    ensure_resnet50,
+    frame_payloads,
+    in_fresh_process,
+    load,
+    quick_subject,
+    random_resnet50,
+    serving,
+    test_images,
+    with_model_config,
+    worker_rss_mb,
+    write_video,
+)
+from scripts.bench.benchmark.inprocess import _ceiling, _jpeg_draft, _original_app
+from scripts.bench.benchmark.packing import packing, packing_markdown
+from scripts.bench.benchmark.report import checks, markdown
+from scripts.bench.benchmark.stock import stock_archive
+from scripts.bench.benchmark.video import video_original, video_ours
+from scripts.operations.archives import (
+    DEFAULT_MAX_BATCH_DELAY_MS,
+    DEFAULT_WORKERS,
+    build_archive,
+)
+from scripts.operations.precision import DEFAULT_PRECISION, build_runtime
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torchserve": importlib.metadata.version("torchserve"),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "quick": quick,
+        "workers": DEFAULT_WORKERS,  # full mode's worker count per archive (face mode's: section 8)
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        workdir = Path(tmp)
+        if quick:
+            subject = quick_subject(workdir)
+            agreement_subjects = {"resnet18 (random)": subject}
+        else:
+            ensure_demo()
+            r50 = ensure_resnet50()
+            subject = Subject("resnet50", r50, demo_settings(r50))
+            agreement_subjects = {
+                "ResNet18 demo": Subject("resnet18", DEMO_R18, demo_settings(DEMO_R18)),
+                "ResNet50 demo-trained": subject,
+            }
+        results["model"] = subject.arch
+        payloads = frame_payloads(16 if quick else 64, quick)
+        requests_total = 48 if quick else args.requests
+        print(f"[bench] {subject.arch}: building one archive per mode", flush=True)
+        archives = {}
+        for mode in PRECISIONS:
+            path, settings = build_archive(
+                subject.weights, subject.settings, MODEL_NAME, workdir / f"mar_{mode}", precision=mode
+            )
+            archives[mode] = (path, settings)
+
+        # 7. agreement with fp32 per mode (from the archives' own checks, and the demo ResNet18's)
+        results["agreement"] = {}
+        for label, item in agreement_subjects.items():
+            rows = {}
+            for mode in ("bf16", "int8"):
+                if item is subject:
+                    report = archives[mode][1].extra["precision_report"]
+                else:
+                    model = load_model(item.weights)[0]
+                    report = build_runtime(
+                        model, item.settings, workdir / f"agree_{mode}", mode, log=lambda _: None
+                    ).report
+                rows[mode] = report["agreement"][mode]
+            results["agreement"][label] = rows
+
+        # 1. in-process ceiling per mode, and the torch alternatives
+        iterations = 4 if quick else 25
+        print("[bench] in-process ceilings", flush=True)
+        results["ceiling"] = {
+            f"openvino {mode}": in_fresh_process(_ceiling, "archive", str(archives[mode][0]), 8, iterations)
+            for mode in PRECISIONS
+        }
+        for kind in ("torch-fp32", "torch-bf16"):
+            results["ceiling"][kind.replace("-", " eager ")] = in_fresh_process(
+                _ceiling, kind, str(subject.weights), 8, iterations
+            )
+
+        # 4. the original app's path, in-process
+        frames_dir = workdir / "frames224"
+        frames_dir.mkdir()
+        for i, payload in enumerate(payloads):
+            (frames_dir / f"{i:03d}.jpg").write_bytes(payload)
+        frame_paths = [str(p) for p in sorted(frames_dir.glob("*.jpg"))]
+        results["original_app"] = in_fresh_process(
+            _original_app, str(subject.weights), subject.settings.mean, subject.settings.std, frame_paths
+        )
+
+        # large uploads: the opt-in JPEG draft decode against the exact one
+        sources = frame_paths[:8] if quick else [str(p) for p in test_images(64)]
+        results["jpeg_draft"] = in_fresh_process(
+            _jpeg_draft, str(subject.weights), subject.settings.to_mapping(), sources, (3840, 2160)
+        )
+
+        # 2 + 6. served per mode: crowd, lone request, cold start, worker memory
+        results["served"] = {}
+        for mode in PRECISIONS:
+            print(f"[bench] served {mode}", flush=True)
+            with serving(archives[mode][0], workdir / f"ts_{mode}") as (ts, cold_start):
+                results["served"][mode] = {
+                    "cold_start_s": cold_start,
+                    "crowd": load(ts, payloads, CONCURRENCY, requests_total),
+                    "lone": load(ts, payloads, 1, requests_total // 3),
+                    "worker_rss_mb": worker_rss_mb(ts),
+                }
+                if mode == DEFAULT_PRECISION:  # the same frames over the Open Inference Protocol
+                    results["served"][mode]["crowd_oip"] = load(ts, payloads, CONCURRENCY, requests_total, OIP)
+
+        # 3. the stock handler, same weights, inputs and batch settings
+        print("[bench] stock ImageClassifier", flush=True)
+        stock = stock_archive(subject, workdir / "mar_stock", DEFAULT_MAX_BATCH_DELAY_MS)
+        with serving(stock, workdir / "ts_stock") as (ts, cold_start):
+            results["stock"] = {
+                "cold_start_s": cold_start,
+                "crowd": load(ts, payloads, CONCURRENCY, requests_total),
+                "lone": load(ts, payloads, 1, requests_total // 3),
+                "worker_rss_mb": worker_rss_mb(ts),
+            }
+
+        # 5. video end to end, default mode, against the original app's path
+        print("[bench] video", flush=True)
+        clip = write_video(workdir / "clip.mp4", args.video_seconds)
+        with serving(archives[DEFAULT_PRECISION][0], workdir / "ts_video") as (ts, _):
+            results["video"] = {"seconds": args.video_seconds, "ours": video_ours(ts, clip, workdir)}
+        results["video"]["original"] = video_original(subject, clip, workdir)
+
+        # 10. several video frames per request (default precision)
+        print("[bench] packed frames", flush=True)
+        results["packing"] = {
+            "model": subject.arch,
+            **packing(archives[DEFAULT_PRECISION][0], payloads, workdir, requests_total, args.video_seconds),
+        }
+
+        # 8. face-crop mode next to full mode (default precision)
+        print("[bench] face-crop mode", flush=True)
+        results["faces"] = face_mode(
+            subject, archives[DEFAULT_PRECISION][0], workdir, args.video_seconds, 48 if quick else 160, quick
+        )
+
+        # 9. analysts: scan throughput and the cost of explanations, on the default mode's archive
+        print("[bench] scan and explanations", flush=True)
+        results["analysts"] = {
+            "model": subject.arch,
+            **analysts(archives[DEFAULT_PRECISION][0], payloads, workdir, requests_total, 48 if quick else SCAN_IMAGES),
+        }
+
+        # maxBatchDelay for the default mode
+        results["batch_delay"] = []
+        for delay in () if quick else (0, 5, 10, 20):
+            archive = with_model_config(
+                archives[DEFAULT_PRECISION][0], workdir / f"mar_delay{delay}" / f"{MODEL_NAME}.mar", maxBatchDelay=delay
+            )
+            with serving(archive, workdir / f"ts_delay{delay}") as (ts, _):
+                results["batch_delay"].append(
+                    {
+                        "max_batch_delay_ms": delay,
+                        "lone": load(ts, payloads, 1, requests_total // 3),
+                        "crowd": load(ts, payloads, CONCURRENCY, requests_total),
+                    }
+                )
+    return results
+
+
+def section_alone(args: argparse.Namespace, name: str, measure: Any) -> dict[str, Any]:
+    """One section measured alone (``--only NAME``) and merged into the report's JSON: on the trained
+    ResNet50 when ``make benchmark`` cached it, else a randomly initialised one (speed does not depend on
+    the weights); ``measure(archive, payloads, workdir)`` returns the section's results."""
+    previous = args.report.with_suffix(".json")
+    results = json.loads(previous.read_text()) if previous.exists() else {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        workdir = Path(tmp)
+        subject = quick_subject(workdir) if args.quick else random_resnet50(workdir)
+        path, _ = build_archive(
+            subject.weights, subject.settings, MODEL_NAME, workdir / "mar", precision=DEFAULT_PRECISION
+        )
+        payloads = frame_payloads(16 if args.quick else 64, quick=args.quick or not DEMO_R18.exists())
+        results[name] = {"model": subject.arch, **measure(path, payloads, workdir)}
+    return results
+
+
+def analysts_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Section 9 alone (``--only analysts``)."""
+    total, images = (48, 48) if args.quick else (args.requests, SCAN_IMAGES)
+    return section_alone(args, "analysts", lambda path, payloads, work: analysts(path, payloads, work, total, images))
+
+
+def packing_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Section 10 alone (``--only packing``)."""
+    total, seconds = (48, 4.0) if args.quick else (args.requests, args.video_seconds)
+    return section_alone(args, "packing", lambda path, payloads, work: packing(path, payloads, work, total, seconds))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=400, help="requests per load level")
+    parser.add_argument("--video-seconds", type=float, default=60.0)
+    parser.add_argument("--quick", action="store_true", help="smoke run: random ResNet18, small counts")
+    parser.add_argument("--report", type=Path, default=Path("docs/benchmark.md"))
+    parser.add_argument(
+        "--render", type=Path, default=None, help="only write the report again from this run's JSON (no measuring)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["analysts", "packing"],
+        help="measure one section alone and merge it into the report's JSON (analysts: scan, explanations; "
+        "packing: frames per request)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if args.quick and args.video_seconds == get_args_parser().get_default("video_seconds"):
+        args.video_seconds = 4.0
+    if args.render:
+        results = json.loads(args.render.read_text())
+    elif args.only == "analysts":
+        results = analysts_only(args)
+    elif args.only == "packing":
+        results = packing_only(args)
+    else:
+        results = run(args)
+    if "served" in results:
+        report = markdown(results)
+    else:  # a section measured alone, into a report without the full run
+        parts = [analysts_markdown(results["analysts"])] if "analysts" in results else []
+        parts += [packing_markdown(results["packing"])] if "packing" in results else []
+        report = "\n\n".join(parts) + "\n"
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(report)
+    args.report.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    print(report)
+    if "served" not in results:
+        return 0
+    return 0 if args.quick or all(ok for _, ok, _ in checks(results)) else 1

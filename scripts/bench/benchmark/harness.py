@@ -1,0 +1,307 @@
+"""What every section uses: inputs (frames, clips), the models measured, a TorchServe started from an
+archive, a crowd of clients, and what the worker's log and process say about a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import psutil
+import requests
+import torch
+import yaml
+from PIL import Image
+
+from deepfake_client import encode_frame
+from deepfake_contract import NATIVE, OIP, oip_request
+from handler.checkpoint import build_model
+from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
+from scripts import REPO_ROOT
+from scripts.operations.torchserve import Ports, TorchServe, observed_batches
+from scripts.synthetic.faces import photo
+
+DEMO = REPO_ROOT / "artifacts" / "demo"
+
+
+BENCH = REPO_ROOT / "artifacts" / "bench"
+
+
+DEMO_R18 = DEMO / "model" / "best_ResNet18.pth"
+
+
+MODEL_NAME = "deepfake"
+
+
+CONCURRENCY = 16  # two batches of 8 in flight: the next one fills while one runs
+
+
+TARGETS = {
+    "served_images_per_s": {"int8": 90.0, "bf16": 45.0, "fp32": 24.0},
+    "served_vs_in_process": 0.90,
+    "default_vs_stock": 4.0,
+    "fp32_vs_stock": 1.5,
+    "video_seconds": 4.0,
+    "video_vs_original": 4.0,
+    "cold_start_s": 15.0,
+    "face_recall": 1.0,
+    "face_video_vs_full": 3.0,
+    "scan_vs_crowd": 0.90,
+}
+
+
+BATCH_LINE = re.compile(r"Batch of (\d+): decode ([\d.]+) ms, inference ([\d.]+) ms")
+
+
+def write_video(
+    path: Path, seconds: float, size: tuple[int, int] = (1280, 720), fps: int = 30, face: bool = False
+) -> Path:
+    """A panning textured scene, H.264: decoding costs what a real clip of that size costs. ``face``: a
+    real face (scikit-image's astronaut, 384 px) moves across it, for face-crop mode."""
+    rng = np.random.default_rng(0)
+    base = (rng.random((size[1] // 8, size[0] // 8, 3)) * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
+    person = np.asarray(photo("astronaut").resize((384, 384))) if face else None
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.options = {"preset": "veryfast"}
+        for i in range(round(seconds * fps)):
+            pixels = np.roll(base, i * 4, axis=1)
+            if person is not None:
+                x = (i * 3) % (size[0] - person.shape[1])
+                pixels = pixels.copy()
+                pixels[100 : 100 + person.shape[0], x : x + person.shape[1]] = person
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def test_images(count: int) -> list[Path]:
+    """Held-out demo images (never trained or calibrated on), real and fake alternating."""
+    real = sorted((DEMO / "data" / "images" / "test" / "real").glob("*.jpg"))
+    fake = sorted((DEMO / "data" / "images" / "test" / "fake").glob("*.jpg"))
+    return [p for pair in zip(real, fake, strict=False) for p in pair][:count]
+
+
+def frame_payloads(count: int, quick: bool) -> list[bytes]:
+    """Distinct 224x224 JPEG frames, as the client sends them."""
+    if quick:
+        from scripts.synthetic.scenes import make_image
+
+        return [encode_frame(make_image([5, i], fake=i % 2 == 1)) for i in range(count)]
+    return [encode_frame(Image.open(p)) for p in test_images(count)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+@dataclass
+class Subject:
+    """The checkpoint under test and how to read it."""
+
+    arch: str
+    weights: Path
+    settings: ModelSettings
+
+
+def demo_settings(weights: Path) -> ModelSettings:
+    from scripts.operations.archives import settings_from_files, sidecar_files
+
+    return ModelSettings.from_mapping(settings_from_files(sidecar_files(weights)))
+
+
+def ensure_demo() -> None:
+    from scripts.demo import build_demo
+
+    if build_demo.main(["--out", str(DEMO)]) != 0:
+        raise SystemExit("benchmark: building the demo failed")
+
+
+R50_EPOCHS = 8  # the demo's recipe, trained to convergence: 4 epochs left it at 95% validation accuracy
+
+
+def ensure_resnet50() -> Path:
+    """A ResNet50 trained on the demo data with the demo's recipe, for longer (cached)."""
+    from scripts.demo import build_demo
+    from scripts.modeling import train
+
+    out = BENCH / "resnet50"
+    weights = out / f"{train.CHECKPOINT_NAMES['resnet50']}.pth"
+    if not weights.exists():
+        print("[bench] training a ResNet50 on the demo data (cached in artifacts/bench)", flush=True)
+        if train.main(build_demo.train_arguments(DEMO / "data", out, "resnet50", R50_EPOCHS)) != 0:
+            raise SystemExit("benchmark: training the ResNet50 failed")
+    return weights
+
+
+def quick_subject(workdir: Path) -> Subject:
+    torch.manual_seed(0)
+    weights = workdir / "r18.pth"
+    torch.save(build_model("resnet18").state_dict(), weights)
+    return Subject("resnet18", weights, ModelSettings(mean=HALF_MEAN, std=HALF_STD))
+
+
+def with_model_config(archive: Path, out: Path, handler: dict[str, Any] | None = None, **changes: Any) -> Path:
+    """A copy of ``archive`` whose model-config.yaml has ``changes`` (e.g. another maxBatchDelay), and
+    ``handler`` settings changed (e.g. crop: face): the same weights and runtime otherwise."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "model-config.yaml":
+                config = {**yaml.safe_load(data), **changes}
+                config["handler"] = {**config.get("handler", {}), **(handler or {})}
+                data = yaml.safe_dump(config).encode()
+            target.writestr(item, data)
+    return out
+
+
+@contextlib.contextmanager
+def serving(archive: Path, workdir: Path) -> Iterator[tuple[TorchServe, float]]:
+    """TorchServe serving ``archive`` alone; yields it and the seconds from start to worker READY."""
+    store = workdir / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    store.mkdir(parents=True)
+    shutil.copy2(archive, store / f"{MODEL_NAME}.mar")
+    ts = TorchServe(workdir / "runtime", store, ports=Ports.free())
+    started = time.perf_counter()
+    ts.start(timeout=300)
+    try:
+        yield ts, time.perf_counter() - started
+    finally:
+        ts.stop()
+
+
+def worker_rss_mb(ts: TorchServe) -> float:
+    """Resident memory of the model worker processes (not the Java frontend)."""
+    root = psutil.Process(ts.pid())
+    workers = [p for p in root.children(recursive=True) if "java" not in p.name()]
+    return sum(p.memory_info().rss for p in workers) / 2**20
+
+
+def batch_times(ts: TorchServe, offset: int) -> dict[str, float]:
+    """Mean decode and inference milliseconds per batch, from the worker's log since ``offset``."""
+    log = ts.log_dir / "model_log.log"
+    text = log.read_bytes()[offset:].decode(errors="replace") if log.exists() else ""
+    rows = [(int(n), float(d), float(i)) for n, d, i in BATCH_LINE.findall(text) if int(n) > 0]
+    if not rows:
+        return {}
+    return {
+        "mean_batch": statistics.mean(r[0] for r in rows),
+        "decode_ms_per_batch": statistics.mean(r[1] for r in rows),
+        "inference_ms_per_batch": statistics.mean(r[2] for r in rows),
+        "inference_ms_total": sum(r[2] for r in rows),
+    }
+
+
+def log_size(ts: TorchServe) -> int:
+    log = ts.log_dir / "model_log.log"
+    return log.stat().st_size if log.exists() else 0
+
+
+def load(
+    ts: TorchServe, payloads: list[bytes], concurrency: int, total: int, protocol: str = NATIVE, per_request: int = 1
+) -> dict[str, Any]:
+    """``total`` requests from ``concurrency`` clients, cycling over distinct payloads, in ``protocol``'s
+    wire format (native image bytes, or ``per_request`` images per Open Inference Protocol request);
+    ``images_per_s`` counts images."""
+    if protocol == OIP:
+        url = f"{ts.inference_url}/v2/models/{MODEL_NAME}/infer"
+        packs = [[payloads[(i + j) % len(payloads)] for j in range(per_request)] for i in range(len(payloads))]
+        bodies = [json.dumps(oip_request(pack)).encode() for pack in packs]
+        content_type = "application/json"
+    else:
+        url, bodies, content_type = f"{ts.inference_url}/predictions/{MODEL_NAME}", payloads, "image/jpeg"
+    headers = {"Authorization": f"Bearer {ts.keys()['inference']}", "Content-Type": content_type}
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=concurrency + 2))
+    latencies: list[float] = []
+    ids: set[str] = set()
+
+    def one(index: int) -> None:
+        started = time.perf_counter()
+        response = session.post(url, data=bodies[index % len(bodies)], headers=headers, timeout=300)
+        response.raise_for_status()
+        latencies.append(time.perf_counter() - started)
+        ids.add(response.headers["x-request-id"])
+
+    with ThreadPoolExecutor(concurrency) as pool:  # warm-up: connections, caches
+        list(pool.map(one, range(concurrency * 2)))
+    latencies.clear()
+    ids.clear()
+    offset = log_size(ts)
+    cpu_before = cpu_seconds(ts)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(total)))
+    elapsed = time.perf_counter() - started
+    cpu_after = cpu_seconds(ts)
+    ts_log = (ts.log_dir / "ts_log.log").read_text(errors="replace")
+    sizes = [len(b & ids) for b in observed_batches(ts_log, MODEL_NAME) if b & ids]
+    return {
+        "concurrency": concurrency,
+        "requests": total,
+        "images_per_s": total * per_request / elapsed,
+        "per_request": per_request,
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
+        "max_batch": max(sizes, default=0),
+        "cores": {k: (cpu_after[k] - cpu_before[k]) / elapsed for k in cpu_after},
+        **batch_times(ts, offset),
+    }
+
+
+def cpu_seconds(ts: TorchServe) -> dict[str, float]:
+    """CPU seconds used so far by the model worker, TorchServe's Java frontend and this process (the clients)."""
+    root = psutil.Process(ts.pid())
+    used = {"worker": 0.0, "frontend": 0.0}
+    for process in [root, *root.children(recursive=True)]:
+        times = process.cpu_times()
+        used["frontend" if "java" in process.name() else "worker"] += times.user + times.system
+    own = psutil.Process().cpu_times()
+    return {**used, "clients": own.user + own.system}
+
+
+def in_fresh_process(function: Any, *args: Any) -> Any:
+    """``function(*args)`` in a new interpreter (JSON in and out), so that its memory is its own.
+
+    A plain subprocess: a ``multiprocessing`` spawn child ran OpenVINO at half speed here.
+    """
+    code = (
+        f"import json, sys; from {function.__module__} import {function.__name__}; "
+        f"print(json.dumps({function.__name__}(*json.loads(sys.stdin.read()))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(args), capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def random_resnet50(workdir: Path) -> Subject:
+    """The cached trained ResNet50 when make benchmark made one, else a randomly initialised one (speed does
+    not depend on the weights)."""
+    cached = BENCH / "resnet50" / "best_ResNet50.pth"
+    if cached.exists():
+        return Subject("resnet50", cached, demo_settings(cached))
+    torch.manual_seed(0)
+    weights = workdir / "r50.pth"
+    torch.save(build_model("resnet50").state_dict(), weights)
+    return Subject("resnet50 (random weights)", weights, ModelSettings(mean=HALF_MEAN, std=HALF_STD))

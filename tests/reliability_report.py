@@ -1,4 +1,5 @@
-"""docs/reliability.md, written from what the reliability tests observed in one `make test` run.
+"""docs/reliability.md, written from what the reliability tests observed in one run
+(`make reliability-report`; `make test` writes it to its temporary folder, never over the tracked file).
 
 Each test of tests/test_reliability.py adds its section; the page is written at the end of the
 session only when every section was recorded and no test failed, so it never mixes runs or shows a
@@ -22,7 +23,13 @@ SECTIONS = {
     "security": "Security",
     "hostile": "Hostile input: every request within a budget",
 }
-DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"  # what make reliability-report refreshes
+# where the report goes; unset (make test): the run's temporary folder, so that no test rewrites a tracked file
+REPORT_VARIABLE = "DEEPFAKE_RELIABILITY_REPORT"
+
+
+def report_path(environ: dict[str, str], temporary: Path) -> Path:
+    return Path(environ[REPORT_VARIABLE]) if environ.get(REPORT_VARIABLE) else temporary / "reliability.md"
 
 
 class ReliabilityRecord:
@@ -64,8 +71,12 @@ def _cores() -> int:
 
 
 @pytest.fixture(scope="session")
-def reliability(request: pytest.FixtureRequest):
+def reliability(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    import os
+
     record = ReliabilityRecord()
     yield record
     if record.complete() and request.session.testsfailed == 0:
-        DOC.write_text(record.render())
+        path = report_path(dict(os.environ), tmp_path_factory.getbasetemp())
+        path.write_text(record.render())
+        print(f"\nReliability report: {path}")

@@ -9,6 +9,8 @@ import pytest
 from deepfake_client import AggregationConfig, FrameResult, Prediction, confident_strategy, find_segments, summarise
 from deepfake_client._aggregate import sustained_segments
 
+TIER = "unit"
+
 
 def frame(index: int, fake_probability: float | None, adjusted: float = 0.6, fps: float = 2.0) -> FrameResult:
     if fake_probability is None:

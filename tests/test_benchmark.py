@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from scripts.bench.benchmark.cli import main
 from scripts.bench.benchmark.faces import FACE_MODES
 
-pytestmark = pytest.mark.integration  # real TorchServe instances, one per section
+TIER = "integration"
 
 
 def test_quick_benchmark_measures_every_section(tmp_path: Path):

@@ -10,6 +10,8 @@ from pathlib import Path
 from scripts.bench.benchmark.cli import main
 from scripts.bench.benchmark.report import checks, markdown
 
+TIER = "unit"
+
 RUN = Path(__file__).resolve().parents[1] / "docs" / "benchmark.json"
 
 

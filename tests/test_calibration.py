@@ -17,6 +17,8 @@ from handler.calibration import (
 )
 from handler.settings import ModelSettings
 
+TIER = "unit"
+
 
 def sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x))

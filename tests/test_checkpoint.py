@@ -10,6 +10,8 @@ import torch
 from handler.checkpoint import CheckpointError, build_model, infer_architecture, load_model, read_state_dict
 from tests.conftest import random_checkpoint
 
+TIER = "unit"
+
 INPUT = torch.linspace(-1, 1, 2 * 3 * 64 * 64).reshape(2, 3, 64, 64)
 
 

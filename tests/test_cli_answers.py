@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import image_bytes
 from tests.media import constant_rate, write_video
 
+TIER = "unit"
+
 GOOD = {"label": "Fake", "class_index": 1, "logits": [0.0, 1.0], "probabilities": {"Real": 0.27, "Fake": 0.73},
         "fake_probability": 0.73, "softmax_confidence": 0.73, "adjusted_confidence": 0.54, "temperature": 1.0,
         "alpha": 6.0}  # fmt: skip

@@ -27,6 +27,8 @@ from scripts.operations.torchserve import observed_batches
 from tests.conftest import Server, cli, image_bytes
 from tests.media import constant_rate, write_audio_only, write_video
 
+TIER = "integration"
+
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -168,6 +170,7 @@ def test_management_commands(server: Server):
         assert len(client.describe("constant")["workers"]) == 1
 
 
+@pytest.mark.unit
 def test_unreachable_server_is_unavailable(tmp_path: Path):
     from scripts.operations.torchserve import Ports
 

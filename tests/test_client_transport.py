@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import itertools
 import json
 import threading
 import time
@@ -27,6 +26,7 @@ from deepfake_client import (
     DeepfakeClient,
     InputError,
     InputRejectedError,
+    ManualClock,
     MockTransport,
     ServerError,
     ServerTimeoutError,
@@ -38,6 +38,8 @@ from deepfake_client._replicas import ReplicaPool
 from deepfake_client.contract import ModelMetadata, Prediction, oip_response
 from tests.conftest import image_bytes
 from tests.media import constant_rate, read_index, write_video
+
+TIER = "unit"
 
 URL = "http://127.0.0.1:9"  # never contacted: the transport answers
 
@@ -62,9 +64,10 @@ def frame_index(request: requests.PreparedRequest) -> int | None:
 
 def fast_client(handler: Callable, **overrides) -> tuple[DeepfakeClient, MockTransport]:
     transport = MockTransport(handler)
+    clock = overrides.pop("clock", None)
     values = {"base_url": URL, "management_url": URL, "token": "t", "management_token": "m",
               "backoff": 0.001, "max_backoff": 0.004} | overrides  # fmt: skip
-    return DeepfakeClient(ClientConfig(**values), transport=transport), transport
+    return DeepfakeClient(ClientConfig(**values), transport=transport, clock=clock), transport
 
 
 def sequence(*responses: object) -> Callable:
@@ -138,21 +141,22 @@ def test_client_errors_and_other_server_errors_are_not_retried():
 def test_backoff_is_exponential_capped_and_stops_at_the_deadline():
     config = ClientConfig(backoff=0.25, max_backoff=DEFAULT_MAX_BACKOFF)
     assert [config.backoff_delay(i) for i in range(7)] == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    clock = ManualClock()
     stamps: list[float] = []
 
     def unavailable(request: requests.PreparedRequest) -> requests.Response:
-        stamps.append(time.monotonic())
+        stamps.append(clock.now())
         return make_response(503, json={"code": 503, "type": "ServiceUnavailableException", "message": "busy"})
 
-    client, _ = fast_client(unavailable, retries=100, backoff=0.02, max_backoff=0.08, retry_deadline=0.6, jitter=0.0)
-    started = time.monotonic()
+    client, _ = fast_client(
+        unavailable, clock=clock, retries=100, backoff=0.02, max_backoff=0.08, retry_deadline=0.6, jitter=0.0
+    )
     with pytest.raises(ServerUnavailableError, match="no worker available"):
         client.predict_image(image_bytes())
-    assert time.monotonic() - started < 0.6 + 0.2  # the deadline holds
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert gaps[0] >= 0.02 and gaps[1] >= 0.04 and all(gap >= 0.08 for gap in gaps[2:])
-    assert max(gaps) < 0.08 + 0.05  # capped
-    assert 5 < len(stamps) < 12
+    # 0.02, 0.04, then capped at 0.08 while the next wait still ends within the 0.6 s deadline
+    assert clock.sleeps == pytest.approx([0.02, 0.04, 0.08, 0.08, 0.08, 0.08, 0.08, 0.08])
+    assert stamps == pytest.approx([0.0, 0.02, 0.06, 0.14, 0.22, 0.30, 0.38, 0.46, 0.54])
+    assert clock.now() <= 0.6  # the deadline holds: the next wait (to 0.62) was not taken
 
 
 def test_backoff_is_jittered_honours_retry_after_and_is_logged(caplog: pytest.LogCaptureFixture):
@@ -164,11 +168,11 @@ def test_backoff_is_jittered_honours_retry_after_and_is_logged(caplog: pytest.Lo
     assert config.retry_delay(0, retry_after=600.0) == DEFAULT_MAX_BACKOFF  # ... within the client's cap
     busy = make_response(503, json={"code": 503, "type": "ServiceUnavailableException", "message": "busy"},
                          headers={"Retry-After": "0.3"})  # fmt: skip
-    client, transport = fast_client(sequence(busy, 200), max_backoff=1.0)
-    started = time.monotonic()
+    clock = ManualClock()
+    client, transport = fast_client(sequence(busy, 200), clock=clock, max_backoff=1.0)
     with caplog.at_level("WARNING", logger="deepfake_client"):
         client.predict_image(image_bytes())
-    assert time.monotonic() - started >= 0.3  # not the 1-4 ms backoff: the server's Retry-After
+    assert clock.sleeps == [0.3]  # not the 1-4 ms backoff: the server's Retry-After
     assert len(transport.requests) == 2
     [record] = [r for r in caplog.records if r.name == "deepfake_client"]
     assert "HTTP 503; retry 1 of 8 in 0.30 s" in record.getMessage()
@@ -239,16 +243,17 @@ def test_an_explicit_token_that_is_refused_is_not_retried():
 
 def test_a_server_that_never_becomes_ready_fails_within_the_deadline():
     starting = make_response(200, json=[{"modelName": "deepfake", "workers": [{"id": "9000", "status": "UNLOADING"}]}])
-    client, _transport = fast_client(sequence(starting))
-    started = time.monotonic()
+    clock = ManualClock()
+    client, transport = fast_client(sequence(starting), clock=clock)
     with pytest.raises(ServerUnavailableError, match=r"not READY after 0.5 s \(last seen: workers UNLOADING\)"):
-        client.wait_until_ready(timeout=0.5, interval=0.05)
-    assert time.monotonic() - started < 0.5 + 0.1
-    client, _ = fast_client(sequence(requests.ConnectionError("refused")), retries=100, retry_deadline=60)
-    started = time.monotonic()
+        client.wait_until_ready(timeout=0.5, interval=0.125)
+    assert clock.sleeps == [0.125] * 4 and len(transport.requests) == 5  # polls at 0, 0.125 ... 0.5, none after
+    clock = ManualClock()
+    client, transport = fast_client(sequence(requests.ConnectionError("refused")), clock=clock, retries=100,
+                                    retry_deadline=60)  # fmt: skip
     with pytest.raises(ServerUnavailableError, match="last seen: cannot reach TorchServe"):
-        client.wait_until_ready(timeout=0.3, interval=0.05)
-    assert time.monotonic() - started < 0.3 + 0.1  # polls are not retried past the deadline
+        client.wait_until_ready(timeout=0.25, interval=0.125)
+    assert clock.sleeps == [0.125] * 2 and len(transport.requests) == 3  # polls are not retried past the deadline
 
 
 def test_a_video_survives_a_worker_crash_and_every_frame_is_answered(tmp_path: Path):

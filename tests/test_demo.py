@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+TIER = "integration"
+
 SCALE = 4.0
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -14,6 +14,8 @@ import yaml
 from handler.telemetry import DECLARED
 from scripts.operations.kserve_bundle import CONFIG_TEMPLATE, MOUNT
 
+TIER = "unit"
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 MANIFEST = DEPLOY / "kserve" / "inferenceservice.yaml"

@@ -16,6 +16,8 @@ import pytest
 from deepfake_client import ClientConfig
 from tests.conftest import Server, image_bytes
 
+TIER = "integration"
+
 VARIABLES = ("DEEPFAKE_URL", "DEEPFAKE_MANAGEMENT_URL", "DEEPFAKE_TOKEN", "DEEPFAKE_MANAGEMENT_TOKEN",
              "DEEPFAKE_KEY_FILE", "DEEPFAKE_PROTOCOL")  # fmt: skip
 
@@ -62,12 +64,14 @@ def test_tokens_come_from_the_environment(server: Server, elsewhere: Path):
                   **{**env, "DEEPFAKE_TOKEN": "wrong"}).returncode == 0  # fmt: skip
 
 
+@pytest.mark.unit
 def test_an_unreachable_url_from_the_environment_is_the_one_reported(elsewhere: Path):
     result = detect(elsewhere, "image", "face.jpg", "--retries", "0", DEEPFAKE_URL="http://127.0.0.1:9",
                     DEEPFAKE_TOKEN="t")  # fmt: skip
     assert result.returncode == 4 and "127.0.0.1:9" in result.stderr
 
 
+@pytest.mark.unit
 def test_the_precedence_in_the_library(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("DEEPFAKE_URL", "http://env:1,http://replica:2")
     monkeypatch.setenv("DEEPFAKE_TOKEN", "from-env")

@@ -19,6 +19,8 @@ from tests.conftest import Server, archive_service, cli
 from tests.faces import ASTRONAUT_FACE, CAMERA_FACE, pasted, photo, png_bytes, shifted
 from tests.media import constant_rate, write_video
 
+TIER = "integration"
+
 
 def explain(server: Server, model: str, payload: bytes) -> requests.Response:
     headers = {**server.headers(), "Content-Type": "application/octet-stream"}

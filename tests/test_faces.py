@@ -15,6 +15,8 @@ from handler.settings import ModelSettings, SettingsError
 from tests.conftest import random_checkpoint
 from tests.faces import ASTRONAUT_FACE, CAMERA_FACE, pasted, photo, png_bytes, shifted
 
+TIER = "unit"
+
 FACE_SETTINGS = ModelSettings(mean=(0.5,) * 3, std=(0.5,) * 3, crop="face")
 
 

@@ -16,6 +16,8 @@ from scripts.synthetic.faces import ASTRONAUT_AWAY, TWO_PEOPLE_SECONDS, two_peop
 from tests.conftest import Server, archive_service, cli
 from tests.faces import ASTRONAUT_FACE, CAMERA_FACE, face_video, pasted, photo, png_bytes, shifted
 
+TIER = "integration"
+
 MODEL = "faces"
 
 

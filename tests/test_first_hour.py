@@ -21,6 +21,8 @@ from tests.conftest import Server, cli, image_bytes, random_checkpoint
 from tests.media import constant_rate, write_video
 from tests.test_client_transport import answer
 
+TIER = "unit"
+
 
 def detect(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "deepfake_client", *args], cwd=cwd, capture_output=True, text=True,
@@ -63,6 +65,7 @@ def test_a_server_that_answered_before_is_retried_through_a_restart():
         fresh.predict_image(image_bytes())
 
 
+@pytest.mark.integration
 def test_a_wrong_model_name_lists_the_served_ones(server: Server, tmp_path: Path):
     (tmp_path / "x.jpg").write_bytes(image_bytes())
     result = cli(server.ts, "image", str(tmp_path / "x.jpg"), "--model", "nope")
@@ -70,6 +73,7 @@ def test_a_wrong_model_name_lists_the_served_ones(server: Server, tmp_path: Path
     assert "served: " in result.stderr and "deepfake" in result.stderr and "use --model " in result.stderr
 
 
+@pytest.mark.integration
 def test_fps_above_the_videos_own_rate_is_capped(server: Server, tmp_path: Path):
     video = write_video(tmp_path / "ten.mp4", constant_rate(100, Fraction(10)))  # 10 s at 10 fps
     result = cli(server.ts, "video", str(video), "--fps", "1000", "--json")
@@ -107,6 +111,7 @@ def test_inputs_a_user_tries_get_their_fix(tmp_path: Path):
     assert "use deepfake-detect image" in image_as_video.stderr
 
 
+@pytest.mark.integration
 def test_cli_hygiene(server: Server, tmp_path: Path):
     version = detect("--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("deepfake-detect ")
@@ -200,3 +205,14 @@ def test_a_crop_other_than_the_trained_one_is_warned_about(tmp_path: Path, capsy
     assert "WARNING: CROP=face, but these weights were trained with crop full" in printed  # ...with a warning
     resolve_settings(get_args_parser().parse_args(["--weights", str(weights), "--crop", "full"]))
     assert "WARNING" not in capsys.readouterr().out
+
+
+def test_the_reliability_report_goes_to_docs_only_when_asked(tmp_path: Path):
+    """make test writes the report to its temporary folder; make reliability-report over docs/reliability.md."""
+    from tests.reliability_report import DOC, REPORT_VARIABLE, report_path
+
+    assert report_path({}, tmp_path) == tmp_path / "reliability.md"
+    assert report_path({REPORT_VARIABLE: str(DOC)}, tmp_path) == DOC
+    command = make_dry_run("reliability-report")
+    assert f"{REPORT_VARIABLE}={DOC}" in command and "pytest tests/test_reliability.py" in command
+    assert REPORT_VARIABLE not in make_dry_run("test")

@@ -28,6 +28,8 @@ from deepfake_contract import (
 from handler.formats import WireRequest, decode_request, share_batch_budget
 from tests.conftest import image_bytes
 
+TIER = "unit"
+
 FUZZ = settings(
     max_examples=150,
     deadline=timedelta(seconds=2),

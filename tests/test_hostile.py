@@ -44,6 +44,8 @@ from handler.service import DetectorService
 from handler.settings import ModelSettings
 from tests.conftest import image_bytes, random_checkpoint
 
+TIER = "unit"
+
 
 def deep_json(levels: int, inner: str = "0") -> bytes:
     return ("[" * levels + inner + "]" * levels).encode()

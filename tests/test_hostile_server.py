@@ -25,6 +25,8 @@ from tests.conftest import Server, image_bytes
 from tests.reliability_report import ReliabilityRecord
 from tests.test_reliability import short, worker_pid
 
+TIER = "integration"
+
 MODEL = "deepfake"
 
 

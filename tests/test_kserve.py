@@ -28,6 +28,8 @@ from tests.conftest import REPO_ROOT, ServedModel, archive_service, finished_bat
 from tests.kserve_front import KServeTorchServe
 from tests.media import constant_rate, write_video
 
+TIER = "integration"
+
 READINESS = REPO_ROOT / "deploy" / "kserve" / "readiness.py"
 
 

@@ -9,6 +9,8 @@ import subprocess
 
 from tests.import_graph import REPO_ROOT, by_role, cycles, graph, mermaid, role_of
 
+TIER = "unit"
+
 # bottom to top: a role may import its own and any role before it
 ROLES = ["scripts", "scripts.synthetic", "scripts.operations", "scripts.modeling", "scripts.demo", "scripts.bench"]
 
@@ -84,3 +86,23 @@ def test_docs_layout_draws_todays_graph():
     after = text[text.index("## After") :]
     drawn = after[after.index("```mermaid\n") + len("```mermaid\n") : after.index("```", after.index("```mermaid") + 3)]
     assert drawn.strip() == mermaid(by_role(graph())).strip()
+
+
+def test_every_test_gets_one_tier_and_a_server_test_is_never_unit():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from tests.conftest import tier_of
+
+    def item(module_tier: str | None, *own: str, fixtures: tuple[str, ...] = ()) -> SimpleNamespace:
+        markers = [getattr(pytest.mark, name).mark for name in own]
+        return SimpleNamespace(own_markers=markers, module=SimpleNamespace(TIER=module_tier), fixturenames=fixtures)
+
+    assert tier_of(item("unit")) == ("unit", None)
+    assert tier_of(item("unit", "slow")) == ("slow", None)  # a test's own marker overrides its module's
+    assert tier_of(item("integration", fixtures=("server",))) == ("integration", None)
+    assert tier_of(item("browser", fixtures=("demo_site",))) == ("browser", None)
+    assert "has no TIER" in tier_of(item(None))[1]
+    assert "several tiers" in tier_of(item("unit", "slow", "integration"))[1]
+    assert "start TorchServe" in tier_of(item("unit", fixtures=("server", "tmp_path")))[1]

@@ -13,6 +13,8 @@ from scripts.operations.archives import archive_card, read_card
 from tests.conftest import Server, cli
 from tests.test_first_hour import make_dry_run
 
+TIER = "unit"
+
 REPORT = {"chosen": "int8", "agreement": {"int8": {"images": 64, "label_agreement": 1.0,
                                                    "mean_abs_fake_probability_diff": 0.004}}}  # fmt: skip
 
@@ -58,6 +60,7 @@ def test_the_card_travels_in_the_metadata_and_is_checked():
         ModelCard.from_json({"held_out": {"auc": "high"}})
 
 
+@pytest.mark.integration
 def test_models_shows_the_card_of_a_served_archive(server: Server):
     result = cli(server.ts, "models")
     assert result.returncode == 0, result.stderr

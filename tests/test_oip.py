@@ -35,6 +35,8 @@ from handler.service import DetectorService
 from handler.settings import ModelSettings
 from tests.conftest import constant_checkpoint, image_bytes
 
+TIER = "unit"
+
 PIXELS = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3) * 4  # distinct values, row-major HWC
 
 

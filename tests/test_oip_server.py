@@ -22,6 +22,8 @@ from handler.telemetry import DECLARED
 from scripts.bench.loadtest import distinct_images
 from tests.conftest import CONSTANT_LOGITS, CONSTANT_SETTINGS, Server, archive_service, cli, image_bytes
 
+TIER = "integration"
+
 
 def infer(server: Server, body: dict | bytes, model: str = "deepfake", **headers: str) -> requests.Response:
     kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}

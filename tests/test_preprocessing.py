@@ -16,6 +16,8 @@ from handler.wire import extract_image_bytes
 from tests.conftest import image_bytes
 from tests.inputs import ImageCase, as_torchserve_item, image_cases
 
+TIER = "unit"
+
 PIXELS = [(0, 128, 255), (255, 0, 51), (10, 20, 30), (200, 100, 50)]  # a 2x2 image, row-major
 
 

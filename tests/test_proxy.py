@@ -23,6 +23,8 @@ from scripts.operations.torchserve import Ports
 from tests.conftest import Server, image_bytes
 from tests.reliability_report import ReliabilityRecord
 
+TIER = "integration"
+
 CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "nginx" / "deepfake-serve.conf"
 BODY_TIMEOUT = 10  # client_body_timeout of the shipped config
 

@@ -27,6 +27,8 @@ from tests.inputs import VIDEO_CASES, ImageCase, image_cases
 from tests.media import constant_rate, write_video
 from tests.reliability_report import ReliabilityRecord
 
+TIER = "integration"
+
 MODEL = "deepfake"  # the ResNet18 in the default (int8) mode
 
 

@@ -29,7 +29,9 @@ from handler.runtimes import (
 from handler.service import DetectorService
 from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
 from scripts.operations.precision import MIN_LABEL_AGREEMENT, build_runtime, image_sets, own_demo_images
-from tests.conftest import constant_checkpoint, image_bytes, random_checkpoint
+from tests.conftest import constant_checkpoint, image_bytes, needs_bf16, random_checkpoint
+
+TIER = "unit"
 
 SETTINGS = ModelSettings(mean=HALF_MEAN, std=HALF_STD)
 
@@ -127,6 +129,7 @@ def tiny_margin_model(images: Path) -> torch.nn.Module:
 
 
 @pytest.mark.slow  # NNCF quantisation
+@needs_bf16
 def test_default_mode_falls_back_when_it_misses_the_bar(calibration_folder: Path, tmp_path: Path):
     lines: list[str] = []
     model = tiny_margin_model(calibration_folder)
@@ -140,6 +143,7 @@ def test_default_mode_falls_back_when_it_misses_the_bar(calibration_folder: Path
 
 
 @pytest.mark.slow  # NNCF quantisation
+@needs_bf16
 def test_an_explicit_mode_is_kept_with_a_warning(calibration_folder: Path, tmp_path: Path):
     lines: list[str] = []
     model = tiny_margin_model(calibration_folder)

@@ -15,6 +15,8 @@ from scripts.bench import loadtest
 from tests.conftest import Server, cli
 from tests.media import constant_rate, write_video
 
+TIER = "integration"
+
 
 @pytest.fixture
 def collection(tmp_path: Path) -> Path:
@@ -73,6 +75,7 @@ def test_a_scan_resumes_where_it_stopped(server: Server, collection: Path, tmp_p
     assert json.loads(again.stdout)["skipped"] == 8 and json.loads(again.stdout)["scanned"] == 2  # failed ones retried
 
 
+@pytest.mark.unit
 def test_collect_expands_folders_and_globs_once_each(tmp_path: Path):
     from deepfake_client._scan import collect
 
@@ -84,6 +87,7 @@ def test_collect_expands_folders_and_globs_once_each(tmp_path: Path):
     assert found == ["a/1.jpg", "a/b/2.mp4", "a/b/3.png", "top.jpg", "gone.jpg"]  # each once, a missing one kept
 
 
+@pytest.mark.unit
 def test_resume_skips_answered_files_only(tmp_path: Path):
     from deepfake_client._scan import FileKey, recorded_keys
 

@@ -26,9 +26,12 @@ from scripts.operations.torchserve import (
 )
 from tests.conftest import REPO_ROOT, constant_checkpoint
 
+TIER = "integration"
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.unit
 def test_render_config_changes_only_the_addresses_and_the_metrics_path():
     template = (REPO / "config.properties").read_text()
     rendered = render_config(template, Ports(18080, 18081, 18082, 17070, 17071), REPO)
@@ -78,6 +81,7 @@ def test_crash_looping_workers_fail_start_with_the_models_error(tmp_path: Path):
     assert server.stop() is True
 
 
+@pytest.mark.unit
 def test_observed_batches_parses_torchserves_log():
     log = "\n".join(
         [

@@ -19,6 +19,8 @@ from scripts.bench.loadtest import distinct_images
 from scripts.operations.archives import DEFAULT_FACE_WORKERS, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_WORKERS
 from tests.conftest import CONSTANT_LOGITS, SERVED_MODELS, ServedModel, Server, archive_service, image_bytes
 
+TIER = "integration"
+
 IMAGES = {
     "jpeg": image_bytes((180, 40, 90), (96, 64), "JPEG"),
     "png": image_bytes((20, 140, 220), (300, 200), "PNG"),

@@ -13,6 +13,8 @@ from handler.service import DetectorService, ItemError
 from handler.settings import ModelSettings
 from tests.conftest import CONSTANT_LOGITS, constant_checkpoint, image_bytes
 
+TIER = "unit"
+
 
 @pytest.fixture(scope="module")
 def service() -> DetectorService:

@@ -6,6 +6,8 @@ import pytest
 
 from handler.settings import IMAGENET_MEAN, ModelSettings, SettingsError
 
+TIER = "unit"
+
 
 def test_defaults_follow_torchvision_and_the_original_app():
     settings = ModelSettings()

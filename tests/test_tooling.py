@@ -20,8 +20,10 @@ from scripts.operations.archive import get_args_parser as archive_parser
 from scripts.operations.archive import resolve_settings
 from scripts.operations.archives import DEFAULT_MAX_BATCH_DELAY_MS, build_archive
 from scripts.synthetic.scenes import make_image
-from tests.conftest import image_bytes
+from tests.conftest import image_bytes, needs_bf16
 from tests.media import constant_rate, write_video
+
+TIER = "unit"
 
 
 def test_metrics_by_hand():
@@ -137,6 +139,7 @@ def test_calibrate_archive_and_evaluate_chain(tiny_folder: Path, tmp_path: Path)
 
 
 @pytest.mark.slow  # trains or archives a model
+@needs_bf16
 def test_archive_records_settings(tmp_path: Path):
     weights = tmp_path / "w.pth"
     torch.save(build_model("resnet18").state_dict(), weights)

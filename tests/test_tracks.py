@@ -16,6 +16,8 @@ from deepfake_client._results import FrameResult, VideoAnalysis
 from deepfake_client._tracks import link_tracks
 from deepfake_client.contract import FaceAnswer, Prediction
 
+TIER = "unit"
+
 INTERVAL = 0.5  # 2 fps
 
 

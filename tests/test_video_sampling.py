@@ -14,6 +14,8 @@ from deepfake_client import BadVideoError, sample_frames
 from tests.inputs import VIDEO_CASES, VideoCase
 from tests.media import constant_rate, read_index, write_video
 
+TIER = "unit"
+
 
 def taken(path: Path, fps: float = 2.0) -> list[tuple[float, int, int]]:
     """(target time, frame number, index read from the pixels) for each sample."""

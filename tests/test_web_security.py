@@ -28,6 +28,8 @@ from tests.conftest import image_bytes
 from tests.media import constant_rate, write_video
 from tests.test_client_transport import DESCRIBE, METADATA, answer
 
+TIER = "unit"
+
 URL = "http://127.0.0.1:9"  # never contacted: the transport answers
 
 

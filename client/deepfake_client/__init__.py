@@ -59,7 +59,7 @@ from deepfake_client._results import (
     VideoSummary,
 )
 from deepfake_client._scan import ScanTally, scan
-from deepfake_client._transport import MockTransport, make_response
+from deepfake_client._transport import Clock, ManualClock, MockTransport, make_response
 from deepfake_client._video import SampledFrame, sample_frames
 from deepfake_contract import ErrorAnswer, Explanation, Heatmap, ModelMetadata, oip_request, predictions_from_oip
 
@@ -80,6 +80,7 @@ __all__ = [
     "BadVideoError",
     "CancelledError",
     "ClientConfig",
+    "Clock",
     "DeepfakeClient",
     "DeepfakeError",
     "ErrorAnswer",
@@ -91,6 +92,7 @@ __all__ = [
     "InputError",
     "InputRejectedError",
     "MalformedAnswerError",
+    "ManualClock",
     "MockTransport",
     "ModelMetadata",
     "ModelNotFoundError",

@@ -46,7 +46,7 @@ from deepfake_client._exceptions import (
 from deepfake_client._replicas import ReplicaPool
 from deepfake_client._results import FrameResult, ImageResult, VideoAnalysis
 from deepfake_client._tracks import face_signature, link_tracks
-from deepfake_client._transport import pooled_transport
+from deepfake_client._transport import Clock, pooled_transport
 from deepfake_client._video import SampledFrame, native_frame_rate, sample_frames
 from deepfake_contract import (
     MAX_ANSWER_BYTES,
@@ -242,10 +242,18 @@ class DeepfakeClient:
     ...     client.predict_image("face.jpg").label
     """
 
-    def __init__(self, config: ClientConfig | None = None, *, transport: BaseAdapter | None = None, **overrides: Any):
+    def __init__(
+        self,
+        config: ClientConfig | None = None,
+        *,
+        transport: BaseAdapter | None = None,
+        clock: Clock | None = None,
+        **overrides: Any,
+    ):
         base = config or ClientConfig.from_env()
         self.config = dataclasses.replace(base, **overrides) if overrides else base
-        self.replicas = ReplicaPool(self.config.inference_urls, self.config.replica_cooldown)
+        self.clock = clock or Clock()
+        self.replicas = ReplicaPool(self.config.inference_urls, self.config.replica_cooldown, self.clock.now)
         self._session = requests.Session()
         # every request in flight may go to one replica while the others are down
         in_flight = self.config.max_in_flight * len(self.replicas)
@@ -286,7 +294,7 @@ class DeepfakeClient:
         goes straight to another healthy replica, and backs off only when none is left.
         """
         headers = dict(kwargs.pop("headers", {}))
-        started, retries, reread, failed = time.monotonic(), 0, False, None
+        started, retries, reread, failed = self.clock.now(), 0, False, None
         while True:
             token = self._token(kind)
             if token.value:
@@ -327,7 +335,7 @@ class DeepfakeClient:
                 if ok:
                     return self._check(response, kind, what)
             failed = replica
-            elapsed = time.monotonic() - started
+            elapsed = self.clock.now() - started
             elsewhere = replica is not None and self.replicas.has_other_healthy(replica)
             delay = 0.0 if elsewhere else self.config.retry_delay(retries, _retry_after(response))
             if not retry or retries >= self.config.retries or elapsed + delay > self.config.retry_deadline:
@@ -342,7 +350,7 @@ class DeepfakeClient:
             else:
                 logger.warning("%s: %s; retry %d of %d in %.2f s", what, reason, retries, self.config.retries, delay)
             if delay:
-                time.sleep(delay)  # backoff between retries, bounded by the retry deadline
+                self.clock.sleep(delay)  # backoff between retries, bounded by the retry deadline
 
     def _check(self, response: requests.Response, kind: str, what: str, attempts: str = "") -> requests.Response:
         status = response.status_code
@@ -701,7 +709,7 @@ class DeepfakeClient:
 
     def wait_until_ready(self, model: str | None = None, timeout: float = 120.0, interval: float = 0.5) -> None:
         """Poll the workers' state until all are READY; ServerUnavailableError after ``timeout``."""
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.now() + timeout
         last = "no answer"
         while True:
             try:
@@ -713,11 +721,11 @@ class DeepfakeClient:
                 if isinstance(exc, ModelNotFoundError):
                     raise
                 last = str(exc)
-            if time.monotonic() + interval > deadline:  # the next poll would end past the deadline
+            if self.clock.now() + interval > deadline:  # the next poll would end past the deadline
                 raise ServerUnavailableError(
                     f"model {model or self.config.model} not READY after {timeout:g} s (last seen: {last})"
                 )
-            time.sleep(interval)  # polling interval, bounded by the deadline
+            self.clock.sleep(interval)  # polling interval, bounded by the deadline
 
     def models(self) -> list[dict[str, Any]]:
         """Every registered model, described (status, workers, settings)."""

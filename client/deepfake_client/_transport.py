@@ -1,13 +1,17 @@
-"""The client's HTTP seam: a requests transport adapter, and an in-memory one for tests.
+"""The client's seams to the outside world: a requests transport adapter (and an in-memory one for
+tests), and the clock that retries and readiness polls wait on (and a manual one for tests).
 
 ``DeepfakeClient(transport=...)`` mounts any ``requests`` adapter for http:// and https://. The
 default is a pooled ``HTTPAdapter``; ``MockTransport`` (after httpx's) answers each request with a
 function, so the client's failure paths (retries, timeouts, 5xx, auth) are tested without sockets.
+``DeepfakeClient(clock=ManualClock())`` makes backoff and deadlines exact and instant in tests.
 """
 
 from __future__ import annotations
 
 import json as jsonlib
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -64,3 +68,36 @@ class MockTransport(BaseAdapter):
 
     def close(self) -> None:
         pass
+
+
+class Clock:
+    """Monotonic time and sleeping: what backoff, retry deadlines, replica cool-downs and readiness
+    polls are measured with (the read deadline of a body being received stays on real time)."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class ManualClock(Clock):
+    """A clock that moves only when slept on: every sleep is recorded and returns at once."""
+
+    def __init__(self, start: float = 0.0):
+        self._now = start
+        self._lock = threading.Lock()
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        with self._lock:
+            return self._now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self._now += seconds
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds

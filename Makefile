@@ -48,9 +48,14 @@ WEB_PORT ?= 8000
 # make kserve-bundle: model_store/$(MODEL).mar laid out as KServe's TorchServe runtime reads it (docs/deploy.md)
 KSERVE_BUNDLE ?= artifacts/kserve-bundle
 
-# The face detector of CROP=face archives (MTCNN, weights in the wheel). Its pins (torch < 2.3, numpy < 2)
-# are outdated; it runs on this project's torch, so it is installed without them.
-FACE_DETECTOR := facenet-pytorch==2.6.0
+# The face detector of CROP=face archives, installed without its outdated pins (requirements-nodeps.txt says why)
+FACE_DETECTOR := $(shell grep '^facenet-pytorch==' requirements-nodeps.txt)
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu: a fresh make setup takes torch from that index too (a CPU-only
+# build, ~4 GB smaller); empty: the registries' default (the CUDA build)
+TORCH_INDEX ?=
+torch_index = $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+# the test, lint and benchmark tools: requirements-dev.lock, every package pinned with its hashes
+DEV := $(VENV)/.dev-installed
 
 export PYTHONPATH := $(CURDIR)
 archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $(STD),--std $(STD)) \
@@ -62,13 +67,15 @@ archive_flags = $(if $(ARCH),--arch $(ARCH)) $(if $(MEAN),--mean $(MEAN)) $(if $
 comma := ,
 served_models = $(foreach m,$(subst $(comma), ,$(MODELS)),--model $(m))
 
-.PHONY: help setup java test-tools browser proxy mar start stop status run demo web kserve-bundle test test-fast lint benchmark loadtest reliability-report clean
+.PHONY: help setup java test-tools browser proxy mar start stop status run demo web kserve-bundle test test-fast lint lock benchmark loadtest reliability-report clean
 
 help:
 	@echo "make run [WEIGHTS=ckpt.pth ...]  set up, archive (or build the demo model), serve, analyse samples"
 	@echo "make test                        run every test (starts real TorchServe instances)"
 	@echo "make test-fast                   unit tests only: no Java, no TorchServe, no demo build"
-	@echo "make setup                       create $(VENV) and install pinned dependencies + the client"
+	@echo "make setup [TORCH_INDEX=url]     create $(VENV) and install the server's pinned dependencies + the client"
+	@echo "make lint                        ruff and mypy (handler/, the client, the contract)"
+	@echo "make lock                        requirements-dev.lock (hashes) from requirements-dev.txt"
 	@echo "make mar WEIGHTS=ckpt.pth [MODEL=deepfake MEAN=0.5,0.5,0.5 STD=0.5,0.5,0.5 LABELS=Real,Fake ALPHA=6.0 TEMPERATURE=1.0 CROP=full|face]"
 	@echo "         [PRECISION=fp32|bf16|int8 CALIBRATION_IMAGES=folder]   (default: int8 calibrated on CALIBRATION_IMAGES"
 	@echo "         when it agrees with fp32; bf16 without them)"
@@ -97,12 +104,22 @@ test-tools:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
 browser proxy: test-tools
 
-$(VENV)/.installed: requirements.txt client/pyproject.toml contract/pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt client/pyproject.toml contract/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -e ./contract -e './client[plot,web]'
+	$(PY) -m pip install --quiet $(torch_index) -r requirements.txt -e ./contract -e './client[plot,web]'
 	$(PY) -m pip install --quiet --no-deps $(FACE_DETECTOR)
 	@touch $@
+
+$(DEV): $(VENV)/.installed requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-dev.lock
+	@touch $@
+
+# requirements-dev.lock from requirements-dev.txt (which includes requirements.txt and the client's extras)
+lock: $(DEV)
+	$(VENV)/bin/uv pip compile requirements-dev.txt --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --no-emit-package deepfake-client --no-emit-package deepfake-contract \
+		--custom-compile-command "make lock" --quiet -o requirements-dev.lock
 
 mar: setup
 	@if [ -z "$(WEIGHTS)" ]; then \
@@ -149,21 +166,23 @@ endif
 	@echo "  make web                       the upload page on http://127.0.0.1:$(WEB_PORT)/ (images and videos)"
 	@echo "Stop it: make stop"
 
-test: setup test-tools
+test: setup test-tools $(DEV)
 	$(PY) -m pytest tests
 
-test-fast: $(VENV)/.installed
+test-fast: $(DEV)
 	$(PY) -m pytest -m unit tests
 
-lint: setup
+# ruff on everything; mypy (pyproject.toml [tool.mypy]) on what ships: handler/, the client, the contract
+lint: $(DEV)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # docs/reliability.md from a run of the reliability tests (make test writes the report to its temporary folder)
-reliability-report: setup
+reliability-report: setup test-tools $(DEV)
 	DEEPFAKE_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md $(PY) -m pytest tests/test_reliability.py
 
-benchmark: setup
+benchmark: setup $(DEV)
 	$(PY) -m scripts.bench.benchmark --report docs/benchmark.md
 
 loadtest: setup

@@ -98,13 +98,13 @@ class DeepfakeHandler(BaseHandler):
 
     def inference(self, data: list[WireRequest], *args: Any, **kwargs: Any) -> list[Answered]:
         predicted = [request for request in data if not request.explain]
-        results = iter(self.service.predict([image for request in predicted for image in request.images]))
+        predictions = iter(self.service.predict([image for request in predicted for image in request.images]))
         answered: list[Answered] = []
         for request in data:
             if request.explain:
                 answered.append((request, [self.service.explain(image) for image in request.images]))
             else:
-                answered.append((request, [next(results) for _ in request.images]))
+                answered.append((request, [next(predictions) for _ in request.images]))
         timing = self.service.last_timing
         if timing:
             logger.info(
@@ -113,7 +113,7 @@ class DeepfakeHandler(BaseHandler):
         outcomes: list[Prediction | ErrorAnswer] = []
         for request, results in answered:
             if not request.explain:  # the prediction metrics count predictions only
-                outcomes += [request.error] if request.error else results
+                outcomes += [request.error] if request.error else [r for r in results if not isinstance(r, Explanation)]
         self.telemetry.record_batch(timing, outcomes)
         return answered
 

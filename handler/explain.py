@@ -29,8 +29,9 @@ from torch import nn
 
 def target_layer(model: nn.Module) -> tuple[str, nn.Module]:
     """The last convolutional block: ``layer4`` of a torchvision ResNet, else the last Conv2d."""
-    if isinstance(getattr(model, "layer4", None), nn.Module):
-        return "layer4", model.layer4
+    layer4 = getattr(model, "layer4", None)
+    if isinstance(layer4, nn.Module):
+        return "layer4", layer4
     convolutions = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
     if not convolutions:
         raise ValueError("the model has no convolutional layer to explain")

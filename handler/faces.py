@@ -95,14 +95,22 @@ class FaceDetector:
         if boxes is None:
             return []
         faces = [
-            Face(tuple(round(float(v), 2) for v in box), float(score))  # the box the answer reports
+            Face(_box4(round(float(v), 2) for v in box), float(score))  # the box the answer reports
             for box, score in zip(np.asarray(boxes), np.asarray(scores), strict=True)
             if score is not None and score >= self.threshold
         ]
         return sorted(faces, key=lambda face: -face.score)[: self.max_faces]
 
 
-def crop_box(box: tuple[float, float, float, float], margin: float, width: int, height: int) -> tuple[int, ...]:
+Region = tuple[int, int, int, int]  # [left, top, right, bottom] in the image's pixels
+
+
+def _box4(values: Any) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = values
+    return x1, y1, x2, y2
+
+
+def crop_box(box: tuple[float, float, float, float], margin: float, width: int, height: int) -> Region:
     """The square around ``box``, its side ``margin`` x the box's longer side, moved inside the image
     where it fits, and cut at the image's border where it does not."""
     x1, y1, x2, y2 = box
@@ -117,11 +125,11 @@ def crop_box(box: tuple[float, float, float, float], margin: float, width: int, 
 
 def crop_regions(
     image: Image.Image, settings: ModelSettings, detector: FaceDetector | None = None
-) -> list[tuple[Face | None, tuple[int, ...]]]:
+) -> list[tuple[Face | None, Region]]:
     """The regions of ``image`` the classifier sees, as [left, top, right, bottom]: the whole image
     (``crop: full``), or one square per face (``crop: face``; none when there is no face)."""
     if settings.crop == "full":
-        return [(None, (0, 0, *image.size))]
+        return [(None, (0, 0, image.width, image.height))]
     detector = detector or detector_for(settings)
     return [(face, crop_box(face.box, settings.face_margin, *image.size)) for face in detector.detect(image)]
 

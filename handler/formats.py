@@ -34,7 +34,7 @@ from deepfake_contract import (
 from handler.oip import images_from_oip, oip_body, request_id
 from handler.preprocessing import InvalidImageError, declared_pixels
 from handler.service import ItemError
-from handler.wire import BatchFullError, OverBudgetError, extract_image_bytes
+from handler.wire import BatchFullError, InvalidRequestError, OverBudgetError, extract_image_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ def decode_request(
     protocol = request_protocol(item, endpoint)
     request = WireRequest(protocol, explain=explain)
     try:
+        if protocol == OIP and explain:
+            raise InvalidRequestError("the explanations API takes an image as the body, not an OIP request")
         if protocol == OIP:
             body = oip_body(item, required=True)
             assert body is not None  # required: raises instead
@@ -172,7 +174,8 @@ def encode_answer(
             WireAnswer(error.code, error.to_json(request.protocol), error.type), request.protocol
         )
     if request.protocol == OIP:
-        answer = WireAnswer(200, oip_response(model_name, list(results), request.request_id, model_version))
+        predictions = [result for result in results if isinstance(result, Prediction)]  # OIP is never explained
+        answer = WireAnswer(200, oip_response(model_name, predictions, request.request_id, model_version))
     else:
         answer = WireAnswer(200, results[0].to_json())
     return _within_answer_budget(answer, request.protocol)

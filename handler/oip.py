@@ -43,7 +43,7 @@ def oip_body(request: Any, required: bool = False) -> Mapping[str, Any] | None:
     body = request.get("body", request.get("data")) if isinstance(request, Mapping) else request
     if isinstance(body, (bytes, bytearray)) and (required or bytes(body[:64]).lstrip()[:1] == b"{"):
         try:
-            body = parse_json(body)
+            body = parse_json(bytes(body))
         except OverBudgetError:
             raise
         except (ValueError, UnicodeDecodeError):
@@ -73,8 +73,9 @@ def request_id(body: Mapping[str, Any]) -> str | None:
 
 def _shape(tensor: Mapping[str, Any], where: str) -> list[int]:
     shape = tensor.get("shape")
-    valid = isinstance(shape, list) and len(shape) <= 4
-    if not valid or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if not (isinstance(shape, list) and len(shape) <= 4) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise InvalidRequestError(
             f"{where}: shape must be a list of at most 4 non-negative integers, got {describe(shape)}"
         )

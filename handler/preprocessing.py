@@ -52,7 +52,7 @@ def decode_image(payload: bytes, draft_size: int | None = None) -> Image.Image:
     if not payload:
         raise InvalidImageError("empty request body: send the image bytes")
     try:
-        image = Image.open(io.BytesIO(payload))
+        image: Image.Image = Image.open(io.BytesIO(payload))
         check_pixel_count(*image.size)
         if draft_size and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))
@@ -125,7 +125,7 @@ def resize_for_model(image: Image.Image, size: int) -> Image.Image:
     A frame that already has the model's size (what the client sends) is used as it is.
     """
     image = image if image.mode == "RGB" else image.convert("RGB")
-    return image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR)
+    return image if image.size == (size, size) else image.resize((size, size), Image.Resampling.BILINEAR)
 
 
 def to_model_input(image: Image.Image, mean: Sequence[float], std: Sequence[float], size: int = 224) -> torch.Tensor:

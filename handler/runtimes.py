@@ -64,7 +64,7 @@ class TorchRuntime:
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", info: RuntimeInfo | None = None):
         self.device = torch.device(device)
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
         self.info = info or RuntimeInfo("torch", "fp32", "fp32")
 
     @torch.inference_mode()
@@ -211,7 +211,7 @@ class CudaRuntime:
         self.dtype = AUTOCAST_DTYPES[precision]
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # the batch sizes are few and warmed up: autotune them
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
         self.info = info
 
     @torch.inference_mode()

@@ -34,7 +34,7 @@ from deepfake_contract import (
 from handler.calibration import predictions_from_logits
 from handler.checkpoint import load_model
 from handler.explain import LazyGradCam
-from handler.faces import Face, crop_images, crop_regions, detector_for, no_face_error
+from handler.faces import Face, Region, crop_images, crop_regions, detector_for, no_face_error
 from handler.preprocessing import InvalidImageError, decode_image, to_model_input
 from handler.runtimes import Accelerator, Runtime, TorchRuntime, load_runtime
 from handler.settings import ModelSettings
@@ -132,7 +132,7 @@ class DetectorService:
             raise no_face_error(self.settings, image)
         return crops
 
-    def regions(self, payload: bytes | Image.Image) -> tuple[Image.Image, list[tuple[Face | None, tuple[int, ...]]]]:
+    def regions(self, payload: bytes | Image.Image) -> tuple[Image.Image, list[tuple[Face | None, Region]]]:
         """The decoded image and the regions of it the model classifies ([left, top, right, bottom])."""
         image = self.decode_image(payload)
         regions = crop_regions(image, self.settings, self.detector)
@@ -223,11 +223,12 @@ class DetectorService:
             )
             for (face, region), answer, values in zip(regions, answers, maps, strict=True)
         ]
-        if regions[0][0] is None:
+        faces = [face for face, _ in regions if face is not None]
+        if not faces:
             prediction = answers[0]
         else:
             prediction = image_answer(
-                [FaceAnswer(list(face.box), face.score, a) for (face, _), a in zip(regions, answers, strict=True)]
+                [FaceAnswer(list(face.box), face.score, a) for face, a in zip(faces, answers, strict=True)]
             )
         return Explanation(EXPLANATION_METHOD, grad_cam.layer_name, self.settings.fake_label, prediction, heatmaps)
 

@@ -126,7 +126,7 @@ def encode_frame(
     buffer = io.BytesIO()
     frame = image.convert("RGB")
     if size is not None and frame.size != (size, size):
-        frame = frame.resize((size, size), Image.BILINEAR)
+        frame = frame.resize((size, size), Image.Resampling.BILINEAR)
     if image_format.upper() == "PNG":
         frame.save(buffer, format="PNG")
     else:
@@ -387,8 +387,8 @@ class DeepfakeClient:
         self._listing = True
         try:
             response = self._request("GET", f"{self.config.management_url}/models", "management", "list", retry=False)
-            names = [m.get("modelName") for m in answer_json(response, "list").get("models", []) if isinstance(m, dict)]
-            names = [name for name in names if isinstance(name, str)]
+            listed = answer_json(response, "list").get("models", [])
+            names = [str(m["modelName"]) for m in listed if isinstance(m, dict) and isinstance(m.get("modelName"), str)]
         except DeepfakeError:
             return ""
         finally:
@@ -399,6 +399,7 @@ class DeepfakeClient:
     def _predict_bytes(self, payload: bytes, what: str, model: str | None = None) -> Prediction:
         """One image, in the configured wire format, to one of the replicas."""
         model = model or self.config.model
+        body: dict[str, Any]
         if self.config.protocol == OIP:
             path, body = f"/v2/models/{model}/infer", {"json": oip_request([payload])}
         else:

@@ -7,6 +7,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from deepfake_client._exceptions import AuthenticationError, InputError
 from deepfake_contract import NATIVE, PROTOCOLS
@@ -105,7 +106,7 @@ class ClientConfig:
     def from_env(cls, **overrides) -> ClientConfig:
         """Defaults, then environment variables, then explicit (non-None) overrides."""
         urls = split_urls(os.environ.get(URL_ENV))
-        values = {
+        values: dict[str, Any] = {
             "base_url": urls[0] if urls else None,
             "replica_urls": tuple(urls[1:]) if len(urls) > 1 else None,
             "protocol": os.environ.get(PROTOCOL_ENV),

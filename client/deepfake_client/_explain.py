@@ -30,7 +30,7 @@ MAX_OPACITY = 0.6  # of the hottest cell: the image stays visible under it
 def heatmap_pixels(heatmap: Heatmap, width: int, height: int) -> np.ndarray:
     """The map as a (height, width) float array in [0, 1], bilinearly resized (pixel centres aligned)."""
     grid = np.asarray(heatmap.values, dtype=np.float32)
-    dense = Image.fromarray(grid, mode="F").resize((max(1, width), max(1, height)), Image.BILINEAR)
+    dense = Image.fromarray(grid, mode="F").resize((max(1, width), max(1, height)), Image.Resampling.BILINEAR)
     return np.clip(np.asarray(dense, dtype=np.float32), 0.0, 1.0)
 
 

@@ -71,7 +71,7 @@ class FileKey:
 def recorded_keys(jsonl: Path) -> set[FileKey]:
     """The files a previous scan answered in ``jsonl`` (failed ones are tried again; a torn last line, from an
     interruption, is ignored)."""
-    keys = set()
+    keys: set[FileKey] = set()
     if not jsonl.is_file():
         return keys
     for line in jsonl.read_text().splitlines():
@@ -207,7 +207,7 @@ def scan(
         try:
             for path in collect(paths):
                 if not path.is_file():
-                    pending.add(pool.submit(lambda p=path: {**_unread(p), "error": f"{p}: no such file"}))
+                    pending.add(pool.submit(_missing, path))
                 elif resume and FileKey.of(path) in done:
                     tally.skipped += 1
                     continue
@@ -224,6 +224,10 @@ def scan(
                 future.cancel()
             raise
     return tally
+
+
+def _missing(path: Path) -> dict[str, Any]:
+    return {**_unread(path), "error": f"{path}: no such file"}
 
 
 def _unread(path: Path) -> dict[str, Any]:

@@ -46,7 +46,9 @@ def face_signature(image: Image.Image, box: Sequence[float]) -> np.ndarray:
     left, top, right, bottom = (float(v) for v in box)
     crop = image.convert("RGB").crop((round(left), round(top), max(round(right), round(left) + 1),
                                       max(round(bottom), round(top) + 1)))  # fmt: skip
-    values = np.asarray(crop.resize((SIGNATURE_SIDE, SIGNATURE_SIDE), Image.BILINEAR), dtype=np.float32).ravel()
+    values = np.asarray(
+        crop.resize((SIGNATURE_SIDE, SIGNATURE_SIDE), Image.Resampling.BILINEAR), dtype=np.float32
+    ).ravel()
     values = values - values.mean()
     norm = float(np.linalg.norm(values))
     return values / norm if norm > 1e-6 else values
@@ -137,8 +139,8 @@ def link_tracks(
                 taken_tracks.add(number)
                 assigned[j] = by_number[number]
         for j, face in enumerate(faces):
-            track = assigned.get(j)
-            if track is None:  # someone coming back into view, or someone new
+            chosen = assigned.get(j)
+            if chosen is None:  # someone coming back into view, or someone new
                 returning = [
                     (similarity, t)
                     for t in tracks
@@ -147,12 +149,12 @@ def link_tracks(
                     and similarity >= config.reentry_similarity
                 ]
                 if returning:
-                    track = max(returning, key=lambda pair: pair[0])[1]
+                    chosen = max(returning, key=lambda pair: pair[0])[1]
                 else:
-                    track = _Open(len(tracks) + 1)
-                    tracks.append(track)
-                taken_tracks.add(track.number)
-            track.add(TrackPoint(frame.index, frame.time, list(face.box), face.prediction), signatures[j])
+                    chosen = _Open(len(tracks) + 1)
+                    tracks.append(chosen)
+                taken_tracks.add(chosen.number)
+            chosen.add(TrackPoint(frame.index, frame.time, list(face.box), face.prediction), signatures[j])
     return [_finish(track, frame_interval, config, aggregation) for track in tracks]
 
 

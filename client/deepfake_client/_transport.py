@@ -59,7 +59,15 @@ class MockTransport(BaseAdapter):
         self.handler = handler
         self.requests: list[requests.PreparedRequest] = []
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(  # BaseAdapter.send's signature; the settings do not apply to an in-memory answer
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: bool | str = True,
+        cert: Any = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
         self.requests.append(request)
         response = self.handler(request)
         if response.request is None:

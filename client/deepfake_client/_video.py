@@ -150,7 +150,7 @@ def _sample_stream(container: av.container.InputContainer, stream: av.VideoStrea
     if previous is None:
         raise BadVideoError(f"{path}: the video stream has no decodable frames")
     frame, start, _ = previous
-    duration = Fraction(frame.duration) * Fraction(frame.time_base) if frame.duration else last_step
+    duration = Fraction(frame.duration) * Fraction(frame.time_base) if frame.duration and frame.time_base else last_step
     end = start + duration
     while next_target == 0 or Fraction(next_target) / rate < end:  # the last frame shows until `end`
         yield _sample(next_target, rate, previous)

@@ -488,7 +488,7 @@ def _predictions_from_oip(response: Any) -> list[Prediction]:
         data = list(tensor["data"])
         if len(data) != count * width:
             raise ValueError(f"output {spec.name!r} has {len(data)} values for {count} images")
-        rows = [data[i * width : (i + 1) * width] for i in range(count)] if item_shape else data
+        rows: list[Any] = [data[i * width : (i + 1) * width] for i in range(count)] if item_shape else data
         if spec.name == "probabilities":
             labels = json.loads(tensor["parameters"]["labels"])
             rows = [dict(zip(labels, row, strict=True)) for row in rows]

@@ -45,7 +45,7 @@ from deepfake_client._exceptions import (
     ServerError,
     ServerUnavailableError,
 )
-from deepfake_client._explain import draw_boxes, fitted, fitted_overlay, scaled
+from deepfake_client._explain import draw_boxes, fitted, fitted_overlay
 from deepfake_client._media import IMAGE_FORMATS, SNIFF_BYTES, VIDEO_FORMATS, sniff
 from deepfake_client._results import VideoAnalysis, json_safe
 from deepfake_client._video import SampledFrame, probe_duration
@@ -213,9 +213,9 @@ def image_views(image: Image.Image, prediction: Prediction, explanation: Explana
     explanation's heatmap overlay, as data URLs, with the explanation itself."""
     views: dict[str, Any] = {"explanation": None, "overlay": None, "boxes": None}
     if prediction.faces:
-        faces = [(face.box, face.prediction.fake_probability) for face in prediction.faces]
         preview, scale = fitted(image, VIEW_PX)  # drawn on the preview, not on the full image
-        views["boxes"] = data_url(draw_boxes(preview, [(scaled(b, scale), p) for b, p in faces]), VIEW_PX, 85)
+        boxes = [([v * scale for v in face.box], face.prediction.fake_probability) for face in prediction.faces]
+        views["boxes"] = data_url(draw_boxes(preview, boxes), VIEW_PX, 85)
     if explanation is not None:
         views["explanation"] = explanation.to_json()
         views["overlay"] = data_url(fitted_overlay(image, explanation, VIEW_PX), VIEW_PX, 85)

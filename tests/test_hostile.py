@@ -311,3 +311,11 @@ def test_explanations_have_a_per_batch_budget_and_read_hostile_bodies_like_predi
     nested = {"body": ("[" * 100_000 + "]" * 100_000).encode()}
     deep = decode_request(nested, {"body": "application/json"}, endpoint=NATIVE, explain=True)
     assert deep.error is not None and 400 <= deep.error.code < 500 and deep.explain
+
+
+def test_an_oip_request_sent_to_the_explanations_api_is_refused_alone():
+    """The explanations API explains an image body; an OIP request there is a 400, not a worker error."""
+    request = decode_request({"body": oip_request([image_bytes()])}, None, OIP, explain=True)
+    assert request.error is not None and request.error.code == 400 and not request.images
+    assert "explanations API takes an image" in request.error.message
+    assert decode_request({"body": image_bytes()}, None, "native", explain=True).error is None

@@ -83,6 +83,7 @@ def test_inference_service_is_valid_and_serves_the_bundle_over_v2():
     # the image the manifest runs is the one the Dockerfile says to build
     assert f"-t {pytorch['image']} ." in dockerfile
     annotations = manifest["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
     assert f"metrics_address=http://0.0.0.0:{annotations['prometheus.io/port']}" in CONFIG_TEMPLATE.read_text()
 
 

@@ -95,9 +95,11 @@ def test_container_recipe_installs_the_pinned_versions():
         selected = [name for name in pins if re.match(pattern, f"{name}==")]
         names = pattern[2:-3].split("|")
         assert sorted(selected) == sorted(names), f"{pattern} selects {selected}"
-    face_detector = re.search(r"^FACE_DETECTOR := (\S+)$", (REPO / "Makefile").read_text(), re.MULTILINE).group(1)
-    assert f"--no-deps {face_detector}" in dockerfile  # the same face detector as make setup installs
-    for source in re.findall(r"^COPY (\S+) ", dockerfile, re.MULTILINE):
+    # the same face detector as make setup installs: the one line of requirements-nodeps.txt
+    assert "--no-deps $(grep -E '^facenet-pytorch==' /tmp/deepfake-serve/requirements-nodeps.txt)" in dockerfile
+    copied = [line.split()[1:-1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    assert ["requirements.txt", "requirements-nodeps.txt"] in copied
+    for source in (source for sources in copied for source in sources):
         assert (REPO / source).is_file(), source
 
 

@@ -88,3 +88,29 @@ def test_every_command_reports_a_malformed_answer_in_one_line(odd_server: str, t
         assert result.returncode == 5, (args, result.returncode, result.stdout[-300:], result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("deepfake-detect: "), (args, result.stderr)
+
+
+def test_every_command_of_both_programs_takes_verbose():
+    from deepfake_client._cli import get_parser
+    from deepfake_client.web.__main__ import get_parser as web_parser
+
+    parser = get_parser()
+    for argv in (["image", "a.jpg"], ["video", "a.mp4"], ["scan", "folder"], ["models"], ["health"],
+                 ["scale", "2"]):  # fmt: skip
+        assert parser.parse_args([*argv, "-vv"]).verbose == 2 and parser.parse_args(argv).verbose == 0, argv
+    assert web_parser().parse_args(["--verbose"]).verbose == 1
+
+
+def test_verbose_shows_the_client_log_on_stderr(capsys: pytest.CaptureFixture):
+    import logging
+
+    from deepfake_client._config import show_client_log
+
+    log = logging.getLogger("deepfake_client")
+    before = list(log.handlers), log.level
+    try:
+        show_client_log(2, "deepfake-detect")
+        log.debug("GET http://x/ping: HTTP 200 in 1.0 ms")
+        assert capsys.readouterr().err == "deepfake-detect: GET http://x/ping: HTTP 200 in 1.0 ms\n"
+    finally:
+        log.handlers[:], log.level = before[0], before[1]

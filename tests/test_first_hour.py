@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -129,6 +130,12 @@ def test_cli_hygiene(server: Server, tmp_path: Path):
     mixed = cli(server.ts, "image", str(good), str(bad))
     assert mixed.returncode == 2 and "Image: " in mixed.stdout and "not a recognised image" not in mixed.stdout
     assert "bad.jpg" in mixed.stderr and "not a recognised image" in mixed.stderr
+    # -vv: every request's status and time on stderr, the answers unchanged on stdout
+    plain, traced = cli(server.ts, "image", str(good)), cli(server.ts, "image", str(good), "-vv")
+    assert traced.returncode == 0 and traced.stdout == plain.stdout and plain.stderr == ""
+    assert re.search(r"deepfake-detect: POST http://127\.0\.0\.1:\d+/predictions/deepfake: HTTP 200 in [\d.]+ ms",
+                     traced.stderr), traced.stderr  # fmt: skip
+    assert "HTTP 200" not in cli(server.ts, "image", str(good), "-v").stderr  # -v: retries and fail-overs only
     # a closed pipe ends quietly
     command = [sys.executable, "-m", "deepfake_client", "image", "--url", server.ts.inference_url,
                "--key-file", str(server.ts.key_file), *[str(good)] * 40]  # fmt: skip

@@ -32,6 +32,8 @@ from deepfake_client._config import (
     RETRY_STATUSES,
     ClientConfig,
     Timeouts,
+    add_verbosity,
+    show_client_log,
     split_urls,
 )
 from deepfake_client._exceptions import DeepfakeError, InputError, MalformedAnswerError
@@ -424,6 +426,7 @@ def get_parser() -> argparse.ArgumentParser:
         "--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT, help="concurrent requests (default %(default)s)"
     )
     group.add_argument("--json", action="store_true", help="machine-readable output")
+    add_verbosity(group)
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bar (it shows only on a terminal)")
 
     parser = argparse.ArgumentParser(
@@ -528,6 +531,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
+    show_client_log(args.verbose, "deepfake-detect")
     urls = split_urls(*(args.url or []))
     try:
         config = ClientConfig.from_env(

@@ -63,7 +63,7 @@ from deepfake_contract import (
 )
 
 ImageInput = str | Path | bytes | Image.Image
-logger = logging.getLogger("deepfake_client")  # retries and fail-overs (INFO/WARNING); silent unless configured
+logger = logging.getLogger("deepfake_client")  # retries, fail-overs (INFO/WARNING), timings (DEBUG); silent unless set
 ProgressCallback = Callable[[int], None]  # called with the number of frames answered so far
 FRAME_SIZE = 224  # the usual input size; the client asks the archive for its own (DeepfakeClient.input_size)
 # The most the client reads of one answer: the server's own answers stay under MAX_ANSWER_BYTES; management
@@ -304,11 +304,15 @@ class DeepfakeClient:
             response, failure, ok = None, "", False
             timeouts = self.config.timeouts
             deadline = time.monotonic() + timeouts.connect + timeouts.read
+            sent = self.clock.now()
             try:
                 response = self._session.request(
                     method, target, headers=headers, timeout=timeouts.as_tuple(), stream=True, **kwargs
                 )
                 _read_body(response, deadline)
+                logger.debug(
+                    "%s %s: HTTP %d in %.1f ms", method, target, response.status_code, (self.clock.now() - sent) * 1e3
+                )
             except (requests.Timeout, urllib3.exceptions.ReadTimeoutError, _TooSlow):
                 raise ServerTimeoutError(
                     f"TorchServe did not answer {what} within the read timeout of {timeouts.read:g} s ({target})"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import os
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,3 +168,26 @@ def resolve_token(config: ClientConfig, kind: str) -> Token:
     if key_file is None:
         return Token(None)
     return Token(read_key_file(key_file).get(kind), key_file)
+
+
+def add_verbosity(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``-v/--verbose``, the same on every command of both programs."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: retries and fail-overs to other replicas on stderr; -vv: every request's status and time too",
+    )
+
+
+def show_client_log(verbosity: int, program: str) -> None:
+    """The ``deepfake_client`` logger on stderr at INFO (-v) or DEBUG (-vv); without -v only its warnings
+    (retries) reach stderr, through Python's last-resort handler."""
+    if verbosity <= 0:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{program}: %(message)s"))
+    log = logging.getLogger("deepfake_client")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)

@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from deepfake_client._config import DEFAULT_MODEL, ClientConfig
+from deepfake_client._config import DEFAULT_MODEL, ClientConfig, add_verbosity, show_client_log
 from deepfake_client.web.app import (
     DEFAULT_HOST,
     DEFAULT_MAX_UPLOAD_MB,
@@ -35,11 +35,13 @@ def get_parser() -> argparse.ArgumentParser:
         help="a further Host name the page answers to, e.g. the name of a reverse proxy in front of it "
         "(repeatable; always answered: 127.0.0.1, localhost and [::1] on the page's port)",
     )
+    add_verbosity(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
+    show_client_log(args.verbose, "deepfake-web")
     client = ClientConfig.from_env(
         base_url=args.url, management_url=args.management_url, model=args.model, key_file=args.key_file
     )

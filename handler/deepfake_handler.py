@@ -98,18 +98,17 @@ class DeepfakeHandler(BaseHandler):
 
     def inference(self, data: list[WireRequest], *args: Any, **kwargs: Any) -> list[Answered]:
         predicted = [request for request in data if not request.explain]
-        predictions = iter(self.service.predict([image for request in predicted for image in request.images]))
+        answers, timing = self.service.predict([image for request in predicted for image in request.images])
+        predictions = iter(answers)
         answered: list[Answered] = []
         for request in data:
             if request.explain:
                 answered.append((request, [self.service.explain(image) for image in request.images]))
             else:
                 answered.append((request, [next(predictions) for _ in request.images]))
-        timing = self.service.last_timing
-        if timing:
-            logger.info(
-                "Batch of %d: decode %.1f ms, inference %.1f ms", timing.size, timing.decode_ms, timing.inference_ms
-            )
+        logger.info(
+            "Batch of %d: decode %.1f ms, inference %.1f ms", timing.size, timing.decode_ms, timing.inference_ms
+        )
         outcomes: list[Prediction | ErrorAnswer] = []
         for request, results in answered:
             if not request.explain:  # the prediction metrics count predictions only

@@ -2,8 +2,9 @@
 
 Two formats feed the same model core: native (``POST /predictions/<model>``, ``handler.wire``) and
 the Open Inference Protocol (``POST /v2/models/<model>/infer``, ``handler.oip``). A request becomes a
-list of images for the core; the core's answers for them become one HTTP answer in the request's
-own format, with the fields ``deepfake_contract`` declares for both.
+list of images for the core (``READERS``, one per format); the core's answers for them become one HTTP
+answer in the request's own format (the contract's ``WireFormat`` of that protocol, which the client
+reads with), with the fields ``deepfake_contract`` declares for both.
 
 Every request is read within the budgets ``deepfake_contract`` declares, and nothing raised while
 reading one request leaves this module: it becomes that request's 4xx, in its own format.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ from deepfake_contract import (
     ErrorAnswer,
     Explanation,
     Prediction,
-    oip_response,
+    wire_format,
 )
 from handler.oip import images_from_oip, oip_body, request_id
 from handler.preprocessing import InvalidImageError, declared_pixels
@@ -85,6 +86,29 @@ def request_protocol(item: Any, endpoint: str | None = None) -> str:
         return NATIVE
 
 
+def read_native(item: Any, content_types: Mapping[str, str | None] | None, request: WireRequest) -> None:
+    """One image: raw bytes, a multipart part or a JSON ``{"image": base64}`` (``handler.wire``)."""
+    request.images = [extract_image_bytes(item, content_types)]
+    request.pixels = declared_pixels(request.images[0])
+
+
+def read_oip(item: Any, content_types: Mapping[str, str | None] | None, request: WireRequest) -> None:
+    """An inference request's images (``handler.oip``); the explanations API takes an image, not this."""
+    if request.explain:
+        raise InvalidRequestError("the explanations API takes an image as the body, not an OIP request")
+    body = oip_body(item, required=True)
+    assert body is not None  # required: raises instead
+    request.request_id = request_id(body)
+    request.images, request.pixels = images_from_oip(body)
+
+
+# How the handler reads each wire format's requests (the answers are the contract's WireFormat.answer)
+READERS: dict[str, Callable[[Any, Mapping[str, str | None] | None, WireRequest], None]] = {
+    NATIVE: read_native,
+    OIP: read_oip,
+}
+
+
 def decode_request(
     item: Any, content_types: Mapping[str, str | None] | None = None, endpoint: str | None = None, explain: bool = False
 ) -> WireRequest:
@@ -97,16 +121,7 @@ def decode_request(
     protocol = request_protocol(item, endpoint)
     request = WireRequest(protocol, explain=explain)
     try:
-        if protocol == OIP and explain:
-            raise InvalidRequestError("the explanations API takes an image as the body, not an OIP request")
-        if protocol == OIP:
-            body = oip_body(item, required=True)
-            assert body is not None  # required: raises instead
-            request.request_id = request_id(body)
-            request.images, request.pixels = images_from_oip(body)
-        else:
-            request.images = [extract_image_bytes(item, content_types)]
-            request.pixels = declared_pixels(request.images[0])
+        READERS[protocol](item, content_types, request)
     except InvalidImageError as exc:
         request.refuse(exc)
     except Exception as exc:
@@ -173,9 +188,6 @@ def encode_answer(
         return _within_answer_budget(
             WireAnswer(error.code, error.to_json(request.protocol), error.type), request.protocol
         )
-    if request.protocol == OIP:
-        predictions = [result for result in results if isinstance(result, Prediction)]  # OIP is never explained
-        answer = WireAnswer(200, oip_response(model_name, predictions, request.request_id, model_version))
-    else:
-        answer = WireAnswer(200, results[0].to_json())
-    return _within_answer_budget(answer, request.protocol)
+    answered = [result for result in results if not isinstance(result, ErrorAnswer)]  # none, after _first_error
+    body = wire_format(request.protocol).answer(model_name, answered, request.request_id, model_version)
+    return _within_answer_budget(WireAnswer(200, body), request.protocol)

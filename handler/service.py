@@ -74,7 +74,6 @@ class DetectorService:
         if reference is None and isinstance(runtime, TorchRuntime):
             reference = lambda: runtime.model  # noqa: E731
         self.grad_cam = LazyGradCam(reference, settings.fake_index) if reference is not None else None
-        self.last_timing: BatchTiming | None = None
         # The largest forward pass (the archive's batchSize, set by the handler): bigger batches run in chunks.
         self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
         self.detector = detector_for(settings) if settings.crop == "face" else None
@@ -144,8 +143,9 @@ class DetectorService:
         """One forward pass for a whole (N, 3, H, W) batch: (N, 2) float32 logits."""
         return torch.from_numpy(self.runtime(np.asarray(batch, dtype=np.float32)))
 
-    def predict(self, payloads: Sequence[bytes | Image.Image | ErrorAnswer]) -> list[Prediction | ErrorAnswer]:
-        """Answer every image of a batch (every face of every image, in face mode); a bad item fails alone.
+    def predict(self, payloads: Sequence[bytes | Image.Image]) -> tuple[list[Prediction | ErrorAnswer], BatchTiming]:
+        """Answer every image of a batch (every face of every image, in face mode), and how long decoding
+        and the forward passes took; a bad item fails alone.
 
         Images are decoded as the forward passes need them, ``max_batch_size`` at a time: however many a
         batch carries, the worker holds one chunk of inputs and runs only the batch sizes it warmed up.
@@ -173,9 +173,6 @@ class DetectorService:
             inference_s += time.perf_counter() - begun
 
         for index, payload in enumerate(payloads):
-            if isinstance(payload, ErrorAnswer):
-                results[index] = payload
-                continue
             try:
                 crops = self.crops(payload)
             except InvalidImageError as exc:
@@ -195,8 +192,8 @@ class DetectorService:
         for index, found in faces.items():  # the image's answer is its most fake face's
             results[index] = image_answer(found)
         total_ms = (time.perf_counter() - started) * 1e3
-        self.last_timing = BatchTiming(classified, total_ms - inference_s * 1e3, inference_s * 1e3)
-        return results  # type: ignore[return-value]
+        timing = BatchTiming(classified, total_ms - inference_s * 1e3, inference_s * 1e3)
+        return results, timing  # type: ignore[return-value]
 
     def explain(self, payload: bytes | Image.Image) -> Explanation | ErrorAnswer:
         """One image's explanation (handler.explain): a heatmap per region the model classifies, from the

@@ -99,7 +99,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> DetectorService:
 
 def test_each_face_is_classified_and_the_answer_is_the_most_fake_face(service: DetectorService):
     frame = pasted((1100, 560), (photo("astronaut"), (0, 0)), (photo("camera"), (560, 40)))
-    [answer] = service.predict([png_bytes(frame)])
+    [answer], _ = service.predict([png_bytes(frame)])
     assert isinstance(answer, Prediction) and len(answer.faces) == 2
     for face in answer.faces:  # each face's answer is the model's on that face's crop
         crop = frame.crop(crop_box(face.box, FACE_SETTINGS.face_margin, *frame.size))
@@ -112,7 +112,7 @@ def test_each_face_is_classified_and_the_answer_is_the_most_fake_face(service: D
 
 
 def test_an_image_without_a_face_gets_a_defined_answer_and_others_are_unaffected(service: DetectorService):
-    results = service.predict([png_bytes(photo("coffee")), png_bytes(photo("camera"))])
+    results, _ = service.predict([png_bytes(photo("coffee")), png_bytes(photo("camera"))])
     assert isinstance(results[0], ErrorAnswer)
     assert (results[0].code, results[0].type) == (422, "NoFace") and "no face found" in results[0].message
     assert isinstance(results[1], Prediction) and len(results[1].faces) == 1

@@ -176,14 +176,14 @@ def test_the_forward_pass_runs_in_chunks_of_the_batch_size(tmp_path):
     service.runtime = CountingRuntime(service.runtime)
     service.max_batch_size = 4
     images = [image_bytes((i * 20, 50, 90)) for i in range(10)]
-    alone = [service.predict([image])[0] for image in images]
+    alone = [service.predict([image])[0][0] for image in images]
     service.runtime.sizes.clear()
-    together = service.predict([*images[:5], b"broken", *images[5:]])
+    together, timing = service.predict([*images[:5], b"broken", *images[5:]])
     assert service.runtime.sizes == [4, 4, 2]
     assert together[5].code == 400  # the broken one, in its place
     for one, batched in zip(alone, together[:5] + together[6:], strict=True):
         assert batched.logits == pytest.approx(one.logits, abs=1e-4)
-    assert service.last_timing.size == 10
+    assert timing.size == 10
 
 
 # --- the client's side: answers that do not fit the contract ---------------------------------------

@@ -160,7 +160,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> DetectorService:
 def answer(service: DetectorService, item: object, protocol_version: str | None = "1.0") -> tuple[int, dict]:
     """What the handler answers for one request item: decode, the core, encode."""
     request = decode_request(item)
-    results = service.predict(request.images)
+    results, _ = service.predict(request.images)
     wire = encode_answer(request, results, "deepfake", protocol_version)
     return wire.status, json.loads(json.dumps(wire.body))
 
@@ -194,8 +194,8 @@ def test_one_bad_image_fails_its_oip_request_with_the_protocols_error(service: D
 def test_a_pixel_array_image_reaches_the_model_as_an_image(service: DetectorService):
     buffer = io.BytesIO()
     Image.fromarray(PIXELS).save(buffer, format="PNG")
-    [from_png] = service.predict([buffer.getvalue()])
-    [from_pixels] = service.predict([Image.fromarray(PIXELS)])
+    [from_png], _ = service.predict([buffer.getvalue()])
+    [from_pixels], _ = service.predict([Image.fromarray(PIXELS)])
     assert from_png == from_pixels
 
 
@@ -219,3 +219,26 @@ def test_server_and_client_share_one_contract_package(tmp_path):
         assert "deepfake_client/contract.py" in wheel.namelist()  # the re-export, not a copy
     with zipfile.ZipFile(contract_wheel) as wheel:
         assert wheel.read("deepfake_contract/__init__.py") == Path(deepfake_contract.__file__).read_bytes()
+
+
+def test_each_wire_format_carries_images_from_the_client_to_the_core_and_answers_back(service: DetectorService):
+    """The contract's WireFormat per protocol, both sides: the client's request body, read by the handler's
+    reader for that protocol, answered in that format and parsed back by the client's side of it."""
+    from deepfake_contract import WIRE_FORMATS, ErrorAnswer, wire_format
+
+    images = [image_bytes((10, 200, 30)), image_bytes((200, 10, 30))]
+    for protocol, wire in WIRE_FORMATS.items():
+        sent = images[: wire.max_images]
+        kwargs = wire.request(sent)
+        body = kwargs["data"] if "data" in kwargs else json.dumps(kwargs["json"]).encode()
+        request = decode_request({"body": bytearray(body)}, {"body": None}, protocol)
+        assert request.error is None and request.protocol == protocol
+        results, _ = service.predict(request.images)
+        answered = encode_answer(request, results, "deepfake", None)
+        assert wire.predictions(json.loads(answered.text)) == results and len(results) == len(sent)
+        assert wire.infer_path("m").endswith("m/infer") or wire.infer_path("m") == "/predictions/m"
+        refused = ErrorAnswer(400, "InvalidImage", "no")
+        assert refused.to_json(protocol) == wire.error_body(refused)
+    assert wire_format("oip").ready_path("m") == "/v2/models/m/ready" and wire_format("native").ready_path("m") is None
+    with pytest.raises(deepfake_contract.ContractError, match="protocol must be one of native, oip"):
+        wire_format("grpc")

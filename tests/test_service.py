@@ -23,7 +23,7 @@ def service() -> DetectorService:
 
 
 def test_fixed_weights_give_exact_answers(service: DetectorService):
-    [answer] = service.predict([image_bytes()])
+    [answer], _ = service.predict([image_bytes()])
     p_fake = 1 / (1 + math.exp(-(CONSTANT_LOGITS[1] - CONSTANT_LOGITS[0]) / 2.0))
     assert answer.logits == pytest.approx(list(CONSTANT_LOGITS), abs=1e-7)
     assert answer.label == "Fake"
@@ -32,7 +32,7 @@ def test_fixed_weights_give_exact_answers(service: DetectorService):
 
 
 def test_one_bad_item_fails_alone(service: DetectorService):
-    results = service.predict([image_bytes(), b"garbage", image_bytes(fmt="PNG")])
+    results, _ = service.predict([image_bytes(), b"garbage", image_bytes(fmt="PNG")])
     assert isinstance(results[1], ItemError)
     assert results[1].code == 400
     assert results[1].to_json() == {"code": 400, "type": "InvalidImage", "message": results[1].message}
@@ -40,11 +40,9 @@ def test_one_bad_item_fails_alone(service: DetectorService):
 
 
 def test_a_batch_of_only_bad_items_runs_no_forward_pass(service: DetectorService):
-    rejected = ItemError(400, "InvalidImage", "no image in request")  # what the wire layer hands over
-    results = service.predict([b"", rejected])
+    results, timing = service.predict([b"", b"not an image"])
     assert [r.code for r in results] == [400, 400]
-    assert results[1] is rejected
-    assert service.last_timing.size == 0
+    assert timing.size == 0 and timing.inference_ms == 0
 
 
 def test_from_checkpoint_resolves_the_architecture(tmp_path):
@@ -72,9 +70,9 @@ def test_batch_metrics_go_through_torchserves_metrics_api(service: DetectorServi
     cache = MetricsCacheYamlImpl(config_file_path=str(METRICS_FILE))
     cache.initialize_cache()
     telemetry = Telemetry(cache, "m")
-    results = service.predict([image_bytes(), b"garbage", image_bytes(fmt="PNG")])
+    results, timing = service.predict([image_bytes(), b"garbage", image_bytes(fmt="PNG")])
     with caplog.at_level("INFO"):
-        telemetry.record_batch(service.last_timing, results)
+        telemetry.record_batch(timing, results)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[METRICS]deepfake_")]
     reported = {line.split("[METRICS]")[1].split(":")[0]: line for line in lines}
     assert set(reported) == {f"{name}.{unit}" for name, (_, unit, _) in DECLARED.items()}
@@ -83,5 +81,5 @@ def test_batch_metrics_go_through_torchserves_metrics_api(service: DetectorServi
     assert ":1|#model_name:m,error_type:InvalidImage|" in reported["deepfake_rejected_images_total.Count"]
     assert "deepfake_batch_size.Count:2|#model_name:m|#type:HISTOGRAM" in reported["deepfake_batch_size.Count"]
     seconds = float(reported["deepfake_inference_seconds_total.Seconds"].split(":")[1].split("|")[0])
-    assert seconds == pytest.approx(service.last_timing.inference_ms / 1e3, abs=1e-5)  # seconds, not ms
+    assert seconds == pytest.approx(timing.inference_ms / 1e3, abs=1e-5)  # seconds, not ms
     assert sum(line.startswith("[METRICS]deepfake_fake_probability") for line in lines) == 2  # one per image

@@ -57,9 +57,9 @@ from deepfake_contract import (
     Explanation,
     ModelMetadata,
     Prediction,
+    WireFormat,
     is_no_face,
-    oip_request,
-    predictions_from_oip,
+    wire_format,
 )
 
 ImageInput = str | Path | bytes | Image.Image
@@ -400,24 +400,24 @@ class DeepfakeClient:
         return f"; served: {', '.join(names)}; use --model {names[0]}" if names else "; no model is served"
 
     # --- inference -------------------------------------------------------------------------
+    @property
+    def wire(self) -> WireFormat:
+        """The configured protocol's wire format (the contract's): paths, bodies, answers, health."""
+        return wire_format(self.config.protocol)
+
     def _predict_bytes(self, payload: bytes, what: str, model: str | None = None) -> Prediction:
         """One image, in the configured wire format, to one of the replicas."""
+        return self._predict_with(self.wire, [payload], what, model)[0]
+
+    def _predict_with(self, wire: WireFormat, payloads: list[bytes], what: str, model: str | None) -> list[Prediction]:
+        """Images in one request of ``wire``'s format: one answer per image, or MalformedAnswerError."""
         model = model or self.config.model
-        body: dict[str, Any]
-        if self.config.protocol == OIP:
-            path, body = f"/v2/models/{model}/infer", {"json": oip_request([payload])}
-        else:
-            path, body = f"/predictions/{model}", {"data": payload}
-            body["headers"] = {"Content-Type": "application/octet-stream"}
-        response = self._request("POST", path, "inference", what, **body)
-        data = answer_json(response, what)
+        response = self._request("POST", wire.infer_path(model), "inference", what, **wire.request(payloads))
         try:
-            if self.config.protocol == OIP:
-                predictions = predictions_from_oip(data)
-                if len(predictions) != 1:
-                    raise ContractError(f"{len(predictions)} answers for one image")
-                return predictions[0]
-            return Prediction.from_json(data)
+            predictions = wire.predictions(answer_json(response, what))
+            if len(predictions) != len(payloads):
+                raise ContractError(f"{len(predictions)} answers for {len(payloads)} images")
+            return predictions
         except ContractError as exc:
             raise MalformedAnswerError(f"{what}: the server's answer does not fit the contract: {exc}", 200) from None
 
@@ -435,8 +435,8 @@ class DeepfakeClient:
         so that an image the server refuses fails alone."""
         if len(payloads) > 1:
             what = f"{names[0]} and {len(payloads) - 1} more frames"
-            try:
-                return list(self._predict_oip(payloads, what, model))
+            try:  # OIP whatever config.protocol is: TorchServe answers both, and only OIP carries several
+                return list(self._predict_with(wire_format(OIP), payloads, what, model))
             except InputRejectedError:
                 pass  # find the refused frame(s): each frame on its own
         answers: list[Prediction | InputRejectedError] = []
@@ -446,19 +446,6 @@ class DeepfakeClient:
             except InputRejectedError as exc:
                 answers.append(exc)
         return answers
-
-    def _predict_oip(self, payloads: list[bytes], what: str, model: str | None = None) -> list[Prediction]:
-        """Several images in one Open Inference Protocol request (whatever ``config.protocol`` is: TorchServe
-        answers both endpoints)."""
-        model = model or self.config.model
-        response = self._request("POST", f"/v2/models/{model}/infer", "inference", what, json=oip_request(payloads))
-        try:
-            predictions = predictions_from_oip(answer_json(response, what))
-            if len(predictions) != len(payloads):
-                raise ContractError(f"{len(predictions)} answers for {len(payloads)} images")
-            return predictions
-        except ContractError as exc:
-            raise MalformedAnswerError(f"{what}: the server's answer does not fit the contract: {exc}", 200) from None
 
     @staticmethod
     def _read_image(image: ImageInput) -> tuple[bytes, str]:
@@ -674,15 +661,12 @@ class DeepfakeClient:
     def health(self) -> dict[str, Any]:
         """Liveness: TorchServe's /ping, or over OIP the protocol's /v2/health/live. Neither means that
         a worker is ready: see ``ready``."""
-        if self.config.protocol == OIP:
-            url = f"{self.config.base_url}/v2/health/live"
-            live = answer_json(self._request("GET", url, "inference", "health check"), "health check").get("live")
-            return {"status": "Healthy" if live is True else "Unhealthy"}
-        answer = answer_json(self._request("GET", f"{self.config.base_url}/ping", "inference", "health check"),
-                             "health check")  # fmt: skip
-        if not isinstance(answer.get("status"), str):
-            raise MalformedAnswerError(f"health check: no status in {str(answer)[:80]}", 200)
-        return answer
+        url = f"{self.config.base_url}{self.wire.live_path}"
+        answer = answer_json(self._request("GET", url, "inference", "health check"), "health check")
+        try:
+            return self.wire.health(answer)
+        except ContractError as exc:
+            raise MalformedAnswerError(f"health check: {exc}", 200) from None
 
     def describe(self, model: str | None = None, *, retry: bool = True) -> dict[str, Any]:
         """Model status, workers and the archive's settings (normalisation, labels, T, alpha)."""
@@ -695,9 +679,10 @@ class DeepfakeClient:
     def ready(self, model: str | None = None) -> bool:
         """True when the model can answer now: every TorchServe worker READY (management API), or over
         OIP the protocol's model readiness (``GET /v2/models/<model>/ready``, e.g. KServe's model server)."""
-        if self.config.protocol == OIP:
-            model = model or self.config.model
-            url = f"{self.config.base_url}/v2/models/{model}/ready"
+        model = model or self.config.model
+        path = self.wire.ready_path(model)
+        if path is not None:
+            url = f"{self.config.base_url}{path}"
             try:
                 response = self._request("GET", url, "inference", f"readiness of {model}", retry=False)
                 return answer_json(response, f"readiness of {model}").get("ready") is True

@@ -303,9 +303,7 @@ class ErrorAnswer:
 
     def to_json(self, protocol: str = NATIVE) -> dict[str, Any]:
         """The error body of ``protocol``: native ``{code, type, message}``, OIP ``{"error": message}``."""
-        if protocol == OIP:
-            return {"error": self.message}
-        return {"code": self.code, "type": self.type, "message": self.message}
+        return wire_format(protocol).error_body(self)
 
     @property
     def is_no_face(self) -> bool:
@@ -498,6 +496,140 @@ def _predictions_from_oip(response: Any) -> list[Prediction]:
     return [Prediction.from_json({name: column[i] for name, column in columns.items()}) for i in range(count)]
 
 
+# --- the wire formats -----------------------------------------------------------------------------
+class WireFormat:
+    """One protocol on the wire, as the server and the client both see it: where a request goes and what
+    its body holds, what an answer and an error look like, where liveness and readiness are asked. The
+    handler and the client look the protocol up once (``wire_format``) and never branch on its name, so
+    a third protocol is one more subclass."""
+
+    name: str
+    max_images: int  # images one request may carry
+    live_path: str  # GET: is the server up (not whether a model is ready)
+
+    def infer_path(self, model: str) -> str:
+        raise NotImplementedError
+
+    def ready_path(self, model: str) -> str | None:
+        """GET: is ``model`` ready to answer; None when the protocol has no such path."""
+        raise NotImplementedError
+
+    def request(self, images: Sequence[bytes]) -> dict[str, Any]:
+        """The HTTP request's body and headers for encoded images, as ``requests`` keyword arguments."""
+        raise NotImplementedError
+
+    def answer(
+        self,
+        model_name: str,
+        results: Sequence[Prediction | Explanation],
+        request_id: str | None = None,
+        model_version: str | None = None,
+    ) -> dict[str, Any]:
+        """The answer body to one request, its results in the order of its images."""
+        raise NotImplementedError
+
+    def predictions(self, data: Any) -> list[Prediction]:
+        """Parse an answer body: one Prediction per image; ContractError when it does not fit."""
+        raise NotImplementedError
+
+    def error_body(self, error: ErrorAnswer) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def health(self, data: Any) -> dict[str, Any]:
+        """The liveness answer as ``{"status": "Healthy" | ...}``; ContractError when it says nothing."""
+        raise NotImplementedError
+
+
+class NativeWire(WireFormat):
+    """TorchServe's own API: one image per request, the answer the Prediction's JSON."""
+
+    name = NATIVE
+    max_images = 1
+    live_path = "/ping"
+
+    def infer_path(self, model: str) -> str:
+        return f"/predictions/{model}"
+
+    def ready_path(self, model: str) -> str | None:
+        return None  # TorchServe's management API tells it, worker by worker
+
+    def request(self, images: Sequence[bytes]) -> dict[str, Any]:
+        if len(images) != 1:
+            raise ContractError(f"the native API takes one image per request, not {len(images)}")
+        return {"data": images[0], "headers": {"Content-Type": "application/octet-stream"}}
+
+    def answer(
+        self,
+        model_name: str,
+        results: Sequence[Prediction | Explanation],
+        request_id: str | None = None,
+        model_version: str | None = None,
+    ) -> dict[str, Any]:
+        if len(results) != 1:
+            raise ContractError(f"a native answer is one result, not {len(results)}")
+        return results[0].to_json()
+
+    def predictions(self, data: Any) -> list[Prediction]:
+        return [Prediction.from_json(data)]
+
+    def error_body(self, error: ErrorAnswer) -> dict[str, Any]:
+        return {"code": error.code, "type": error.type, "message": error.message}
+
+    def health(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, Mapping) or not isinstance(data.get("status"), str):
+            raise ContractError(f"no status in {str(data)[:80]}")
+        return dict(data)
+
+
+class OipWire(WireFormat):
+    """The Open Inference Protocol (KServe v2): images as one BYTES tensor, one output tensor per field."""
+
+    name = OIP
+    max_images = MAX_IMAGES_PER_REQUEST
+    live_path = "/v2/health/live"
+
+    def infer_path(self, model: str) -> str:
+        return f"/v2/models/{model}/infer"
+
+    def ready_path(self, model: str) -> str | None:
+        return f"/v2/models/{model}/ready"
+
+    def request(self, images: Sequence[bytes]) -> dict[str, Any]:
+        return {"json": oip_request(images)}
+
+    def answer(
+        self,
+        model_name: str,
+        results: Sequence[Prediction | Explanation],
+        request_id: str | None = None,
+        model_version: str | None = None,
+    ) -> dict[str, Any]:
+        predictions = [result for result in results if isinstance(result, Prediction)]
+        if len(predictions) != len(results):
+            raise ContractError("an OIP answer carries predictions only (explanations are the native API's)")
+        return oip_response(model_name, predictions, request_id, model_version)
+
+    def predictions(self, data: Any) -> list[Prediction]:
+        return predictions_from_oip(data)
+
+    def error_body(self, error: ErrorAnswer) -> dict[str, Any]:
+        return {"error": error.message}
+
+    def health(self, data: Any) -> dict[str, Any]:
+        live = data.get("live") if isinstance(data, Mapping) else None
+        return {"status": "Healthy" if live is True else "Unhealthy"}
+
+
+WIRE_FORMATS: dict[str, WireFormat] = {NATIVE: NativeWire(), OIP: OipWire()}
+
+
+def wire_format(protocol: str) -> WireFormat:
+    try:
+        return WIRE_FORMATS[protocol]
+    except KeyError:
+        raise ContractError(f"protocol must be one of {', '.join(WIRE_FORMATS)}, got {protocol!r}") from None
+
+
 __all__ = [
     "BATCH_BUDGET_ERROR_TYPE",
     "BUDGET_ERROR_TYPE",
@@ -520,6 +652,7 @@ __all__ = [
     "OIP_IMAGE_INPUT",
     "PROTOCOLS",
     "UNKNOWN",
+    "WIRE_FORMATS",
     "ContractError",
     "ErrorAnswer",
     "Explanation",
@@ -527,11 +660,15 @@ __all__ = [
     "Heatmap",
     "ModelCard",
     "ModelMetadata",
+    "NativeWire",
+    "OipWire",
     "Prediction",
+    "WireFormat",
     "describe",
     "is_no_face",
     "oip_outputs",
     "oip_request",
     "oip_response",
     "predictions_from_oip",
+    "wire_format",
 ]

@@ -90,7 +90,7 @@ class InProcess:
         """One answer per payload; None where a face-crop archive found no face."""
         answers: list[Prediction | None] = []
         for start in range(0, len(payloads), self.batch_size):
-            for answer in self.service.predict(payloads[start : start + self.batch_size]):
+            for answer in self.service.predict(payloads[start : start + self.batch_size])[0]:
                 if isinstance(answer, ErrorAnswer):
                     if not answer.is_no_face:
                         raise ValueError(answer.message)

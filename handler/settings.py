@@ -11,13 +11,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from deepfake_contract import DEFAULT_INPUT_SIZE
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF_MEAN = (0.5, 0.5, 0.5)
 HALF_STD = (0.5, 0.5, 0.5)
 DEFAULT_LABELS = ("Real", "Fake")
 DEFAULT_ALPHA = 6.0  # the original app's hand-picked logit-margin scale
-IMAGE_SIZE = 224
+IMAGE_SIZE = DEFAULT_INPUT_SIZE
 PRECISIONS = ("fp32", "bf16", "int8")  # what handler.runtimes can run, most exact first
 CROPS = ("full", "face")  # what the classifier sees: the whole image (the original app), or each face
 DEFAULT_FACE_MARGIN = 1.3  # the crop is the detector's box, squared and scaled by this (DFDC-style)

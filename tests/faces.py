@@ -5,10 +5,9 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-import av
-import numpy as np
 from PIL import Image
 
+from scripts.synthetic.clips import write_h264
 from scripts.synthetic.faces import FACE_BOXES, pasted, photo, png_bytes, shifted  # noqa: F401  (re-exported)
 
 ASTRONAUT_FACE = FACE_BOXES["astronaut"]
@@ -17,16 +16,7 @@ CAMERA_FACE = FACE_BOXES["camera"]
 
 def write_frames(path: Path, frames: list[Image.Image], rate: Fraction) -> Path:
     """An H.264 .mp4 showing ``frames`` one after another at ``rate`` frames per second."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = frames[0].size
-        stream.pix_fmt = "yuv420p"
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    return write_h264(path, frames, rate)
 
 
 def face_video(path: Path) -> tuple[Path, list[bool]]:

@@ -106,3 +106,25 @@ def test_every_test_gets_one_tier_and_a_server_test_is_never_unit():
     assert "has no TIER" in tier_of(item(None))[1]
     assert "several tiers" in tier_of(item("unit", "slow", "integration"))[1]
     assert "start TorchServe" in tier_of(item("unit", fixtures=("server", "tmp_path")))[1]
+
+
+def _constants(path) -> list[tuple[int, object]]:
+    import ast
+
+    return [(n.lineno, n.value) for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)]
+
+
+def test_the_shared_defaults_and_rules_are_written_once():
+    """Ports, the READY rule and the fake threshold live in deepfake_contract; code elsewhere imports them
+    (docstrings aside: only constants in the code count). deploy/kserve/readiness.py stands alone in its
+    image, standard library only, and keeps its own copy of the READY rule."""
+    shipped = [*(REPO_ROOT / "handler").rglob("*.py"), *(REPO_ROOT / "client" / "deepfake_client").rglob("*.py"),
+               *(REPO_ROOT / "scripts").rglob("*.py")]  # fmt: skip
+    found = []
+    for path in shipped:
+        for line, value in _constants(path):
+            if value in (8080, 8081, "READY", "deepfake") and not isinstance(value, bool):
+                found.append(f"{path.relative_to(REPO_ROOT)}:{line}: {value!r}")
+    assert found == []
+    contract = REPO_ROOT / "contract" / "deepfake_contract" / "__init__.py"
+    assert {8080, 8081, "READY", "deepfake"} <= {value for _, value in _constants(contract)}

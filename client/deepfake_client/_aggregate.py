@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from deepfake_client._results import FaceTrack, FrameResult, Segment, VideoSummary
+from deepfake_contract import FAKE_THRESHOLD, reaches
 
 # The video verdict: sees partial manipulation (sustained segments, hysteresis + a minimum duration).
 MANIPULATED_THROUGHOUT = "manipulated throughout"
@@ -55,10 +56,10 @@ def confident_strategy(probabilities: Sequence[float], config: AggregationConfig
     if not probabilities:
         return math.nan
     size = len(probabilities)
-    fakes = [p for p in probabilities if p > config.confident_threshold]
+    fakes = [p for p in probabilities if reaches(p, config.confident_threshold)]
     if len(fakes) > size // config.confident_divisor and len(fakes) > config.confident_min_frames:
         return sum(fakes) / len(fakes)
-    reals = [p for p in probabilities if p < config.real_threshold]
+    reals = [p for p in probabilities if not reaches(p, config.real_threshold)]
     if len(reals) > config.real_min_fraction * size:
         return sum(reals) / len(reals)
     return sum(probabilities) / size
@@ -121,7 +122,7 @@ def _verdict(
         return NO_MANIPULATION, f"no sustained manipulation in {len(analysed)} frames (peak {peak:.2f})"
     covered = sum(s.frames for s in segments) / len(analysed)
     peak = max(s.peak_probability for s in segments)
-    if covered >= config.throughout_fraction:
+    if reaches(covered, config.throughout_fraction):
         return MANIPULATED_THROUGHOUT, f"{covered:.0%} of the analysed frames manipulated, peak {peak:.2f}"
     spans = ", ".join(f"{s.start:.1f}-{s.end:.1f} s" for s in segments)
     return MANIPULATED_SEGMENTS, f"{spans} manipulated, peak {peak:.2f}"
@@ -144,7 +145,7 @@ def summarise(
     ratio = fake_frames / n if n else math.nan
     if n == 0:
         ratio_verdict = NO_VERDICT
-    elif ratio >= config.fake_ratio_threshold:
+    elif reaches(ratio, config.fake_ratio_threshold):
         ratio_verdict = LIKELY_DEEPFAKE
     else:
         ratio_verdict = LIKELY_REAL
@@ -171,7 +172,7 @@ def summarise(
 def find_segments(
     frames: Sequence[FrameResult],
     frame_interval: float,
-    threshold: float = 0.5,
+    threshold: float = FAKE_THRESHOLD,
     low: float | None = None,
     min_seconds: float = 0.0,
 ) -> list[Segment]:
@@ -206,7 +207,7 @@ def find_segments(
 
     for frame in frames:
         score = frame.prediction.fake_probability if frame.prediction is not None else None
-        if score is not None and score >= (low if run else threshold):
+        if score is not None and reaches(score, low if run else threshold):
             run.append(frame)
         else:
             close()

@@ -23,12 +23,14 @@ from deepfake_client._client import DeepfakeClient
 from deepfake_client._config import (
     DEFAULT_FPS,
     DEFAULT_FRAMES_PER_REQUEST,
+    DEFAULT_MANAGEMENT_URL,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MODEL,
     DEFAULT_PROTOCOL,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_RETRIES,
     DEFAULT_RETRY_DEADLINE,
+    DEFAULT_URL,
     RETRY_STATUSES,
     ClientConfig,
     Timeouts,
@@ -44,7 +46,7 @@ from deepfake_client._progress import ProgressBar
 from deepfake_client._results import FaceTrack, ImageResult, Prediction, VideoAnalysis, json_safe
 from deepfake_client._scan import ScanTally, collect, scan, write_csv
 from deepfake_client._video import native_frame_rate, probe_duration
-from deepfake_contract import PROTOCOLS, ContractError, ModelCard
+from deepfake_contract import PROTOCOLS, READY, ContractError, ModelCard
 
 EXIT_OK, EXIT_INPUT, EXIT_UNAVAILABLE = 0, 2, 4
 DEFAULT_AGGREGATION = AggregationConfig()  # the CLI's defaults are the library's
@@ -83,7 +85,7 @@ def video_report(analysis: VideoAnalysis) -> str:
     s = analysis.summary
     seconds = analysis.frames[-1].time + 1 / analysis.fps if analysis.frames else 0.0
     no_face = f", {s.no_face_frames} without a face" if s.no_face_frames else ""
-    threshold = analysis.thresholds.get("segment_threshold", 0.5)
+    threshold = analysis.thresholds.get("segment_threshold", DEFAULT_AGGREGATION.segment_threshold)
     lines = [
         f"Video: {analysis.source}",
         *([f"  Model:                    {analysis.model_notice}"] if analysis.model_notice else []),
@@ -91,7 +93,7 @@ def video_report(analysis: VideoAnalysis) -> str:
         f"{s.analyzed} analysed, {s.failed} failed{no_face}",
         f"  Verdict:                  {s.verdict}: {s.reason}",
         f"  Ratio verdict:            {s.ratio_verdict} (the original app's: fake-frame ratio >= "
-        f"{analysis.thresholds.get('fake_ratio_threshold', 0.5):g})",
+        f"{analysis.thresholds.get('fake_ratio_threshold', DEFAULT_AGGREGATION.fake_ratio_threshold):g})",
         f"  Fake-frame ratio:         {_fmt(s.fake_frame_ratio)} ({s.fake_frames}/{s.analyzed})",
         f"  Mean adjusted confidence: {_fmt(s.mean_adjusted_confidence)}",
         f"  Mean fake probability:    {_fmt(s.mean_fake_probability)}",
@@ -283,7 +285,7 @@ def cmd_health(client: DeepfakeClient, args: argparse.Namespace) -> int:
     if args.json:
         print(_dump({"status": status, "model": client.config.model, "ready": ready}))
     else:
-        print(f"server: {status}; model {client.config.model}: {'READY' if ready else 'NOT READY'}")
+        print(f"server: {status}; model {client.config.model}: {READY if ready else f'NOT {READY}'}")
     return EXIT_OK if ready else EXIT_UNAVAILABLE
 
 
@@ -382,7 +384,7 @@ def get_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--url",
         action="append",
-        help="inference API (env DEEPFAKE_URL; default http://127.0.0.1:8080). Repeat it (or separate URLs by "
+        help=f"inference API (env DEEPFAKE_URL; default {DEFAULT_URL}). Repeat it (or separate URLs by "
         "commas) for replicas of the model: requests are spread over them, away from one that fails",
     )
     group.add_argument(
@@ -392,7 +394,9 @@ def get_parser() -> argparse.ArgumentParser:
         help=f"wire format: native (/predictions) or oip, the Open Inference Protocol of KServe, Triton and "
         f"MLServer (/v2/models/<model>/infer) (env DEEPFAKE_PROTOCOL; default {DEFAULT_PROTOCOL})",
     )
-    group.add_argument("--management-url", help="management API (env DEEPFAKE_MANAGEMENT_URL; default :8081)")
+    group.add_argument(
+        "--management-url", help=f"management API (env DEEPFAKE_MANAGEMENT_URL; default {DEFAULT_MANAGEMENT_URL})"
+    )
     group.add_argument("--model", default=DEFAULT_MODEL, help="model name (default %(default)s)")
     group.add_argument("--token", help="inference key (env DEEPFAKE_TOKEN)")
     group.add_argument("--management-token", help="management key (env DEEPFAKE_MANAGEMENT_TOKEN)")

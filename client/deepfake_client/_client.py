@@ -49,6 +49,7 @@ from deepfake_client._tracks import face_signature, link_tracks
 from deepfake_client._transport import Clock, pooled_transport
 from deepfake_client._video import SampledFrame, native_frame_rate, sample_frames
 from deepfake_contract import (
+    DEFAULT_INPUT_SIZE,
     MAX_ANSWER_BYTES,
     MAX_IMAGES_PER_REQUEST,
     OIP,
@@ -60,12 +61,13 @@ from deepfake_contract import (
     WireFormat,
     is_no_face,
     wire_format,
+    workers_ready,
 )
 
 ImageInput = str | Path | bytes | Image.Image
 logger = logging.getLogger("deepfake_client")  # retries, fail-overs (INFO/WARNING), timings (DEBUG); silent unless set
 ProgressCallback = Callable[[int], None]  # called with the number of frames answered so far
-FRAME_SIZE = 224  # the usual input size; the client asks the archive for its own (DeepfakeClient.input_size)
+FRAME_SIZE = DEFAULT_INPUT_SIZE  # the client asks the archive for its own (DeepfakeClient.input_size)
 # The most the client reads of one answer: the server's own answers stay under MAX_ANSWER_BYTES; management
 # listings are smaller still. Anything larger is not an answer of this service.
 MAX_READ_BYTES = 4 * MAX_ANSWER_BYTES
@@ -178,10 +180,6 @@ def _image_too_large(response: requests.Response, error_type: str) -> bool:
 def _no_face(exc: InputError) -> bool:
     """A face-crop archive's answer for an image without a face."""
     return isinstance(exc, InputRejectedError) and is_no_face(exc.status, exc.error_type)
-
-
-def _all_ready(statuses: list[str]) -> bool:
-    return bool(statuses) and all(status == "READY" for status in statuses)
 
 
 def check_local_path(source: str | Path) -> None:
@@ -688,7 +686,7 @@ class DeepfakeClient:
                 return answer_json(response, f"readiness of {model}").get("ready") is True
             except ServerUnavailableError:  # 503: known, not ready
                 return False
-        return _all_ready(self._worker_statuses(model))
+        return workers_ready(self._worker_statuses(model))
 
     def _worker_statuses(self, model: str | None, retry: bool = True) -> list[str]:
         model = model or self.config.model
@@ -704,7 +702,7 @@ class DeepfakeClient:
         while True:
             try:
                 statuses = self._worker_statuses(model, retry=False)
-                if _all_ready(statuses):
+                if workers_ready(statuses):
                     return
                 last = f"workers {', '.join(statuses) or 'none'}"
             except (ServerUnavailableError, ServerError) as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import random
@@ -13,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from deepfake_client._exceptions import AuthenticationError, InputError
-from deepfake_contract import NATIVE, PROTOCOLS
+from deepfake_contract import (
+    DEFAULT_INFERENCE_PORT,
+    DEFAULT_MANAGEMENT_PORT,
+    DEFAULT_MODEL,
+    NATIVE,
+    PROTOCOLS,
+    read_keys,
+)
 
 TOKEN_ENV = "DEEPFAKE_TOKEN"
 MANAGEMENT_TOKEN_ENV = "DEEPFAKE_MANAGEMENT_TOKEN"
@@ -24,9 +30,8 @@ MANAGEMENT_URL_ENV = "DEEPFAKE_MANAGEMENT_URL"
 RUNTIME_KEY_FILE = Path("runtime") / "key_file.json"  # where `make start` keeps TorchServe's keys
 
 # Defaults, defined once: the dataclasses below and the CLI's options use these.
-DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
-DEFAULT_MODEL = "deepfake"
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_INFERENCE_PORT}"
+DEFAULT_MANAGEMENT_URL = f"http://127.0.0.1:{DEFAULT_MANAGEMENT_PORT}"
 DEFAULT_PROTOCOL = NATIVE  # or "oip": the Open Inference Protocol (KServe v2), see deepfake_contract
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 120.0  # a cold worker or a long queue can take a while
@@ -143,8 +148,7 @@ def find_key_file(start: Path | None = None) -> Path | None:
 def read_key_file(path: Path) -> dict[str, str]:
     """{"inference": ..., "management": ..., "api": ...} from TorchServe's key_file.json."""
     try:
-        data = json.loads(Path(path).read_text())
-        return {name.lower(): entry["key"] for name, entry in data.items()}
+        return read_keys(Path(path).read_text())
     except FileNotFoundError:
         raise AuthenticationError(f"key file not found: {path}") from None
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from deepfake_contract import Explanation, Heatmap
+from deepfake_contract import FAKE_THRESHOLD, Explanation, Heatmap, reaches
 
 # A perceptual ramp from dark blue through yellow to red, as (position, (r, g, b)).
 _RAMP = (
@@ -81,7 +81,7 @@ def draw_boxes(
     draw = ImageDraw.Draw(result)
     line = max(1, round(min(result.size) / 200))
     for i, (box, fake_probability) in enumerate(boxes):
-        colour = (200, 20, 10) if fake_probability > 0.5 else (30, 160, 60)
+        colour = (200, 20, 10) if reaches(fake_probability, FAKE_THRESHOLD) else (30, 160, 60)
         corners = [round(v) for v in box]
         draw.rectangle(corners, outline=colour, width=line)
         if labels and labels[i]:

@@ -7,7 +7,12 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from deepfake_client._aggregate import MANIPULATED_SEGMENTS, MANIPULATED_THROUGHOUT, NO_MANIPULATION
+from deepfake_client._aggregate import (
+    MANIPULATED_SEGMENTS,
+    MANIPULATED_THROUGHOUT,
+    NO_MANIPULATION,
+    AggregationConfig,
+)
 from deepfake_client._exceptions import DeepfakeError
 from deepfake_client._results import VideoAnalysis
 
@@ -30,7 +35,8 @@ def timeline_figure(analysis: VideoAnalysis, threshold: float | None = None) -> 
         from matplotlib.figure import Figure
     except ImportError:
         raise DeepfakeError("--plot needs matplotlib: pip install 'deepfake-client[plot]'") from None
-    threshold = analysis.thresholds.get("segment_threshold", 0.5) if threshold is None else threshold
+    if threshold is None:
+        threshold = analysis.thresholds.get("segment_threshold", AggregationConfig().segment_threshold)
     answered = [f for f in analysis.frames if f.prediction is not None]
     failed = [f for f in analysis.frames if f.prediction is None and not f.no_face]
     no_face = [f for f in analysis.frames if f.no_face]

@@ -29,6 +29,36 @@ NATIVE = "native"
 OIP = "oip"
 PROTOCOLS = (NATIVE, OIP)
 
+# --- Defaults and rules both sides use, defined once ---------------------------------------------------
+DEFAULT_MODEL = "deepfake"  # the archive's name: /predictions/deepfake, model_store/deepfake.mar
+DEFAULT_INFERENCE_PORT = 8080  # TorchServe's inference API (config.properties)
+DEFAULT_MANAGEMENT_PORT = 8081  # its management API
+DEFAULT_INPUT_SIZE = 224  # the model's input side in pixels, unless an archive says otherwise (image_size)
+READY = "READY"  # a TorchServe worker that can answer
+FAKE_THRESHOLD = 0.5  # an image or frame counts as fake at this fake probability or above
+
+
+def reaches(score: float, threshold: float) -> bool:
+    """The one threshold rule, for every threshold of the project: a score at or above it counts."""
+    return score >= threshold
+
+
+def workers_ready(statuses: Sequence[str]) -> bool:
+    """A model can answer when it has workers and every one is READY (TorchServe's /ping says Healthy while
+    workers crash-loop, so the workers' own states are what counts)."""
+    return bool(statuses) and all(status == READY for status in statuses)
+
+
+def read_keys(text: str) -> dict[str, str]:
+    """{"inference": ..., "management": ..., "api": ...} from the text of TorchServe's key_file.json;
+    ValueError when it is not one."""
+    try:
+        data = json.loads(text)
+        return {str(name).lower(): str(entry["key"]) for name, entry in data.items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a TorchServe key_file.json ({type(exc).__name__})") from None
+
+
 # The largest image the server decodes, in pixels (a 61 MP photo and an 8K frame pass; a decompression
 # bomb does not). The client checks video frames against it before sending them.
 MAX_IMAGE_PIXELS = 64_000_000
@@ -129,7 +159,7 @@ class Prediction:
 
     @property
     def is_fake(self) -> bool:
-        return self.fake_probability > 0.5
+        return reaches(self.fake_probability, FAKE_THRESHOLD)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -633,7 +663,12 @@ def wire_format(protocol: str) -> WireFormat:
 __all__ = [
     "BATCH_BUDGET_ERROR_TYPE",
     "BUDGET_ERROR_TYPE",
+    "DEFAULT_INFERENCE_PORT",
+    "DEFAULT_INPUT_SIZE",
+    "DEFAULT_MANAGEMENT_PORT",
+    "DEFAULT_MODEL",
     "EXPLANATION_METHOD",
+    "FAKE_THRESHOLD",
     "JSON_IN_BYTES",
     "MAX_ANSWER_BYTES",
     "MAX_BATCH_PIXELS",
@@ -651,6 +686,7 @@ __all__ = [
     "OIP_DATATYPES",
     "OIP_IMAGE_INPUT",
     "PROTOCOLS",
+    "READY",
     "UNKNOWN",
     "WIRE_FORMATS",
     "ContractError",
@@ -670,5 +706,8 @@ __all__ = [
     "oip_request",
     "oip_response",
     "predictions_from_oip",
+    "reaches",
+    "read_keys",
     "wire_format",
+    "workers_ready",
 ]

@@ -46,7 +46,7 @@ from deepfake_client import (
     sustained_segments,
     top_k_mean,
 )
-from deepfake_contract import EXPLANATION_METHOD, ErrorAnswer
+from deepfake_contract import DEFAULT_MODEL, EXPLANATION_METHOD, ErrorAnswer
 from handler.calibration import expected_calibration_error
 from handler.checkpoint import CheckpointError
 from handler.explain import GradCam
@@ -380,7 +380,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--archive", type=Path, help="a .mar, evaluated in-process with its own runtime")
     parser.add_argument("--server", help="inference URL of a running TorchServe, instead of --weights")
     parser.add_argument("--management-url", default=None, help="default: the client's (env DEEPFAKE_MANAGEMENT_URL)")
-    parser.add_argument("--model", default="deepfake")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--key-file", type=Path)
     parser.add_argument("--labels", default=None, help="label order (default: from the settings, Real,Fake)")
     parser.add_argument("--images", type=Path, help="labelled image folder")

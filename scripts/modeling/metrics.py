@@ -6,10 +6,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from deepfake_contract import FAKE_THRESHOLD
 
-def accuracy(scores: Sequence[float], labels: Sequence[int], threshold: float = 0.5) -> float:
+
+def accuracy(scores: Sequence[float], labels: Sequence[int], threshold: float = FAKE_THRESHOLD) -> float:
     s, y = np.asarray(scores, float), np.asarray(labels, int)
-    return float(np.mean((s > threshold).astype(int) == y))
+    return float(np.mean((s >= threshold).astype(int) == y))  # deepfake_contract.reaches: at or above
 
 
 def roc_curve(scores: Sequence[float], labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

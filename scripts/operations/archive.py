@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from deepfake_contract import DEFAULT_MODEL
 from handler.checkpoint import CheckpointError
 from handler.settings import (
     CROPS,
@@ -68,7 +69,7 @@ def resolve_settings(args: argparse.Namespace) -> ModelSettings:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, type=Path, help="checkpoint (.pth) to serve")
-    parser.add_argument("--model-name", default="deepfake", help="name in the URL /predictions/<name>")
+    parser.add_argument("--model-name", default=DEFAULT_MODEL, help="name in the URL /predictions/<name>")
     parser.add_argument("--export-path", type=Path, default=REPO_ROOT / "model_store")
     parser.add_argument(
         "--settings-file",

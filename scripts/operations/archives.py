@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-from deepfake_contract import ContractError, ModelCard
+from deepfake_contract import DEFAULT_MODEL, ContractError, ModelCard
 from handler.checkpoint import load_model, read_state_dict
 from handler.service import MODEL_CARD_KEY, DetectorService, settings_from_model_config
 from handler.settings import (
@@ -182,7 +182,7 @@ def demo_card(demo: Path) -> dict[str, Any]:
 def build_archive(
     weights: Path,
     settings: ModelSettings,
-    model_name: str = "deepfake",
+    model_name: str = DEFAULT_MODEL,
     export_path: Path = REPO_ROOT / "model_store",
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_batch_delay: int = DEFAULT_MAX_BATCH_DELAY_MS,

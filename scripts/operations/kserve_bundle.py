@@ -52,17 +52,13 @@ def read_archive(archive: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
 
 
 def model_snapshot(manifest: dict[str, Any], config: dict[str, Any], mar_name: str) -> dict[str, Any]:
-    """TorchServe's model_snapshot: what it loads at start, with the archive's own batch settings."""
-    entry = {
-        "defaultVersion": True,
-        "marName": mar_name,
-        "minWorkers": int(config.get("minWorkers", 1)),
-        "maxWorkers": int(config.get("maxWorkers", 1)),
-        "batchSize": int(config.get("batchSize", 1)),
-        # TorchServe's own defaults for an archive that sets none (make mar always sets maxBatchDelay: 5)
-        "maxBatchDelay": int(config.get("maxBatchDelay", 100)),
-        "responseTimeout": int(config.get("responseTimeout", 120)),
-    }
+    """TorchServe's model_snapshot: what it loads at start, with the archive's own batch settings (every
+    archive make mar builds sets them all; no second copy of their defaults here)."""
+    entry: dict[str, Any] = {"defaultVersion": True, "marName": mar_name}
+    for key in ("minWorkers", "maxWorkers", "batchSize", "maxBatchDelay", "responseTimeout"):
+        if key not in config:
+            raise BundleError(f"{mar_name}: its model-config.yaml sets no {key}; build it with make mar")
+        entry[key] = int(config[key])
     version = manifest.get("modelVersion", "1.0")
     return {"name": "startup.cfg", "modelCount": 1, "models": {manifest["modelName"]: {version: entry}}}
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from handler.calibration import softmax_with_temperature
 from handler.runtimes import (
     IR_FILES,
     MORE_EXACT,
@@ -127,8 +128,8 @@ def agreement(reference: DetectorService, candidate: DetectorService, images: li
     candidate did. Such a check does not pass, and says why."""
     batch = torch.stack([reference.decode(image) for image in images])
     fake = reference.settings.fake_index
-    ref = torch.softmax(reference.logits(batch).double() / reference.settings.temperature, -1)
-    cand = torch.softmax(candidate.logits(batch).double() / candidate.settings.temperature, -1)
+    ref = softmax_with_temperature(reference.logits(batch), reference.settings.temperature)
+    cand = softmax_with_temperature(candidate.logits(batch), candidate.settings.temperature)
     labels = float((ref.argmax(-1) == cand.argmax(-1)).double().mean())
     diff = (ref[:, fake] - cand[:, fake]).abs()
     one_class = float(torch.bincount(ref.argmax(-1), minlength=2).max()) / len(images)

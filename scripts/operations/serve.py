@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from deepfake_contract import DEFAULT_MODEL
 from scripts.operations.torchserve import (
     DEFAULT_CONFIG,
     DEFAULT_RUNTIME,
@@ -41,7 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    models = dict(m.split("=", 1) if "=" in m else (m, f"{m}.mar") for m in args.model or ["deepfake"])
+    models = dict(m.split("=", 1) if "=" in m else (m, f"{m}.mar") for m in args.model or [DEFAULT_MODEL])
     server = TorchServe(args.runtime_dir, args.model_store, models, args.config)
     try:
         if args.action == "start":

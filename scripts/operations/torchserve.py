@@ -21,6 +21,7 @@ import psutil
 import requests
 
 from deepfake_client import ClientConfig
+from deepfake_contract import DEFAULT_INFERENCE_PORT, DEFAULT_MANAGEMENT_PORT, DEFAULT_MODEL, read_keys, workers_ready
 from scripts import REPO_ROOT
 
 DEFAULT_CONFIG = REPO_ROOT / "config.properties"
@@ -70,8 +71,8 @@ def find_java_home(env: dict[str, str]) -> str | None:
 
 @dataclass(frozen=True)
 class Ports:
-    inference: int = 8080
-    management: int = 8081
+    inference: int = DEFAULT_INFERENCE_PORT
+    management: int = DEFAULT_MANAGEMENT_PORT
     metrics: int = 8082
     grpc_inference: int = 7070
     grpc_management: int = 7071
@@ -205,7 +206,7 @@ class TorchServe:
     ):
         self.runtime_dir = Path(runtime_dir).resolve()
         self.model_store = Path(model_store).resolve()
-        self.models = models or {"deepfake": "deepfake.mar"}
+        self.models = models or {DEFAULT_MODEL: f"{DEFAULT_MODEL}.mar"}
         self.config_file = Path(config_file)
         self.ports = ports or Ports.from_config(self.config_file.read_text())
         self.log_dir = self.runtime_dir / "logs"
@@ -234,8 +235,7 @@ class TorchServe:
 
     def keys(self) -> dict[str, str]:
         """The management, inference and API keys from TorchServe's key_file.json."""
-        data = json.loads(self.key_file.read_text())
-        return {name.lower(): entry["key"] for name, entry in data.items()}
+        return read_keys(self.key_file.read_text())
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -337,7 +337,7 @@ class TorchServe:
         try:
             recorded = json.loads((self.runtime_dir / SERVED_FILE).read_text())
             return recorded == self.served_inputs() and all(
-                (statuses := self.worker_statuses(model)) and set(statuses) == {"READY"} for model in self.models
+                workers_ready(self.worker_statuses(model)) for model in self.models
             )
         except (OSError, ValueError, requests.RequestException):
             return False
@@ -369,7 +369,7 @@ class TorchServe:
                     statuses = self.worker_statuses(model)
                 except (OSError, KeyError, ValueError, requests.RequestException):
                     break  # frontend or key file not up yet
-                if statuses and all(s == "READY" for s in statuses):
+                if workers_ready(statuses):
                     pending.discard(model)
             time.sleep(0.25)  # polling interval, bounded by the deadline above
 

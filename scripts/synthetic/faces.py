@@ -10,7 +10,6 @@ import io
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 PHOTOS_WITH_A_FACE = ("astronaut", "camera")
@@ -100,16 +99,6 @@ def two_people_frame(t: float) -> tuple[Image.Image, dict[str, tuple[float, ...]
 
 def write_two_people_clip(path: Path, fps: int = 10, seconds: float = TWO_PEOPLE_SECONDS) -> Path:
     """An H.264 .mp4 of two_people_frame at ``fps``."""
-    import av
+    from scripts.synthetic.clips import write_h264
 
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = TWO_PEOPLE_SIZE
-        stream.pix_fmt = "yuv420p"
-        for i in range(round(seconds * fps)):
-            image, _ = two_people_frame(i / fps)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    return write_h264(path, (two_people_frame(i / fps)[0] for i in range(round(seconds * fps))), fps)

@@ -5,12 +5,14 @@ int8 fallback calibration set, the benchmark and the tests all draw from here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
+
+from scripts.synthetic.clips import write_h264
 
 GRID = 224  # the model's input size: traces live on this grid
 
@@ -212,10 +214,8 @@ def write_clip(
     scene = render_scene(rng, height, width + pan)
     frames = round(seconds * fps)
     grain_bank = [camera_grain(rng, height, width) for _ in range(6)]  # grain varies frame to frame
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
+
+    def rendered() -> Iterator[np.ndarray]:
         for index in range(frames):
             t = index / fps
             offset = int(pan * index / max(frames - 1, 1))
@@ -224,8 +224,6 @@ def write_clip(
             cx, cy, rx, ry = scene.subject
             if fake_range and fake_range[0] <= t < fake_range[1]:
                 grained = resynthesise(rng, clean, grained, (cx - offset, cy, rx, ry))
-            frame = av.VideoFrame.from_ndarray(to_uint8(grained), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+            yield to_uint8(grained)
+
+    write_h264(path, rendered(), fps, {"crf": "18", "preset": "veryfast"})

@@ -7,7 +7,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from deepfake_client._config import DEFAULT_MODEL, ClientConfig, add_verbosity, show_client_log
+from deepfake_client._config import (
+    DEFAULT_MANAGEMENT_URL,
+    DEFAULT_MODEL,
+    DEFAULT_URL,
+    ClientConfig,
+    add_verbosity,
+    show_client_log,
+)
 from deepfake_client.web.app import (
     DEFAULT_HOST,
     DEFAULT_MAX_UPLOAD_MB,
@@ -22,8 +29,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepfake-web", description=__doc__)
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s: this machine)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s")
-    parser.add_argument("--url", help="TorchServe inference API (env DEEPFAKE_URL; default http://127.0.0.1:8080)")
-    parser.add_argument("--management-url", help="TorchServe management API (env DEEPFAKE_MANAGEMENT_URL)")
+    parser.add_argument("--url", help=f"TorchServe inference API (env DEEPFAKE_URL; default {DEFAULT_URL})")
+    parser.add_argument(
+        "--management-url",
+        help=f"TorchServe management API (env DEEPFAKE_MANAGEMENT_URL; default {DEFAULT_MANAGEMENT_URL})",
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--key-file", help="TorchServe key_file.json (default: ./runtime/key_file.json)")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="default %(default)s")

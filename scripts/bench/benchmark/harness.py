@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import psutil
 import requests
@@ -28,11 +27,12 @@ import yaml
 from PIL import Image
 
 from deepfake_client import encode_frame
-from deepfake_contract import NATIVE, OIP, oip_request
+from deepfake_contract import DEFAULT_MODEL, NATIVE, OIP, oip_request
 from handler.checkpoint import build_model
 from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
 from scripts import REPO_ROOT
 from scripts.operations.torchserve import Ports, TorchServe, observed_batches
+from scripts.synthetic.clips import write_h264
 from scripts.synthetic.faces import photo
 
 DEMO = REPO_ROOT / "artifacts" / "demo"
@@ -44,7 +44,7 @@ BENCH = REPO_ROOT / "artifacts" / "bench"
 DEMO_R18 = DEMO / "model" / "best_ResNet18.pth"
 
 
-MODEL_NAME = "deepfake"
+MODEL_NAME = DEFAULT_MODEL
 
 
 CONCURRENCY = 16  # two batches of 8 in flight: the next one fills while one runs
@@ -75,22 +75,17 @@ def write_video(
     rng = np.random.default_rng(0)
     base = (rng.random((size[1] // 8, size[0] // 8, 3)) * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
     person = np.asarray(photo("astronaut").resize((384, 384))) if face else None
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        stream.options = {"preset": "veryfast"}
+
+    def panned() -> Iterator[np.ndarray]:
         for i in range(round(seconds * fps)):
             pixels = np.roll(base, i * 4, axis=1)
             if person is not None:
                 x = (i * 3) % (size[0] - person.shape[1])
                 pixels = pixels.copy()
                 pixels[100 : 100 + person.shape[0], x : x + person.shape[1]] = person
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+            yield pixels
+
+    return write_h264(path, panned(), fps, {"preset": "veryfast"})
 
 
 def test_images(count: int) -> list[Path]:

@@ -15,6 +15,8 @@ import psutil
 import torch
 from PIL import Image
 
+from deepfake_contract import FAKE_THRESHOLD
+from handler.calibration import softmax_with_temperature
 from handler.checkpoint import load_model
 from handler.preprocessing import decode_image, to_model_input
 from handler.settings import ModelSettings
@@ -94,12 +96,13 @@ def _jpeg_draft(weights: str, settings: dict[str, Any], sources: list[str], size
         started = time.perf_counter()
         batch = torch.stack([service.decode(upload) for upload in uploads])
         result[f"{name}_decode_ms"] = (time.perf_counter() - started) * 1e3 / len(uploads)
-        logits = service.logits(batch).double() / service.settings.temperature
-        probabilities[name] = torch.softmax(logits, -1)[:, service.settings.fake_index]
+        probabilities[name] = softmax_with_temperature(service.logits(batch), service.settings.temperature)[
+            :, service.settings.fake_index
+        ]
     diff = (probabilities["exact"] - probabilities["draft"]).abs()
     result["mean_abs_fake_probability_diff"] = float(diff.mean())
     result["max_abs_fake_probability_diff"] = float(diff.max())
     result["label_agreement"] = float(
-        ((probabilities["exact"] > 0.5) == (probabilities["draft"] > 0.5)).double().mean()
+        ((probabilities["exact"] >= FAKE_THRESHOLD) == (probabilities["draft"] >= FAKE_THRESHOLD)).double().mean()
     )
     return result

@@ -83,7 +83,7 @@ help:
 	@echo "make web [WEB_PORT=8000]         the upload page on http://127.0.0.1:$(WEB_PORT)/ (after make start or make run)"
 	@echo "make kserve-bundle [MODEL=deepfake] model_store/MODEL.mar as a KServe bundle in $(KSERVE_BUNDLE) (docs/deploy.md)"
 	@echo "make demo                        build the demo data and model only (cached in $(DEMO))"
-	@echo "make benchmark                   throughput/latency report (docs/benchmark.md)"
+	@echo "make benchmark                   throughput/latency report (docs/benchmark.md, and the README's figures)"
 	@echo "make loadtest                    64 clients x 2,000 different images against make start's server"
 	@echo "make reliability-report          docs/reliability.md from a run of the reliability tests"
 
@@ -183,7 +183,7 @@ reliability-report: setup test-tools $(DEV)
 	DEEPFAKE_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md $(PY) -m pytest tests/test_reliability.py
 
 benchmark: setup $(DEV)
-	$(PY) -m scripts.bench.benchmark --report docs/benchmark.md
+	$(PY) -m scripts.bench.benchmark --report docs/benchmark.md --readme README.md
 
 loadtest: setup
 	$(PY) -m scripts.bench.loadtest --model $(MODEL)

@@ -52,3 +52,18 @@ def test_the_report_says_what_the_run_measured_on():
     text = markdown(results)
     assert "in one run on 16 CPU cores" in text and "TorchServe 9.9.9" in text and "2 workers." in text
     assert "on these 16 cores bounds it" in text  # the checks use the run's cores, not this machine's
+
+
+def test_a_full_run_rewrites_the_readmes_generated_block(tmp_path: Path):
+    from scripts.bench.benchmark.report import README_END, README_START, readme_headline
+
+    results = json.loads(RUN.read_text())
+    results["served"]["int8"]["crowd"]["images_per_s"] = 150.0
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(results))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# intro\n\n{README_START}\nold figures\n{README_END}\n\n## after\n")
+    assert main(["--render", str(run), "--report", str(tmp_path / "b.md"), "--readme", str(readme)]) == 1
+    text = readme.read_text()
+    assert text.startswith("# intro\n\n") and text.endswith("\n\n## after\n") and "old figures" not in text
+    assert readme_headline(results) in text and "| ours, int8 (default) | 150 |" in text

@@ -63,7 +63,7 @@ from scripts.bench.benchmark.harness import (
 )
 from scripts.bench.benchmark.inprocess import _ceiling, _jpeg_draft, _original_app
 from scripts.bench.benchmark.packing import packing, packing_markdown
-from scripts.bench.benchmark.report import checks, markdown
+from scripts.bench.benchmark.report import checks, markdown, update_readme
 from scripts.bench.benchmark.stock import stock_archive
 from scripts.bench.benchmark.video import video_original, video_ours
 from scripts.operations.archives import (
@@ -259,6 +259,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="smoke run: random ResNet18, small counts")
     parser.add_argument("--report", type=Path, default=Path("docs/benchmark.md"))
     parser.add_argument(
+        "--readme", type=Path, help="rewrite this README's generated benchmark block from a full run (make benchmark)"
+    )
+    parser.add_argument(
         "--render", type=Path, default=None, help="only write the report again from this run's JSON (no measuring)"
     )
     parser.add_argument(
@@ -294,4 +297,6 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if "served" not in results:
         return 0
+    if args.readme is not None and not results.get("quick"):
+        update_readme(args.readme, results)
     return 0 if args.quick or all(ok for _, ok, _ in checks(results)) else 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from handler.settings import PRECISIONS
@@ -304,3 +305,61 @@ def markdown(results: dict[str, Any]) -> str:
     if "packing" in results:
         lines += ["", packing_markdown(results["packing"])]
     return "\n".join(lines) + "\n"
+
+
+README_START = "<!-- benchmark: generated from docs/benchmark.json by make benchmark; do not edit -->"
+README_END = "<!-- /benchmark -->"
+
+
+def readme_headline(results: dict[str, Any]) -> str:
+    """The README's benchmark headline, every figure from ``results`` (make benchmark rewrites it in the
+    README; a test checks that the README holds exactly this for the committed docs/benchmark.json)."""
+    served, stock = results["served"], results["stock"]
+    stock_rate = stock["crowd"]["images_per_s"]
+
+    def row(name: str, crowd: dict[str, Any], lone: dict[str, Any] | None) -> str:
+        p50 = f"{lone['p50_ms']:.0f} ms" if lone else ""
+        return f"| {name} | {crowd['images_per_s']:.0f} | {crowd['images_per_s'] / stock_rate:.1f}x | {p50} |"
+
+    rows = [
+        f"| ResNet50, {CONCURRENCY} concurrent clients | images/s | vs stock | lone request p50 |",
+        "| --- | --- | --- | --- |",
+        row(
+            f"ours, {DEFAULT_PRECISION} (default)",
+            served[DEFAULT_PRECISION]["crowd"],
+            served[DEFAULT_PRECISION]["lone"],
+        ),
+    ]
+    if "crowd_oip" in served[DEFAULT_PRECISION]:
+        rows.append(
+            row(f"ours, {DEFAULT_PRECISION}, Open Inference Protocol", served[DEFAULT_PRECISION]["crowd_oip"], None)
+        )
+    rows += [row(f"ours, {mode}", served[mode]["crowd"], served[mode]["lone"]) for mode in ("bf16", "fp32")]
+    rows.append(row("TorchServe's stock ImageClassifier, fp32", stock["crowd"], stock["lone"]))
+    video, faces = results["video"], results["faces"]
+    detection, face_video = faces["detection"], faces["video"]
+    face_rate, full_rate = (faces["images_720p"][mode]["images_per_s"] for mode in ("face", "full"))
+    text = [
+        "",
+        f"A {video['seconds']:.0f} s 720p clip at 2 fps: {video['ours']['end_to_end_s']:.1f} s end to end with "
+        f"`deepfake-detect` ({DEFAULT_PRECISION}), {video['original']['end_to_end_s']:.1f} s the original app's way. "
+        f"Worker READY {served[DEFAULT_PRECISION]['cold_start_s']:.1f} s after start. Face-crop mode (`CROP=face`): "
+        f"{detection['found']}/{detection['faces']} test faces found and {detection['false_faces']} false ones on "
+        f"{detection['no_face_images']} images without a face; 720p images "
+        f"{face_rate:.0f}/s against {full_rate:.0f}/s "
+        f"in full mode; the clip with a face in {face_video['face']['end_to_end_s']:.1f} s against "
+        f"{face_video['full']['end_to_end_s']:.1f} s.",
+    ]
+    missed = [f"{name} ({measured})" for name, ok, measured in checks(results) if not ok]
+    if missed:
+        text += ["", f"Targets not met ({len(missed)}; docs/benchmark.md says why): " + "; ".join(missed) + "."]
+    return "\n".join([README_START, *rows, *text, README_END])
+
+
+def update_readme(readme: Path, results: dict[str, Any]) -> None:
+    """Replace the generated block of ``readme`` (between README_START and README_END) with this run's."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme}: no generated benchmark block ({README_START} ... {README_END})")
+    start, end = text.index(README_START), text.index(README_END) + len(README_END)
+    readme.write_text(text[:start] + readme_headline(results) + text[end:])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from requests.adapters import HTTPAdapter
 
 from deepfake_client import (
     AuthenticationError,
@@ -41,8 +42,10 @@ def client_for(server: Server, **overrides) -> DeepfakeClient:
 
 
 def test_video_frames_are_all_answered_in_time_order_and_batched(server: Server, video: Path):
+    """One frame per request: TorchServe batches the frames of one video together. Packed (the default, 8
+    frames per OIP request): 3 requests, and every frame the same answer."""
     batches_before = len(observed_batches(server.ts_log(), "deepfake"))
-    with client_for(server) as client:
+    with client_for(server, frames_per_request=1) as client:
         analysis = client.analyze_video(video, fps=2.0)
         assert [f.time for f in analysis.frames] == [i / 2 for i in range(20)]
         assert [f.frame_number for f in analysis.frames] == [15 * i for i in range(20)]
@@ -61,6 +64,19 @@ def test_video_frames_are_all_answered_in_time_order_and_batched(server: Server,
     assert sum(len(b) for b in new_batches) >= 20 + 3  # the frames and the three direct requests
     assert max(len(b) for b in new_batches) > 1, [len(b) for b in new_batches]
     assert analysis.summary.frames == analysis.summary.analyzed == 20
+    posts: list[str] = []
+
+    class Counting(HTTPAdapter):
+        def send(self, request, *args, **kwargs):
+            if request.method == "POST":
+                posts.append(request.url)
+            return super().send(request, *args, **kwargs)
+
+    with DeepfakeClient(server.ts.client_config(), transport=Counting()) as client:
+        packed = client.analyze_video(video, fps=2.0)
+    for alone, in_pack in zip(analysis.frames, packed.frames, strict=True):
+        assert in_pack.prediction.logits == pytest.approx(alone.prediction.logits, abs=1e-4)
+    assert len(posts) == 3 and all(url.endswith("/v2/models/deepfake/infer") for url in posts)  # 8 + 8 + 4
 
 
 def test_predict_image_inputs_and_refusals(server: Server, tmp_path: Path):

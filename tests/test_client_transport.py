@@ -33,7 +33,7 @@ from deepfake_client import (
     ServerUnavailableError,
     make_response,
 )
-from deepfake_client._config import DEFAULT_MAX_BACKOFF, RETRY_STATUSES
+from deepfake_client._config import DEFAULT_FRAMES_PER_REQUEST, DEFAULT_MAX_BACKOFF, RETRY_STATUSES
 from deepfake_client._replicas import ReplicaPool
 from deepfake_client.contract import ModelMetadata, Prediction, oip_response
 from tests.conftest import image_bytes
@@ -256,15 +256,36 @@ def test_a_server_that_never_becomes_ready_fails_within_the_deadline():
     assert clock.sleeps == [0.125] * 2 and len(transport.requests) == 3  # polls are not retried past the deadline
 
 
-def test_a_video_survives_a_worker_crash_and_every_frame_is_answered(tmp_path: Path):
-    """Frames whose batch died get 507; retried, each still gets the answer for its own pixels."""
+def per_frame(handle: Callable[[int], requests.Response]) -> Callable:
+    """A TorchServe-like server from what it answers each frame: a native request gets that answer; an OIP
+    pack gets every frame's, or fails whole with the protocol's error when one of its frames fails."""
+
+    def server(request: requests.PreparedRequest) -> requests.Response:
+        if request.method == "GET":
+            return make_response(200, json=DESCRIBE)
+        if not request.url.endswith("/infer"):
+            return handle(frame_index(request))
+        answers = [handle(index) for index in oip_frame_indexes(request)]
+        failed = next((a for a in answers if a.status_code != 200), None)
+        if failed is not None:
+            return make_response(failed.status_code, json={"error": failed.json()["message"]})
+        predictions = [Prediction.from_json(a.json()) for a in answers]
+        return make_response(200, json=oip_response("deepfake", predictions, body_id(request)))
+
+    return server
+
+
+FRAME_NUMBERS = list(range(0, 300, 15))  # the 20 frames 2 fps samples from 10 s at 30 fps
+
+
+@pytest.mark.parametrize("per_request", [1, DEFAULT_FRAMES_PER_REQUEST])
+def test_a_video_survives_a_worker_crash_and_every_frame_is_answered(tmp_path: Path, per_request: int):
+    """Frames whose batch died get 507; retried (a pack as a whole), each still gets the answer for its own
+    pixels."""
     video = write_video(tmp_path / "clip.mp4", constant_rate(300, Fraction(30)))  # 20 samples at 2 fps
     lock, died = threading.Lock(), set()
 
-    def server(request: requests.PreparedRequest) -> requests.Response:
-        index = frame_index(request)
-        if index is None:
-            return make_response(200, json=DESCRIBE)
+    def frame(index: int) -> requests.Response:
         with lock:
             first_time = index not in died
             died.add(index)
@@ -272,26 +293,27 @@ def test_a_video_survives_a_worker_crash_and_every_frame_is_answered(tmp_path: P
             return make_response(507, json={"code": 507, "type": "InternalServerException", "message": "Worker died."})
         return make_response(200, json=answer(index / 1000))
 
-    client, transport = fast_client(server, max_in_flight=6)
+    client, transport = fast_client(per_frame(frame), max_in_flight=16, frames_per_request=per_request)
     analysis = client.analyze_video(video, 2.0, image_format="PNG")
     assert [f.index for f in analysis.frames] == list(range(20))
     assert all(f.error is None for f in analysis.frames)
     assert [f.prediction.fake_probability for f in analysis.frames] == [f.frame_number / 1000 for f in analysis.frames]
-    assert len(transport.requests) == 1 + 20 + 7  # describe; frames 60, 75, ..., 150 were sent twice
+    packs = [FRAME_NUMBERS[i : i + per_request] for i in range(0, 20, per_request)]
+    resent = sum(any(60 <= n <= 150 for n in pack) for pack in packs)  # 7 frames alone; 2 packs of 8
+    assert len(transport.requests) == 1 + len(packs) + resent  # describe, every request, the resent ones
 
 
-def test_refused_frames_are_recorded_in_order_and_none_is_lost(tmp_path: Path):
+@pytest.mark.parametrize("per_request", [1, DEFAULT_FRAMES_PER_REQUEST])
+def test_refused_frames_are_recorded_in_order_and_none_is_lost(tmp_path: Path, per_request: int):
+    """A refused frame fails alone: a pack holding one is sent again frame by frame."""
     video = write_video(tmp_path / "clip.mp4", constant_rate(300, Fraction(30)))
 
-    def server(request: requests.PreparedRequest) -> requests.Response:
-        index = frame_index(request)
-        if index is None:
-            return make_response(200, json=DESCRIBE)
+    def frame(index: int) -> requests.Response:
         if index % 2:
             return make_response(400, json={"code": 400, "type": "InvalidImage", "message": f"frame {index} refused"})
         return make_response(200, json=answer(index / 1000))
 
-    client, _ = fast_client(server, max_in_flight=6)
+    client, _ = fast_client(per_frame(frame), max_in_flight=16, frames_per_request=per_request)
     analysis = client.analyze_video(video, 2.0, image_format="PNG")
     assert [f.index for f in analysis.frames] == list(range(20))
     for frame in analysis.frames:
@@ -369,8 +391,13 @@ def test_frames_spread_over_replicas_and_a_dead_replica_s_frames_go_to_the_other
             served[replica].append(index)
         return make_response(200, json=answer(index / 1000))
 
-    client, transport = fast_client(
-        server, base_url="http://a", replica_urls=("http://b", "http://c"), management_url="http://a", max_in_flight=2
+    client, transport = fast_client(  # one frame per request: replicas share out requests, whatever they carry
+        server,
+        base_url="http://a",
+        replica_urls=("http://b", "http://c"),
+        management_url="http://a",
+        max_in_flight=2,
+        frames_per_request=1,
     )
     analysis = client.analyze_video(video, 2.0, image_format="PNG")
     assert [f.index for f in analysis.frames] == list(range(20))

@@ -220,7 +220,8 @@ def test_a_video_spreads_over_two_replicas_and_survives_one_stopping(replicas: l
             answered_before_stop["b"] = transport.answered_by(b)
             assert b.stop()
 
-    config = a.client_config(protocol="oip", replica_urls=(b.inference_url,), max_in_flight=8)
+    # one frame per request: the replicas share out requests, which this counts
+    config = a.client_config(protocol="oip", replica_urls=(b.inference_url,), max_in_flight=8, frames_per_request=1)
     with DeepfakeClient(config, transport=transport) as client:
         analysis = client.analyze_video(video, fps=2.0, on_frame=stop_b_midway)
     assert [f.index for f in analysis.frames] == list(range(80))

@@ -8,6 +8,7 @@ TorchServe and a real browser is tests/test_web.py, which repeats the origin che
 from __future__ import annotations
 
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from flask.testing import FlaskClient
 from deepfake_client import ClientConfig, DeepfakeClient, MockTransport, make_response
 from deepfake_client.web import WebConfig, create_app, create_server
 from deepfake_client.web.app import SECURITY_HEADERS, cross_site, host_allowed
+from deepfake_contract import Prediction, oip_response
 from scripts.operations.torchserve import Ports
 from tests.conftest import image_bytes
 from tests.media import constant_rate, write_video
@@ -33,6 +35,16 @@ TIER = "unit"
 URL = "http://127.0.0.1:9"  # never contacted: the transport answers
 
 
+def answered(request, probability: float = 0.5):
+    """TorchServe's answer in the request's own format: one image (native), or every image of an OIP pack."""
+    if request.method == "GET":
+        return make_response(200, json=DESCRIBE)
+    if request.url.endswith("/infer"):
+        count = len(json.loads(request.body)["inputs"][0]["data"])
+        return make_response(200, json=oip_response("deepfake", [Prediction.from_json(answer(probability))] * count))
+    return make_response(200, json=answer(probability))
+
+
 class GatedServer:
     """Answers like TorchServe, but holds every prediction until ``release`` is set."""
 
@@ -40,17 +52,14 @@ class GatedServer:
         self.release, self.predicting = threading.Event(), threading.Event()
 
     def __call__(self, request):
-        if request.method == "GET":
-            return make_response(200, json=DESCRIBE)
-        self.predicting.set()
-        assert self.release.wait(60), "never released"
-        return make_response(200, json=answer(0.25))
+        if request.method != "GET":
+            self.predicting.set()
+            assert self.release.wait(60), "never released"
+        return answered(request, 0.25)
 
 
 def page(max_jobs: int = 4, transport=None, **config) -> FlaskClient:
-    transport = transport or MockTransport(
-        lambda r: make_response(200, json=DESCRIBE if r.method == "GET" else answer())
-    )
+    transport = transport or MockTransport(answered)
     client_config = ClientConfig(base_url=URL, management_url=URL, token="t", management_token="m")
     client = DeepfakeClient(client_config, transport=transport)
     return create_app(WebConfig(client=client_config, max_jobs=max_jobs, **config), client=client).test_client()
@@ -182,7 +191,8 @@ def test_an_image_without_a_face_is_an_answer_with_its_name():
 def test_a_running_video_can_be_cancelled(tmp_path: Path):
     gate = GatedServer()
     app = page(transport=MockTransport(gate))
-    video = write_video(tmp_path / "clip.mp4", constant_rate(90, Fraction(30))).read_bytes()
+    # 30 s: 60 frames, packs of 8 with 16 frames in flight, so that most are still to send when cancelled
+    video = write_video(tmp_path / "clip.mp4", constant_rate(900, Fraction(30))).read_bytes()
     started = upload(app, video, "long.mp4", "?async=1").get_json()
     assert gate.predicting.wait(30)
     cancelled = app.delete(started["status"])
@@ -192,7 +202,7 @@ def test_a_running_video_can_be_cancelled(tmp_path: Path):
     while (state := app.get(started["status"]).get_json())["state"] == "running":
         assert time.monotonic() < deadline
         time.sleep(0.05)  # polling interval, bounded by the deadline
-    assert state["state"] == "cancelled" and state["done"] < 6  # stopped before the clip's 6 frames
+    assert state["state"] == "cancelled" and state["done"] < 60  # stopped before the clip's 60 frames
     assert app.delete("/api/jobs/none").status_code == 404
     assert app.delete(started["status"], headers={"Origin": "http://evil.example"}).status_code == 403
 

@@ -41,7 +41,7 @@ DEFAULT_MAX_BACKOFF = 4.0  # ... up to this
 DEFAULT_RETRY_DEADLINE = 60.0  # no retry starts later than this many seconds after the first try
 DEFAULT_JITTER = 0.5  # each backoff is drawn from [(1 - jitter) x, x]: clients that failed together retry apart
 DEFAULT_FPS = 2.0  # frames sampled per second of video: the original app's rate, everywhere it is a default
-DEFAULT_FRAMES_PER_REQUEST = 1  # video frames per request; 8 measured fastest (docs/benchmark.md section 10)
+DEFAULT_FRAMES_PER_REQUEST = 8  # video frames per request: 8 measured fastest (docs/benchmark.md section 10)
 DEFAULT_MAX_IN_FLIGHT = 16  # per replica: two TorchServe batches of 8, the next one fills while one runs
 DEFAULT_REPLICA_COOLDOWN = 5.0  # seconds a replica that failed gets no requests (with other replicas up)
 # Answers worth retrying: the request never reached a working model. 502/504 come from proxies in

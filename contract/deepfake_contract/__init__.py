@@ -527,6 +527,15 @@ def _predictions_from_oip(response: Any) -> list[Prediction]:
 
 
 # --- the wire formats -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AnswerTo:
+    """Whom an answer is for: the model that gives it, and the request's id and version, echoed."""
+
+    model_name: str
+    request_id: str | None = None
+    model_version: str | None = None
+
+
 class WireFormat:
     """One protocol on the wire, as the server and the client both see it: where a request goes and what
     its body holds, what an answer and an error look like, where liveness and readiness are asked. The
@@ -556,6 +565,9 @@ class WireFormat:
         model_version: str | None = None,
     ) -> dict[str, Any]:
         """The answer body to one request, its results in the order of its images."""
+        return self._answer_body(list(results), AnswerTo(model_name, request_id, model_version))
+
+    def _answer_body(self, results: list[Prediction | Explanation], to: AnswerTo) -> dict[str, Any]:
         raise NotImplementedError
 
     def predictions(self, data: Any) -> list[Prediction]:
@@ -588,13 +600,7 @@ class NativeWire(WireFormat):
             raise ContractError(f"the native API takes one image per request, not {len(images)}")
         return {"data": images[0], "headers": {"Content-Type": "application/octet-stream"}}
 
-    def answer(
-        self,
-        model_name: str,
-        results: Sequence[Prediction | Explanation],
-        request_id: str | None = None,
-        model_version: str | None = None,
-    ) -> dict[str, Any]:
+    def _answer_body(self, results: list[Prediction | Explanation], to: AnswerTo) -> dict[str, Any]:
         if len(results) != 1:
             raise ContractError(f"a native answer is one result, not {len(results)}")
         return results[0].to_json()
@@ -627,17 +633,11 @@ class OipWire(WireFormat):
     def request(self, images: Sequence[bytes]) -> dict[str, Any]:
         return {"json": oip_request(images)}
 
-    def answer(
-        self,
-        model_name: str,
-        results: Sequence[Prediction | Explanation],
-        request_id: str | None = None,
-        model_version: str | None = None,
-    ) -> dict[str, Any]:
+    def _answer_body(self, results: list[Prediction | Explanation], to: AnswerTo) -> dict[str, Any]:
         predictions = [result for result in results if isinstance(result, Prediction)]
         if len(predictions) != len(results):
             raise ContractError("an OIP answer carries predictions only (explanations are the native API's)")
-        return oip_response(model_name, predictions, request_id, model_version)
+        return oip_response(to.model_name, predictions, to.request_id, to.model_version)
 
     def predictions(self, data: Any) -> list[Prediction]:
         return predictions_from_oip(data)

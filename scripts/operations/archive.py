@@ -100,24 +100,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="what the model classifies: full (the whole image, default) or face (each detected face, cropped "
         "with a margin: for checkpoints trained on face crops)",
     )
-    parser.add_argument(
-        "--face-margin", type=float, default=None, help=f"face crop: box x this (default {DEFAULT_FACE_MARGIN})"
+    face_options = (  # the face detector's settings: unset, the archive keeps the defaults shown
+        ("--face-margin", float, "box x this", DEFAULT_FACE_MARGIN),
+        ("--face-threshold", float, "detector score needed", DEFAULT_FACE_THRESHOLD),
+        ("--max-faces", int, "faces per image", DEFAULT_MAX_FACES),
+        ("--min-face-size", int, "smallest face looked for, px", DEFAULT_MIN_FACE_SIZE),
     )
-    parser.add_argument(
-        "--face-threshold",
-        type=float,
-        default=None,
-        help=f"face crop: detector score needed (default {DEFAULT_FACE_THRESHOLD})",
-    )
-    parser.add_argument(
-        "--max-faces", type=int, default=None, help=f"face crop: faces per image (default {DEFAULT_MAX_FACES})"
-    )
-    parser.add_argument(
-        "--min-face-size",
-        type=int,
-        default=None,
-        help=f"face crop: smallest face looked for, px (default {DEFAULT_MIN_FACE_SIZE})",
-    )
+    for option, kind, meaning, default in face_options:
+        parser.add_argument(option, type=kind, default=None, help=f"face crop: {meaning} (default {default})")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--max-batch-delay", type=int, default=DEFAULT_MAX_BATCH_DELAY_MS, help="ms")
     parser.add_argument(

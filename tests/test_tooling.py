@@ -190,3 +190,22 @@ def test_reports_print_with_and_without_nll():
     old = {"samples": 4, "folder": "test", "accuracy": 0.75, "auc": 1.0, "eer": 0.0, "ece": 0.3}
     assert evaluate_script.format_report({"images": old}).endswith("ECE 0.3000")
     assert evaluate_script.format_report({"images": old | {"nll": 0.4}}).endswith("ECE 0.3000  NLL 0.4000")
+
+
+def test_tools_call_each_other_with_options_not_argv_lists(tmp_path: Path):
+    """scripts.options gives the Namespace the command line would: build_demo calls train, calibrate,
+    evaluate and make_demo_data through their ``run`` with it."""
+    from scripts import options
+    from scripts.demo import build_demo
+
+    parser = train_script.get_args_parser()
+    argv = ["--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--mean", "0.5,0.5,0.5", "--epochs", "3",
+            "--bf16", "--lr", "0.001"]  # fmt: skip
+    built = options(parser, data=tmp_path / "d", out=tmp_path / "o", mean="0.5,0.5,0.5", epochs=3, bf16=True, lr=0.001)
+    assert built == parser.parse_args(argv)
+    recipe = build_demo.train_options(tmp_path / "data", tmp_path / "model")
+    assert recipe.data == tmp_path / "data" / "images" / "train" and recipe.bf16 and recipe.mean == "0.5,0.5,0.5"
+    with pytest.raises(TypeError, match="no option colour"):
+        options(parser, data=tmp_path, colour="red")
+    with pytest.raises(TypeError, match="--data required"):
+        options(parser, epochs=1)

@@ -126,7 +126,11 @@ def write_samples_and_demo_video(out: Path, args: argparse.Namespace) -> tuple[f
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    return run(get_args_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """What the command line does, from its options (``scripts.options`` builds them for a caller)."""
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     if args.samples_only:  # `make run WEIGHTS=...`: something to classify, no training data

@@ -73,7 +73,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    return run(get_args_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """What the command line does, from its options (``scripts.options`` builds them for a caller)."""
     out = args.out or calibration_file(args.weights)
     try:
         files = args.settings_file if args.settings_file is not None else sidecar_files(args.weights, calibration=False)

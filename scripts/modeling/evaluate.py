@@ -420,7 +420,11 @@ def verdict_report(predictor: InProcess | ViaServer, spans: Path, tune: Path | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    return run(get_args_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """What the command line does, from its options (``scripts.options`` builds them for a caller)."""
     sources = [bool(args.weights), bool(args.archive), bool(args.server)].count(True)
     if args.masks and not (args.images and not args.server):
         print("evaluate: --masks needs --images (with a fake/ folder) and --weights or --archive", file=sys.stderr)

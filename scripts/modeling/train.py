@@ -172,7 +172,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    return run(get_args_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """What the command line does, from its options (``scripts.options`` builds them for a caller)."""
     try:
         settings = ModelSettings.from_mapping(
             {"mean": args.mean, "std": args.std, "labels": args.labels, "crop": args.crop}

@@ -30,7 +30,7 @@ from deepfake_client import encode_frame
 from deepfake_contract import DEFAULT_MODEL, NATIVE, OIP, oip_request
 from handler.checkpoint import build_model
 from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
-from scripts import REPO_ROOT
+from scripts import REPO_ROOT, options
 from scripts.operations.torchserve import Ports, TorchServe, observed_batches
 from scripts.synthetic.clips import write_h264
 from scripts.synthetic.faces import photo
@@ -126,7 +126,7 @@ def demo_settings(weights: Path) -> ModelSettings:
 def ensure_demo() -> None:
     from scripts.demo import build_demo
 
-    if build_demo.main(["--out", str(DEMO)]) != 0:
+    if build_demo.run(options(build_demo.get_args_parser(), out=DEMO)) != 0:
         raise SystemExit("benchmark: building the demo failed")
 
 
@@ -142,7 +142,7 @@ def ensure_resnet50() -> Path:
     weights = out / f"{train.CHECKPOINT_NAMES['resnet50']}.pth"
     if not weights.exists():
         print("[bench] training a ResNet50 on the demo data (cached in artifacts/bench)", flush=True)
-        if train.main(build_demo.train_arguments(DEMO / "data", out, "resnet50", R50_EPOCHS)) != 0:
+        if train.run(build_demo.train_options(DEMO / "data", out, "resnet50", R50_EPOCHS)) != 0:
             raise SystemExit("benchmark: training the ResNet50 failed")
     return weights
 

@@ -48,6 +48,7 @@ class RuntimeInfo:
     requested: str  # the mode the archive asked for
     fallback: str | None = None  # why ``precision`` differs from ``requested``
     device: str = "cpu"  # where it runs: "cpu", or "cuda:<gpu_id>"
+    agreement: dict[str, Any] | None = None  # half precision on a GPU: how it agreed with fp32 at worker start
 
     def to_mapping(self) -> dict[str, Any]:
         return asdict(self)

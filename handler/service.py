@@ -31,12 +31,18 @@ from deepfake_contract import (
     ModelMetadata,
     Prediction,
 )
-from handler.calibration import predictions_from_logits
+from handler.calibration import (
+    CHECK_FOLDER,
+    MAX_MEAN_FAKE_PROBABILITY_DIFF,
+    MIN_LABEL_AGREEMENT,
+    agreement,
+    predictions_from_logits,
+)
 from handler.checkpoint import load_model
 from handler.explain import LazyGradCam
 from handler.faces import Face, Region, crop_images, crop_regions, detector_for, no_face_error
 from handler.preprocessing import InvalidImageError, decode_image, to_model_input
-from handler.runtimes import Accelerator, Runtime, TorchRuntime, load_runtime
+from handler.runtimes import Accelerator, CudaRuntime, Runtime, TorchRuntime, load_runtime
 from handler.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -59,6 +65,36 @@ class BatchTiming:
     size: int
     decode_ms: float
     inference_ms: float
+
+
+def checked_half_precision(runtime: CudaRuntime, settings: ModelSettings, images: Sequence[bytes]) -> Runtime:
+    """``runtime`` (fp16 or bf16 on a GPU) when it agrees with fp32 on the same device on ``images`` (the
+    held-out images make mar packs), as int8 must on the CPU at make mar; else fp32 on that device, and
+    the worker's log and ``describe`` say why. Without images it runs unchecked, and says so."""
+    info = runtime.info
+    if not images:
+        logger.warning("%s on %s is not checked against fp32: the archive carries no check images", info.precision,
+                       info.device)  # fmt: skip
+        return runtime
+    fp32 = CudaRuntime(runtime.model, info.device, "fp32", dataclasses.replace(info, precision="fp32"))
+    service = DetectorService(fp32, settings)
+    batch = torch.stack([service.decode(image) for image in images]).numpy()
+    measured = agreement(
+        torch.from_numpy(fp32(batch)), torch.from_numpy(runtime(batch)), settings.temperature, settings.fake_index
+    )
+    summary = (
+        f"{info.precision} vs fp32 on {info.device}, {measured['images']} held-out images: labels agree "
+        f"{measured['label_agreement']:.2%}, mean |fake probability diff| {measured['mean_abs_fake_probability_diff']}"
+    )
+    if measured["passes"]:
+        logger.info("%s: within the bar", summary)
+        runtime.info = dataclasses.replace(info, agreement=measured)
+        return runtime
+    reason = f"{summary}: misses the bar (>= {MIN_LABEL_AGREEMENT:.0%}, <= {MAX_MEAN_FAKE_PROBABILITY_DIFF})"
+    logger.warning("%s; running fp32", reason)
+    fallback = "; ".join(filter(None, [info.fallback, reason]))
+    fp32.info = dataclasses.replace(info, precision="fp32", fallback=fallback, agreement=measured)
+    return fp32
 
 
 class DetectorService:
@@ -105,6 +141,9 @@ class DetectorService:
         runtime = load_runtime(
             Path(model_dir), settings.precision, reference, settings.image_size, capabilities, accelerator
         )
+        if isinstance(runtime, CudaRuntime) and runtime.dtype is not None:
+            images = sorted((Path(model_dir) / CHECK_FOLDER).glob("*.img"))
+            runtime = checked_half_precision(runtime, settings, [p.read_bytes() for p in images])
         return cls(runtime, settings, reference)
 
     def decode_image(self, payload: bytes | Image.Image) -> Image.Image:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from handler.calibration import CHECK_FOLDER
 from handler.checkpoint import load_model
 from handler.runtimes import (
     Accelerator,
@@ -26,9 +28,15 @@ from handler.runtimes import (
     share_cores,
     to_openvino,
 )
-from handler.service import DetectorService
+from handler.service import DetectorService, checked_half_precision
 from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
-from scripts.operations.precision import MIN_LABEL_AGREEMENT, build_runtime, image_sets, own_demo_images
+from scripts.operations.precision import (
+    MIN_LABEL_AGREEMENT,
+    build_runtime,
+    check_folder,
+    image_sets,
+    own_demo_images,
+)
 from tests.conftest import constant_checkpoint, image_bytes, needs_bf16, random_checkpoint
 
 TIER = "unit"
@@ -103,8 +111,10 @@ def test_default_mode_is_int8_when_it_agrees_and_records_why(calibration_folder:
     model = split_model(calibration_folder)
     build = build_runtime(model, SETTINGS, tmp_path, None, calibration_folder, log=lambda _: None)
     assert build.precision == "int8", build.report
-    assert [p.name for p in build.files] == ["model_int8.xml", "model_int8.bin"]
-    assert all(p.is_file() for p in build.files)
+    assert [p.name for p in build.files] == ["model_int8.xml", "model_int8.bin", "agreement"]
+    assert all(p.is_file() for p in build.files[:2])
+    # the held-out images, as given, for a GPU worker's half-precision check
+    assert len(list(build.files[2].glob("*.img"))) == 10
     measured = build.report["agreement"]["int8"]
     assert measured["images"] == 10 and measured["passes"]  # a third of 30 held out, never calibrated on
     assert "CALIBRATION_IMAGES" in build.report["images"]
@@ -139,7 +149,7 @@ def test_default_mode_falls_back_when_it_misses_the_bar(calibration_folder: Path
     assert build.report["agreement"]["bf16"]["label_agreement"] < MIN_LABEL_AGREEMENT
     assert any("falling back to bf16" in line for line in lines)
     assert any("falling back to fp32" in line for line in lines)
-    assert [p.name for p in build.files] == ["model_fp32.xml", "model_fp32.bin"]
+    assert [p.name for p in build.files] == ["model_fp32.xml", "model_fp32.bin", "agreement"]
 
 
 @pytest.mark.slow  # NNCF quantisation
@@ -303,6 +313,37 @@ def test_the_gpu_runtime_computes_the_checkpoints_answers(r18: torch.nn.Module):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (tested where one is lent)")
-def test_an_archive_loads_on_the_gpu_it_is_given(r18: torch.nn.Module, tmp_path: Path):
+def test_an_archive_loads_on_the_gpu_it_is_given(r18: torch.nn.Module, calibration_folder: Path, tmp_path: Path):
     runtime = load_runtime(tmp_path, "int8", lambda: copy.deepcopy(r18), 64, {"FP32"}, Accelerator.detect(0))
     assert isinstance(runtime, CudaRuntime) and runtime.info.device == "cuda:0" and runtime.info.precision == "fp16"
+    # an unpacked archive with its check images: fp16 is kept only if it agrees with fp32 on this GPU
+    model = split_model(calibration_folder)
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    check_folder(tmp_path / CHECK_FOLDER, [p.read_bytes() for p in sorted(calibration_folder.glob("*.jpg"))])
+    settings = dataclasses.replace(SETTINGS, precision="int8")
+    service = DetectorService.from_model_dir(tmp_path, "weights.pth", settings, {"FP32"}, Accelerator.detect(0))
+    info = service.describe()["runtime"]
+    assert info["device"] == "cuda:0" and info["agreement"]["images"] == 30 and info["precision"] == "fp16"
+
+
+def cpu_stand_in(model: torch.nn.Module, precision: str) -> CudaRuntime:
+    """CudaRuntime's code path on the CPU (bf16 autocast): what a GPU worker runs, minus the GPU."""
+    return CudaRuntime(
+        copy.deepcopy(model), "cpu", precision, RuntimeInfo("torch-cuda", precision, "int8", device="cpu")
+    )
+
+
+def test_half_precision_on_a_gpu_worker_is_checked_against_fp32_like_int8(calibration_folder: Path, caplog):
+    """The worker-start check of fp16/bf16 (run here on the CPU with bf16): kept when it agrees with fp32 on
+    the archive's held-out images, replaced by fp32 on the same device when it does not, and said."""
+    images = [p.read_bytes() for p in sorted(calibration_folder.glob("*.jpg"))]
+    kept = checked_half_precision(cpu_stand_in(split_model(calibration_folder), "bf16"), SETTINGS, images)
+    assert kept.info.precision == "bf16" and kept.info.agreement["passes"] and kept.info.agreement["images"] == 30
+    with caplog.at_level("WARNING"):
+        replaced = checked_half_precision(cpu_stand_in(tiny_margin_model(calibration_folder), "bf16"), SETTINGS, images)
+    assert replaced.info.precision == "fp32" and replaced.dtype is None and not replaced.info.agreement["passes"]
+    assert "misses the bar" in replaced.info.fallback and "running fp32" in caplog.text
+    unchecked = cpu_stand_in(split_model(calibration_folder), "bf16")
+    with caplog.at_level("WARNING"):
+        assert checked_half_precision(unchecked, SETTINGS, []) is unchecked
+    assert "carries no check images" in caplog.text

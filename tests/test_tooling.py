@@ -163,6 +163,8 @@ def test_archive_records_settings(tmp_path: Path):
             "model_fp32.bin",
         }
         assert packed <= set(archive.namelist())
+        held_out = [name for name in archive.namelist() if name.startswith("agreement/")]
+        assert len(held_out) == 7  # a third of the 21 images: a GPU worker checks half precision on them
     assert config["batchSize"] == 8 and config["maxBatchDelay"] == DEFAULT_MAX_BATCH_DELAY_MS
     assert config["minWorkers"] == 1
     assert config["handler"]["precision"] == settings.precision == "bf16"

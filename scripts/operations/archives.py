@@ -103,8 +103,11 @@ def pack_archive(
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         shutil.copytree(HANDLER_DIR, package_root / "handler", ignore=ignore)
         shutil.copytree(CONTRACT_DIR, package_root / "deepfake_contract", ignore=ignore)
-        for path in runtime_files:
-            shutil.copy2(path, package_root / path.name)
+        for path in runtime_files:  # the IR, and the check images' folder
+            if path.is_dir():
+                shutil.copytree(path, package_root / path.name)
+            else:
+                shutil.copy2(path, package_root / path.name)
         torch.save(state, stage / WEIGHTS_NAME)  # the clean state dict: smaller, weights-only
         config_path = stage / "model-config.yaml"
         config_path.write_text(yaml.safe_dump(config))

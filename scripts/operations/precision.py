@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from handler.calibration import softmax_with_temperature
+from handler.calibration import CHECK_FOLDER, CHECK_IMAGES, MAX_MEAN_FAKE_PROBABILITY_DIFF, MIN_LABEL_AGREEMENT
+from handler.calibration import agreement as measure_agreement
 from handler.runtimes import (
     IR_FILES,
     MORE_EXACT,
@@ -38,9 +39,6 @@ from handler.settings import PRECISIONS, ModelSettings
 from scripts import IMAGE_SUFFIXES
 
 DEFAULT_PRECISION = "int8"  # fastest mode that agreed with fp32 on both demo models (docs/benchmark.md)
-MIN_LABEL_AGREEMENT = 0.99
-MAX_MEAN_FAKE_PROBABILITY_DIFF = 0.02
-MAX_ONE_CLASS_SHARE = 0.95  # a reference giving one class to this share of the check images shows nothing
 CALIBRATION_LIMIT = 300  # NNCF's default subset size
 HELD_OUT_LIMIT = 200
 GENERATED_PER_SPLIT = 64  # images per split when neither CALIBRATION_IMAGES nor the demo data exist
@@ -121,30 +119,11 @@ def image_sets(folder: Path | None = None, demo_images: Path | None = None) -> I
 
 
 def agreement(reference: DetectorService, candidate: DetectorService, images: list[bytes]) -> dict[str, Any]:
-    """How often the candidate's label equals fp32's, and the mean |fake probability difference|.
-
-    A reference that gives one class to nearly every check image (>= MAX_ONE_CLASS_SHARE: an untrained
-    checkpoint, or images from another domain) cannot show agreement: labels would agree whatever the
-    candidate did. Such a check does not pass, and says why."""
+    """handler.calibration.agreement of two services on ``images`` (decoded the reference's way)."""
     batch = torch.stack([reference.decode(image) for image in images])
-    fake = reference.settings.fake_index
-    ref = softmax_with_temperature(reference.logits(batch), reference.settings.temperature)
-    cand = softmax_with_temperature(candidate.logits(batch), candidate.settings.temperature)
-    labels = float((ref.argmax(-1) == cand.argmax(-1)).double().mean())
-    diff = (ref[:, fake] - cand[:, fake]).abs()
-    one_class = float(torch.bincount(ref.argmax(-1), minlength=2).max()) / len(images)
-    degenerate = one_class >= MAX_ONE_CLASS_SHARE
-    return {
-        "images": len(images),
-        "label_agreement": round(labels, 4),
-        "mean_abs_fake_probability_diff": round(float(diff.mean()), 5),
-        "max_abs_fake_probability_diff": round(float(diff.max()), 5),
-        "reference_one_class_share": round(one_class, 4),
-        "degenerate": degenerate,
-        "passes": not degenerate
-        and labels >= MIN_LABEL_AGREEMENT
-        and float(diff.mean()) <= MAX_MEAN_FAKE_PROBABILITY_DIFF,
-    }
+    settings = reference.settings
+    return measure_agreement(reference.logits(batch), candidate.logits(batch), settings.temperature,
+                             settings.fake_index)  # fmt: skip
 
 
 def quantize_int8(fp32_model: Any, calibration: list[np.ndarray]) -> Any:
@@ -243,4 +222,15 @@ def build_runtime(
     report["chosen"] = candidate
     out_dir.mkdir(parents=True, exist_ok=True)
     path = save_openvino(chosen_model, out_dir / IR_FILES[candidate])
-    return RuntimeBuild(candidate, [path, path.with_suffix(".bin")], report)
+    files = [path, path.with_suffix(".bin")]
+    if requested != "fp32":  # a GPU worker runs this archive in half precision: it checks it on these first
+        files.append(check_folder(out_dir / CHECK_FOLDER, images.held_out[:CHECK_IMAGES]))
+    return RuntimeBuild(candidate, files, report)
+
+
+def check_folder(folder: Path, images: list[bytes]) -> Path:
+    """Held-out images, as given (encoded), for the half-precision check of a GPU worker."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        (folder / f"{index:03d}.img").write_bytes(image)
+    return folder

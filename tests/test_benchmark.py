@@ -43,6 +43,8 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     assert set(packed) == {"1", "4", "8"} and all(r["video"]["frames"] == 8 for r in packed.values())
     assert packed["8"]["crowd"]["per_request"] == 8 and packed["8"]["crowd"]["images_per_s"] > 0
     assert "## 10. Packed frames" in text
+    hints = results["hints"]["images_per_s"]  # OpenVINO's LATENCY (the worker's) beside THROUGHPUT, in-process
+    assert hints["LATENCY"] > 0 and hints["THROUGHPUT"] > 0 and "## 11. OpenVINO performance hints" in text
     video = results["video"]
     assert video["ours"]["frames"] == video["original"]["frames"] == 8  # 4 s at 2 fps
     assert {"int8", "bf16"} == set(results["agreement"]["resnet18 (random)"])
@@ -57,6 +59,9 @@ def test_the_analysts_section_alone_merges_into_an_existing_report(tmp_path: Pat
     assert results["kept"] is True and results["analysts"]["scan"]["answered"] == 48
     assert report.read_text().startswith("## 9. Analysts")
     assert main(["--quick", "--only", "packing", "--report", str(report), "--requests", "24"]) == 0
+    assert main(["--quick", "--only", "hints", "--report", str(report), "--requests", "24"]) == 0
+    results = json.loads(report.with_suffix(".json").read_text())
+    assert {"kept", "analysts", "packing", "hints"} <= set(results)
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and "analysts" in results and set(results["packing"]["rows"]) == {"1", "4", "8"}
     assert "## 10. Packed frames" in report.read_text()

@@ -52,6 +52,7 @@ def test_the_report_says_what_the_run_measured_on():
     text = markdown(results)
     assert "in one run on 16 CPU cores" in text and "TorchServe 9.9.9" in text and "2 workers." in text
     assert "on these 16 cores bounds it" in text  # the checks use the run's cores, not this machine's
+    assert "## 11. OpenVINO performance hints" in text and "not adopted: the worker keeps LATENCY" in text
 
 
 def test_a_full_run_rewrites_the_readmes_generated_block(tmp_path: Path):

@@ -140,6 +140,8 @@ def test_the_readmes_figures_are_the_last_benchmark_runs():
         f"bf16 {ceiling['openvino bf16']:.1f} against {ceiling['torch eager bf16']:.1f} for torch autocast, "
         f"int8 {ceiling['openvino int8']:.1f}"
     )
+    rates = results["hints"]["images_per_s"]
+    quoted.append(f"{rates['THROUGHPUT']:.1f} against {rates['LATENCY']:.1f} images/s")
     faces = results["faces"]["video"]
     quoted.append(
         f"the 60 s clip with a face in {faces['face']['end_to_end_s']:.1f} s against "

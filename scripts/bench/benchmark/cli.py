@@ -61,6 +61,7 @@ from scripts.bench.benchmark.harness import (
     worker_rss_mb,
     write_video,
 )
+from scripts.bench.benchmark.hints import hints, hints_markdown
 from scripts.bench.benchmark.inprocess import _ceiling, _jpeg_draft, _original_app
 from scripts.bench.benchmark.packing import packing, packing_markdown
 from scripts.bench.benchmark.report import checks, markdown, update_readme
@@ -193,6 +194,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **packing(archives[DEFAULT_PRECISION][0], payloads, workdir, requests_total, args.video_seconds),
         }
 
+        # 11. OpenVINO's LATENCY hint (the worker's) against THROUGHPUT, in-process (default precision)
+        print("[bench] OpenVINO hints", flush=True)
+        results["hints"] = {"model": subject.arch, **hints(archives[DEFAULT_PRECISION][0], workdir, 4 if quick else 40)}
+
         # 8. face-crop mode next to full mode (default precision)
         print("[bench] face-crop mode", flush=True)
         results["faces"] = face_mode(
@@ -252,6 +257,12 @@ def packing_only(args: argparse.Namespace) -> dict[str, Any]:
     return section_alone(args, "packing", lambda path, payloads, work: packing(path, payloads, work, total, seconds))
 
 
+def hints_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Section 11 alone (``--only hints``)."""
+    batches = 4 if args.quick else 40
+    return section_alone(args, "hints", lambda path, payloads, work: hints(path, work, batches))
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=400, help="requests per load level")
@@ -266,9 +277,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--only",
-        choices=["analysts", "packing"],
+        choices=["analysts", "packing", "hints"],
         help="measure one section alone and merge it into the report's JSON (analysts: scan, explanations; "
-        "packing: frames per request)",
+        "packing: frames per request; hints: OpenVINO's LATENCY against THROUGHPUT in-process)",
     )
     return parser
 
@@ -281,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(args.render.read_text())
     elif args.only == "analysts":
         results = analysts_only(args)
+    elif args.only == "hints":
+        results = hints_only(args)
     elif args.only == "packing":
         results = packing_only(args)
     else:
@@ -290,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     else:  # a section measured alone, into a report without the full run
         parts = [analysts_markdown(results["analysts"])] if "analysts" in results else []
         parts += [packing_markdown(results["packing"])] if "packing" in results else []
+        parts += [hints_markdown(results["hints"])] if "hints" in results else []
         report = "\n\n".join(parts) + "\n"
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)

@@ -9,6 +9,7 @@ from handler.settings import PRECISIONS
 from scripts.bench.benchmark.analysts import analysts_markdown
 from scripts.bench.benchmark.faces import FACE_MODES
 from scripts.bench.benchmark.harness import CONCURRENCY, TARGETS
+from scripts.bench.benchmark.hints import hints_markdown
 from scripts.bench.benchmark.packing import packing_markdown
 from scripts.operations.archives import (
     DEFAULT_BATCH_SIZE,
@@ -304,6 +305,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", analysts_markdown(results["analysts"])]
     if "packing" in results:
         lines += ["", packing_markdown(results["packing"])]
+    if "hints" in results:
+        lines += ["", hints_markdown(results["hints"])]
     return "\n".join(lines) + "\n"
 
 

@@ -249,9 +249,9 @@ def test_worker_killed_mid_video(fault_server: TorchServe, tmp_path: Path, relia
         assert hit.prediction.logits == pytest.approx(calm.prediction.logits, abs=1e-4)
     assert disturbed.summary.verdict == undisturbed.summary.verdict
     reliability.add("faults", f"**Worker killed mid-video** (a 60 s video, 120 frames at 2 fps, SIGKILL after 30 "
-                    f"answers): {died} frame requests were answered 507 or 500 \"Worker died.\" and retried; the "
-                    f"analysis ended with a result for all {len(disturbed.frames)} frames, each equal to the "
-                    "undisturbed run's.", "")  # fmt: skip
+                    f"answers): {died} requests (packs of up to 8 frames) were answered 507 or 500 \"Worker "
+                    f"died.\" and retried; the analysis ended with a result for all {len(disturbed.frames)} frames, "
+                    "each equal to the undisturbed run's.", "")  # fmt: skip
 
 
 def test_a_renewed_key_is_picked_up_from_the_key_file(fault_server: TorchServe, reliability: ReliabilityRecord):

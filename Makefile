@@ -179,8 +179,9 @@ lint: $(DEV)
 	$(VENV)/bin/mypy
 
 # docs/reliability.md from a run of the reliability tests (make test writes the report to its temporary folder)
+RELIABILITY_TESTS := tests/test_reliability.py tests/test_hostile_server.py tests/test_proxy.py
 reliability-report: setup test-tools $(DEV)
-	DEEPFAKE_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md $(PY) -m pytest tests/test_reliability.py
+	DEEPFAKE_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md $(PY) -m pytest $(RELIABILITY_TESTS)
 
 benchmark: setup $(DEV)
 	$(PY) -m scripts.bench.benchmark --report docs/benchmark.md --readme README.md

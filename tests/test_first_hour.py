@@ -222,4 +222,10 @@ def test_the_reliability_report_goes_to_docs_only_when_asked(tmp_path: Path):
     assert report_path({REPORT_VARIABLE: str(DOC)}, tmp_path) == DOC
     command = make_dry_run("reliability-report")
     assert f"{REPORT_VARIABLE}={DOC}" in command and "pytest tests/test_reliability.py" in command
+    # every test module that writes a section runs
+    tests = DOC.parent.parent / "tests"
+    writers = {
+        p.name for p in tests.glob("test_*.py") if re.search(r"^\s+reliability\.(add|table)\(", p.read_text(), re.M)
+    }
+    assert writers and all(f"tests/{name}" in command for name in writers), writers
     assert REPORT_VARIABLE not in make_dry_run("test")

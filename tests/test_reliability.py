@@ -233,8 +233,10 @@ def test_worker_killed_mid_load(fault_server: TorchServe, server: Server, reliab
 
 
 def test_worker_killed_mid_video(fault_server: TorchServe, tmp_path: Path, reliability: ReliabilityRecord):
+    """One frame per request, so that the kill always meets frames in flight (a pack's retry is the same
+    path: tests/test_client_transport.py sends a worker crash to packs too)."""
     video = write_video(tmp_path / "minute.mp4", constant_rate(1800, Fraction(30)))  # 60 s: 120 samples
-    with client_for(fault_server) as client:
+    with client_for(fault_server, frames_per_request=1) as client:
         undisturbed = client.analyze_video(video)
         killed: list[int] = []
         died_before = died_answers(fault_server)
@@ -249,7 +251,7 @@ def test_worker_killed_mid_video(fault_server: TorchServe, tmp_path: Path, relia
         assert hit.prediction.logits == pytest.approx(calm.prediction.logits, abs=1e-4)
     assert disturbed.summary.verdict == undisturbed.summary.verdict
     reliability.add("faults", f"**Worker killed mid-video** (a 60 s video, 120 frames at 2 fps, SIGKILL after 30 "
-                    f"answers): {died} requests (packs of up to 8 frames) were answered 507 or 500 \"Worker "
+                    f"answers, one frame per request): {died} frame requests were answered 507 or 500 \"Worker "
                     f"died.\" and retried; the analysis ended with a result for all {len(disturbed.frames)} frames, "
                     "each equal to the undisturbed run's.", "")  # fmt: skip
 

@@ -51,7 +51,10 @@ class RuntimeInfo:
     agreement: dict[str, Any] | None = None  # half precision on a GPU: how it agreed with fp32 at worker start
 
     def to_mapping(self) -> dict[str, Any]:
-        return asdict(self)
+        mapping = asdict(self)
+        if mapping["agreement"] is None:  # only a checked GPU runtime has one
+            del mapping["agreement"]
+        return mapping
 
 
 class Runtime(Protocol):

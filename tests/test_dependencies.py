@@ -73,3 +73,10 @@ def test_the_test_tiers_install_the_locked_tools():
     commands = make_dry_run("-W", "requirements-dev.lock", "test-fast")
     assert "--no-deps --require-hashes -r requirements-dev.lock" in commands
     assert "-m pytest -m unit tests" in commands
+
+
+def test_make_lock_and_make_lint_do_what_the_readme_says():
+    lock = make_dry_run("lock")
+    assert "uv pip compile requirements-dev.txt --generate-hashes" in lock and "-o requirements-dev.lock" in lock
+    lint = make_dry_run("lint")
+    assert "ruff check ." in lint and "ruff format --check ." in lint and lint.rstrip().endswith(".venv/bin/mypy")

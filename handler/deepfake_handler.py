@@ -109,11 +109,9 @@ class DeepfakeHandler(BaseHandler):
         logger.info(
             "Batch of %d: decode %.1f ms, inference %.1f ms", timing.size, timing.decode_ms, timing.inference_ms
         )
-        outcomes: list[Prediction | ErrorAnswer] = []
-        for request, results in answered:
-            if not request.explain:  # the prediction metrics count predictions only
-                outcomes += [request.error] if request.error else [r for r in results if not isinstance(r, Explanation)]
-        self.telemetry.record_batch(timing, outcomes)
+        # the prediction metrics count predictions only: the refused requests' errors and the core's answers
+        refused: list[Prediction | ErrorAnswer] = [request.error for request in predicted if request.error]
+        self.telemetry.record_batch(timing, refused + answers)
         return answered
 
     def postprocess(self, data: list[Answered]) -> list[str]:

@@ -77,8 +77,8 @@ def checked_half_precision(runtime: CudaRuntime, settings: ModelSettings, images
                        info.device)  # fmt: skip
         return runtime
     fp32 = CudaRuntime(runtime.model, info.device, "fp32", dataclasses.replace(info, precision="fp32"))
-    service = DetectorService(fp32, settings)
-    batch = torch.stack([service.decode(image) for image in images]).numpy()
+    inputs = [to_model_input(decode_image(image), settings.mean, settings.std, settings.image_size) for image in images]
+    batch = torch.stack(inputs).numpy()
     measured = agreement(
         torch.from_numpy(fp32(batch)), torch.from_numpy(runtime(batch)), settings.temperature, settings.fake_index
     )

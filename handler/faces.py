@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from PIL import Image
 from deepfake_contract import NO_FACE_STATUS, NO_FACE_TYPE
 from handler.preprocessing import InvalidImageError
 from handler.settings import DEFAULT_MIN_FACE_SIZE, ModelSettings
+
+if TYPE_CHECKING:
+    from handler.mtcnn import Mtcnn
 
 
 class NoFaceError(InvalidImageError):
@@ -57,10 +60,10 @@ class FaceDetector:
     scoring 0.7 and 0.8 (MTCNN's defaults: 0.6, 0.7), the last ``threshold``: on a textured 720p frame
     a third faster, with every test face still found (measured in docs/benchmark.md).
 
-    Two layout choices, the same boxes (to 1e-3 px), ~1.7x faster on a 720p frame on 2 cores: the three
-    networks run channels-last (their small convolutions have fast channels-last kernels here), and the
-    frame is handed over with planar (C, H, W) storage, so MTCNN's image pyramid resamples contiguous
-    planes instead of interleaved pixels.
+    The same boxes as facenet-pytorch's own ``MTCNN.detect`` (to 1e-3 px), faster on a 720p frame: the
+    three networks run channels-last (their small convolutions have fast channels-last kernels here),
+    and ``handler.mtcnn`` runs the stages with the image pyramid pooled one axis at a time on
+    vectorised layouts (measured in docs/benchmark.md, section 8).
     """
 
     def __init__(self, threshold: float, max_faces: int, min_face_size: int = DEFAULT_MIN_FACE_SIZE):
@@ -70,34 +73,27 @@ class FaceDetector:
 
     @staticmethod
     @functools.cache
-    def _mtcnn(min_face_size: int, threshold: float) -> Any:  # facenet_pytorch is imported only in face mode
+    def _mtcnn(min_face_size: int, threshold: float) -> Mtcnn:  # facenet_pytorch is imported only in face mode
         from facenet_pytorch import MTCNN
 
-        return MTCNN(
-            keep_all=True,
-            device="cpu",
-            post_process=False,
-            select_largest=False,
-            min_face_size=min_face_size,
-            thresholds=[min(0.7, threshold), min(0.8, threshold), threshold],
-        ).to(memory_format=torch.channels_last)
+        from handler.mtcnn import Mtcnn
+
+        nets = MTCNN(device="cpu").to(memory_format=torch.channels_last)
+        thresholds = (min(0.7, threshold), min(0.8, threshold), threshold)
+        return Mtcnn(nets.pnet, nets.rnet, nets.onet, min_face_size, thresholds)
 
     def detect(self, image: Image.Image) -> list[Face]:
         """The faces scoring at least ``threshold``, most certain first, at most ``max_faces``."""
         pixels = np.asarray(image.convert("RGB"))
-        # MTCNN wants (H, W, C) and permutes it to (C, H, W): planar storage makes that a contiguous tensor
-        planar = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).permute(1, 2, 0)
         with _MTCNN_LOCK, torch.inference_mode():
-            boxes, scores = self._mtcnn(self.min_face_size, self.threshold).detect(planar)
+            boxes, scores = self._mtcnn(self.min_face_size, self.threshold).detect(pixels)
         return self._keep(boxes, scores)
 
-    def _keep(self, boxes: Any, scores: Any) -> list[Face]:
-        if boxes is None:
-            return []
+    def _keep(self, boxes: np.ndarray, scores: np.ndarray) -> list[Face]:
         faces = [
             Face(_box4(round(float(v), 2) for v in box), float(score))  # the box the answer reports
-            for box, score in zip(np.asarray(boxes), np.asarray(scores), strict=True)
-            if score is not None and score >= self.threshold
+            for box, score in zip(boxes, scores, strict=True)
+            if score >= self.threshold
         ]
         return sorted(faces, key=lambda face: -face.score)[: self.max_faces]
 

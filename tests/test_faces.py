@@ -53,9 +53,22 @@ def test_two_faces_give_two_entries(detector: FaceDetector):
     assert close(faces[0].box, ASTRONAUT_FACE) and close(faces[1].box, shifted(CAMERA_FACE, (560, 40)))
 
 
-def test_the_faster_layout_finds_the_same_faces_as_facenets_own_path(detector: FaceDetector):
-    """FaceDetector runs MTCNN channels-last on planar pixels for speed; its boxes and scores must be
-    the ones facenet-pytorch's plain path (a PIL image, default layout) gives."""
+FACENET_SCENES = {
+    "two faces, one small": lambda: pasted(
+        (1100, 560), (photo("astronaut"), (0, 0)), (photo("camera").resize((300, 200)), (700, 300))
+    ),
+    "720p, one face": lambda: pasted((1280, 720), (photo("astronaut"), (700, 150))),
+    "720p, a ~45 px face": lambda: pasted((1280, 720), (photo("astronaut").resize((256, 256)), (60, 400))),
+    "camera photo": lambda: photo("camera"),
+    "no face": lambda: photo("coffee"),
+}
+
+
+@pytest.mark.parametrize("scene", FACENET_SCENES)
+def test_the_detector_finds_the_faces_facenets_own_path_finds(detector: FaceDetector, scene: str):
+    """FaceDetector runs MTCNN's stages itself (handler.mtcnn: the pyramid pooled one axis at a time,
+    channels-last networks); its boxes and scores must be the ones facenet-pytorch's own
+    ``MTCNN.detect`` gives on a PIL image (the issue's bar: 2 px and 0.01; held to 0.01 px and 1e-4)."""
     from facenet_pytorch import MTCNN
 
     reference = MTCNN(
@@ -64,14 +77,15 @@ def test_the_faster_layout_finds_the_same_faces_as_facenets_own_path(detector: F
         min_face_size=detector.min_face_size,
         thresholds=[0.7, 0.8, detector.threshold],
     )
-    frame = pasted((1100, 560), (photo("astronaut"), (0, 0)), (photo("camera").resize((300, 200)), (700, 300)))
+    frame = FACENET_SCENES[scene]()
     boxes, scores = reference.detect(frame)
+    expected = [] if boxes is None else [(b, s) for b, s in zip(boxes, scores, strict=True) if s >= detector.threshold]
     faces = detector.detect(frame)
-    assert len(faces) == len(boxes) == 2
+    assert len(faces) == len(expected)
     for face in faces:
-        match = min(range(len(boxes)), key=lambda i: abs(boxes[i][0] - face.box[0]))
-        assert face.box == pytest.approx(boxes[match], abs=0.01)
-        assert face.score == pytest.approx(scores[match], abs=1e-5)
+        box, score = min(expected, key=lambda item: abs(item[0][0] - face.box[0]))
+        assert face.box == pytest.approx(box, abs=0.01)
+        assert face.score == pytest.approx(score, abs=1e-4)
 
 
 def test_crop_box_is_a_square_with_margin_kept_inside_the_image():
@@ -157,3 +171,10 @@ def test_training_and_evaluation_use_the_servers_face_crops(tmp_path, capsys):
     )
     images = json.loads(report.read_text())["images"]
     assert (images["samples"], images["no_face"]) == (6, 2)
+
+
+def test_an_image_smaller_than_the_smallest_face_has_no_face(detector: FaceDetector):
+    """Below min_face_size MTCNN's pyramid has no level (facenet-pytorch's own path raises there)."""
+    tiny = photo("astronaut").resize((detector.min_face_size - 1, detector.min_face_size - 1))
+    assert detector.detect(tiny) == []
+    assert detector.detect(Image.new("RGB", (640, 360), (128, 128, 128))) == []  # levels, no candidate

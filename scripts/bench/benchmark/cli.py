@@ -41,7 +41,7 @@ from deepfake_contract import OIP
 from handler.checkpoint import load_model
 from handler.settings import PRECISIONS
 from scripts.bench.benchmark.analysts import SCAN_IMAGES, analysts, analysts_markdown
-from scripts.bench.benchmark.faces import face_mode
+from scripts.bench.benchmark.faces import face_mode, faces_markdown
 from scripts.bench.benchmark.harness import (
     CONCURRENCY,
     DEMO_R18,
@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def section_alone(args: argparse.Namespace, name: str, measure: Any) -> dict[str, Any]:
     """One section measured alone (``--only NAME``) and merged into the report's JSON: on the trained
     ResNet50 when ``make benchmark`` cached it, else a randomly initialised one (speed does not depend on
-    the weights); ``measure(archive, payloads, workdir)`` returns the section's results."""
+    the weights); ``measure(subject, archive, payloads, workdir)`` returns the section's results."""
     previous = args.report.with_suffix(".json")
     results = json.loads(previous.read_text()) if previous.exists() else {}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -241,26 +241,42 @@ def section_alone(args: argparse.Namespace, name: str, measure: Any) -> dict[str
             subject.weights, subject.settings, MODEL_NAME, workdir / "mar", precision=DEFAULT_PRECISION
         )
         payloads = frame_payloads(16 if args.quick else 64, quick=args.quick or not DEMO_R18.exists())
-        results[name] = {"model": subject.arch, **measure(path, payloads, workdir)}
+        results[name] = {"model": subject.arch, **measure(subject, path, payloads, workdir)}
     return results
 
 
 def analysts_only(args: argparse.Namespace) -> dict[str, Any]:
     """Section 9 alone (``--only analysts``)."""
     total, images = (48, 48) if args.quick else (args.requests, SCAN_IMAGES)
-    return section_alone(args, "analysts", lambda path, payloads, work: analysts(path, payloads, work, total, images))
+    return section_alone(
+        args, "analysts", lambda _subject, path, payloads, work: analysts(path, payloads, work, total, images)
+    )
 
 
 def packing_only(args: argparse.Namespace) -> dict[str, Any]:
     """Section 10 alone (``--only packing``)."""
     total, seconds = (48, 4.0) if args.quick else (args.requests, args.video_seconds)
-    return section_alone(args, "packing", lambda path, payloads, work: packing(path, payloads, work, total, seconds))
+    return section_alone(
+        args, "packing", lambda _subject, path, payloads, work: packing(path, payloads, work, total, seconds)
+    )
 
 
 def hints_only(args: argparse.Namespace) -> dict[str, Any]:
     """Section 11 alone (``--only hints``)."""
     batches = 4 if args.quick else 40
-    return section_alone(args, "hints", lambda path, payloads, work: hints(path, work, batches))
+    return section_alone(args, "hints", lambda _subject, path, payloads, work: hints(path, work, batches))
+
+
+def faces_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Section 8 alone (``--only faces``): the detector against facenet-pytorch's path, face mode beside
+    full mode."""
+    total = 48 if args.quick else 160
+
+    return section_alone(
+        args,
+        "faces",
+        lambda subject, path, _payloads, work: face_mode(subject, path, work, args.video_seconds, total, args.quick),
+    )
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -277,9 +293,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--only",
-        choices=["analysts", "packing", "hints"],
+        choices=["analysts", "packing", "hints", "faces"],
         help="measure one section alone and merge it into the report's JSON (analysts: scan, explanations; "
-        "packing: frames per request; hints: OpenVINO's LATENCY against THROUGHPUT in-process)",
+        "packing: frames per request; hints: OpenVINO's LATENCY against THROUGHPUT in-process; faces: "
+        "face-crop mode and its detector)",
     )
     return parser
 
@@ -296,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         results = hints_only(args)
     elif args.only == "packing":
         results = packing_only(args)
+    elif args.only == "faces":
+        results = faces_only(args)
     else:
         results = run(args)
     if "served" in results:
@@ -304,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         parts = [analysts_markdown(results["analysts"])] if "analysts" in results else []
         parts += [packing_markdown(results["packing"])] if "packing" in results else []
         parts += [hints_markdown(results["hints"])] if "hints" in results else []
+        parts += [faces_markdown(results["faces"], args.video_seconds)] if "faces" in results else []
         report = "\n\n".join(parts) + "\n"
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)

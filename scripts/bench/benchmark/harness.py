@@ -52,14 +52,18 @@ CONCURRENCY = 16  # two batches of 8 in flight: the next one fills while one run
 
 TARGETS = {
     "served_images_per_s": {"int8": 90.0, "bf16": 45.0, "fp32": 24.0},
-    "served_vs_in_process": 0.90,
+    # int8's bar is the runtimes issue's: its worker shares 2 cores with Java and the clients (section 2-4)
+    "served_vs_in_process": {"int8": 0.70, "bf16": 0.90, "fp32": 0.90},
     "default_vs_stock": 4.0,
     "fp32_vs_stock": 1.5,
-    "video_seconds": 4.0,
+    "video_seconds": 2.6,
     "video_vs_original": 4.0,
     "cold_start_s": 15.0,
     "face_recall": 1.0,
-    "face_video_vs_full": 3.0,
+    "face_video_vs_full": 1.6,
+    "face_images_vs_full": 0.60,
+    "face_box_gap_px": 2.0,  # the detector against facenet-pytorch's own path, on the benchmark's frames
+    "face_score_gap": 0.01,
     "scan_vs_crowd": 0.90,
 }
 

@@ -32,6 +32,10 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     assert faces["detection"]["faces"] > 0 and faces["detection"]["no_face_images"] > 0
     assert set(faces["images_720p"]) == set(faces["video"]) - {"client_detection_s"} == set(FACE_MODES)
     assert {faces["video"][mode]["frames"] for mode in FACE_MODES} == {8}
+    detection = faces["detection"]  # the detector beside facenet-pytorch's own path, on the same frames
+    assert detection["facenet_ms_per_720p_frame"] > 0 and detection["count_mismatches"] == 0
+    assert detection["max_box_gap_px"] <= 0.01 and detection["max_score_gap"] <= 1e-4
+    assert "face detector's boxes within 2 px" in text and "face mode >= 60% of full mode's images/s" in text
     assert "## 8. Face-crop mode" in text
     assert set(results["ceiling"]) == {"openvino fp32", "openvino bf16", "openvino int8", "torch eager fp32",
                                        "torch eager bf16"}  # fmt: skip
@@ -42,6 +46,10 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     packed = results["packing"]["rows"]  # frames per request: the clip and the crowd, side by side
     assert set(packed) == {"1", "4", "8"} and all(r["video"]["frames"] == 8 for r in packed.values())
     assert packed["8"]["crowd"]["per_request"] == 8 and packed["8"]["crowd"]["images_per_s"] > 0
+    workers = results["overlap"]["rows"]  # one worker against two, side by side
+    assert set(workers) == {"1", "2"} and all(r["video"]["frames"] == 8 for r in workers.values())
+    assert workers["2"]["worker_rss_mb"] > workers["1"]["worker_rss_mb"]  # two models in memory
+    assert "## 12. Decode beside inference" in text
     assert "## 10. Packed frames" in text
     hints = results["hints"]["images_per_s"]  # OpenVINO's LATENCY (the worker's) beside THROUGHPUT, in-process
     assert hints["LATENCY"] > 0 and hints["THROUGHPUT"] > 0 and "## 11. OpenVINO performance hints" in text
@@ -51,7 +59,7 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
 
 
 def test_the_analysts_section_alone_merges_into_an_existing_report(tmp_path: Path):
-    """``--only analysts`` measures section 9 and keeps what the report's JSON already holds."""
+    """``--only NAME`` measures one section and keeps what the report's JSON already holds."""
     report = tmp_path / "bench.md"
     report.with_suffix(".json").write_text(json.dumps({"kept": True}))
     assert main(["--quick", "--only", "analysts", "--report", str(report), "--requests", "24"]) == 0
@@ -60,8 +68,11 @@ def test_the_analysts_section_alone_merges_into_an_existing_report(tmp_path: Pat
     assert report.read_text().startswith("## 9. Analysts")
     assert main(["--quick", "--only", "packing", "--report", str(report), "--requests", "24"]) == 0
     assert main(["--quick", "--only", "hints", "--report", str(report), "--requests", "24"]) == 0
+    assert main(["--quick", "--only", "overlap", "--report", str(report), "--requests", "24"]) == 0
+    assert main(["--quick", "--only", "faces", "--report", str(report), "--requests", "24"]) == 0
     results = json.loads(report.with_suffix(".json").read_text())
-    assert {"kept", "analysts", "packing", "hints"} <= set(results)
+    assert {"kept", "analysts", "packing", "hints", "overlap", "faces"} <= set(results)
+    assert "## 12. Decode beside inference" in report.read_text() and "## 8. Face-crop mode" in report.read_text()
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and "analysts" in results and set(results["packing"]["rows"]) == {"1", "4", "8"}
     assert "## 10. Packed frames" in report.read_text()

@@ -178,3 +178,23 @@ def test_an_image_smaller_than_the_smallest_face_has_no_face(detector: FaceDetec
     tiny = photo("astronaut").resize((detector.min_face_size - 1, detector.min_face_size - 1))
     assert detector.detect(tiny) == []
     assert detector.detect(Image.new("RGB", (640, 360), (128, 128, 128))) == []  # levels, no candidate
+
+
+@pytest.mark.parametrize("size", [(720, 1280), (561, 1100), (97, 45)])
+def test_the_pyramid_pooled_one_axis_at_a_time_is_facenets_area_resampling(size: tuple[int, int]):
+    """handler.mtcnn pools rows, then columns: each level must be ``interpolate(mode="area")`` of the
+    whole frame, as facenet-pytorch makes it, at every scale of its pyramid."""
+    from facenet_pytorch.models.utils.detect_face import imresample
+
+    from handler.mtcnn import pyramid_level, pyramid_scales
+
+    height, width = size
+    frame = torch.randint(0, 256, (height, width, 3), generator=torch.Generator().manual_seed(height)).float()
+    planar = frame.permute(2, 0, 1).unsqueeze(0).contiguous()
+    scales = pyramid_scales(height, width, 20)
+    assert len(scales) >= 2
+    for scale in scales:
+        level_size = (int(height * scale + 1), int(width * scale + 1))
+        ours = pyramid_level(frame, *level_size)
+        assert ours.shape == (1, 3, *level_size)
+        torch.testing.assert_close(ours, imresample(planar, level_size), rtol=0, atol=1e-3)

@@ -20,6 +20,8 @@ the weights matter for the agreement figures, not for speed). Measured:
    app's path (frames extracted to JPEG files, then classified one by one);
 6. cold start: TorchServe start to worker READY per mode;
 7. agreement of every mode with fp32 on held-out demo images, for the demo ResNet18 and the ResNet50;
+8. face-crop mode beside full mode, and its detector beside facenet-pytorch's own path (faces.py);
+9. analysts: scan and explanations; 10. frames per request; 11. OpenVINO's hints; 12. one worker or two;
 plus maxBatchDelay for the default mode. ``--quick`` runs every section on a random ResNet18 with
 small counts (numbers meaningless, code paths exercised).
 """
@@ -63,6 +65,7 @@ from scripts.bench.benchmark.harness import (
 )
 from scripts.bench.benchmark.hints import hints, hints_markdown
 from scripts.bench.benchmark.inprocess import _ceiling, _jpeg_draft, _original_app
+from scripts.bench.benchmark.overlap import overlap, overlap_markdown
 from scripts.bench.benchmark.packing import packing, packing_markdown
 from scripts.bench.benchmark.report import checks, markdown, update_readme
 from scripts.bench.benchmark.stock import stock_archive
@@ -198,6 +201,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("[bench] OpenVINO hints", flush=True)
         results["hints"] = {"model": subject.arch, **hints(archives[DEFAULT_PRECISION][0], workdir, 4 if quick else 40)}
 
+        # 12. one worker against two (decode beside inference), default precision
+        print("[bench] one worker or two", flush=True)
+        results["overlap"] = {
+            "model": subject.arch,
+            **overlap(archives[DEFAULT_PRECISION][0], payloads, workdir, requests_total, args.video_seconds),
+        }
+
         # 8. face-crop mode next to full mode (default precision)
         print("[bench] face-crop mode", flush=True)
         results["faces"] = face_mode(
@@ -267,6 +277,14 @@ def hints_only(args: argparse.Namespace) -> dict[str, Any]:
     return section_alone(args, "hints", lambda _subject, path, payloads, work: hints(path, work, batches))
 
 
+def overlap_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Section 12 alone (``--only overlap``)."""
+    total, seconds = (48, 4.0) if args.quick else (args.requests, args.video_seconds)
+    return section_alone(
+        args, "overlap", lambda _subject, path, payloads, work: overlap(path, payloads, work, total, seconds)
+    )
+
+
 def faces_only(args: argparse.Namespace) -> dict[str, Any]:
     """Section 8 alone (``--only faces``): the detector against facenet-pytorch's path, face mode beside
     full mode."""
@@ -293,10 +311,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--only",
-        choices=["analysts", "packing", "hints", "faces"],
+        choices=["analysts", "packing", "hints", "faces", "overlap"],
         help="measure one section alone and merge it into the report's JSON (analysts: scan, explanations; "
         "packing: frames per request; hints: OpenVINO's LATENCY against THROUGHPUT in-process; faces: "
-        "face-crop mode and its detector)",
+        "face-crop mode and its detector; overlap: one worker against two)",
     )
     return parser
 
@@ -315,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         results = packing_only(args)
     elif args.only == "faces":
         results = faces_only(args)
+    elif args.only == "overlap":
+        results = overlap_only(args)
     else:
         results = run(args)
     if "served" in results:
@@ -324,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         parts += [packing_markdown(results["packing"])] if "packing" in results else []
         parts += [hints_markdown(results["hints"])] if "hints" in results else []
         parts += [faces_markdown(results["faces"], args.video_seconds)] if "faces" in results else []
+        parts += [overlap_markdown(results["overlap"])] if "overlap" in results else []
         report = "\n\n".join(parts) + "\n"
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)

@@ -10,6 +10,7 @@ from scripts.bench.benchmark.analysts import analysts_markdown
 from scripts.bench.benchmark.faces import FACE_MODES, faces_markdown
 from scripts.bench.benchmark.harness import CONCURRENCY, TARGETS
 from scripts.bench.benchmark.hints import hints_markdown
+from scripts.bench.benchmark.overlap import overlap_markdown
 from scripts.bench.benchmark.packing import packing_markdown
 from scripts.operations.archives import (
     DEFAULT_BATCH_SIZE,
@@ -304,6 +305,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", packing_markdown(results["packing"])]
     if "hints" in results:
         lines += ["", hints_markdown(results["hints"])]
+    if "overlap" in results:
+        lines += ["", overlap_markdown(results["overlap"])]
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,8 @@ the handler, training and evaluation call it, so a checkpoint sees at serving ti
 was trained on. ``crop: full`` (the default, the original app's behaviour) keeps the whole image.
 
 The detector is MTCNN from facenet-pytorch: its weights ship inside the wheel (no download), it found
-every test face and no false one, and takes ~30-40 ms on a 720p frame on 2 cores (docs/benchmark.md).
+every test face and no false one; ``handler.mtcnn`` runs its stages ~1.6x faster than facenet-pytorch's
+own path with the same boxes (docs/benchmark.md, section 8).
 The alternatives need model files their wheels do not carry here (checked: mediapipe 1.2.3 ships no
 face detector model, opencv-python-headless 5.0 neither Haar cascades nor YuNet), and no model
 can be downloaded at serving time.

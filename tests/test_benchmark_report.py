@@ -21,21 +21,25 @@ def rows(results: dict) -> dict[str, bool]:
 
 def test_every_target_renders_pass_or_fail_from_the_numbers(tmp_path: Path):
     results = json.loads(RUN.read_text())
+    crowd, stock = results["served"]["int8"]["crowd"], results["stock"]["crowd"]["images_per_s"]
+    inproc = results["ceiling"]["openvino int8"]["images_per_s"]
+    crowd["images_per_s"] = 1.1 * max(90.0, 4 * stock, 0.7 * inproc)  # every int8 target met
+    results["analysts"]["scan"]["images_per_s"] = results["analysts"]["crowd"]["images_per_s"]
     checked = rows(results)
-    assert checked["int8 served >= 90 images/s"] is True
-    assert checked["scan >= 90% of the crowd's images/s"] is True
-    worse = copy.deepcopy(results)
-    worse["served"]["int8"]["crowd"]["images_per_s"] = 12.0  # under the target and under the stock handler
-    worse["analysts"]["scan"]["images_per_s"] = 0.5 * worse["analysts"]["crowd"]["images_per_s"]
-    failed = rows(worse)
-    assert failed["int8 served >= 90 images/s"] is False
-    assert failed["default (int8) >= 4x the stock handler"] is False
-    assert failed["scan >= 90% of the crowd's images/s"] is False
-    assert {name for name, ok in checked.items() if ok} - {name for name, ok in failed.items() if ok} == {
+    touched = {
         "int8 served >= 90 images/s",
+        "int8 served >= 70% of in-process",
         "default (int8) >= 4x the stock handler",
         "scan >= 90% of the crowd's images/s",
-    }  # fmt: skip  (exactly the rows the worse numbers touch turned to FAIL)
+    }
+    assert all(checked[name] for name in touched)
+    worse = copy.deepcopy(results)
+    worse["served"]["int8"]["crowd"]["images_per_s"] = 12.0  # under every int8 target and under the stock handler
+    worse["analysts"]["scan"]["images_per_s"] = 0.5 * worse["analysts"]["crowd"]["images_per_s"]
+    failed = rows(worse)
+    assert not any(failed[name] for name in touched)
+    # exactly the rows the worse numbers touch turned to FAIL
+    assert {name for name, ok in checked.items() if ok} - {name for name, ok in failed.items() if ok} == touched
     path = tmp_path / "worse.json"
     path.write_text(json.dumps(worse))
     report = tmp_path / "report.md"

@@ -90,9 +90,13 @@ def _one_image(boxes: torch.Tensor) -> torch.Tensor:
     return torch.zeros(len(boxes), dtype=torch.int64)  # batched_nms's image index: one image
 
 
+REUSED_FRAME_PIXELS = 1920 * 1080  # frames up to 1080p share one float copy; larger ones get their own
+
+
 class Mtcnn:
     """facenet-pytorch's three MTCNN networks and thresholds, run by ``detect``; not for concurrent
-    calls (it reuses one float copy of the frame: a fresh 11 MB one per 720p frame cost page faults)."""
+    calls: it reuses one float copy of the frame (a fresh 11 MB one per 720p frame cost page faults),
+    for frames up to REUSED_FRAME_PIXELS, so one huge upload leaves no huge buffer behind."""
 
     def __init__(self, pnet: Any, rnet: Any, onet: Any, min_face_size: int, thresholds: tuple[float, float, float]):
         self.pnet, self.rnet, self.onet = pnet, rnet, onet
@@ -101,6 +105,8 @@ class Mtcnn:
         self._frame = torch.empty(0)
 
     def _float_frame(self, pixels: np.ndarray) -> torch.Tensor:
+        if pixels.shape[0] * pixels.shape[1] > REUSED_FRAME_PIXELS:
+            return torch.from_numpy(pixels.astype(np.float32))
         if self._frame.shape != pixels.shape:
             self._frame = torch.empty(pixels.shape, dtype=torch.float32)
         np.copyto(self._frame.numpy(), pixels)

@@ -198,3 +198,18 @@ def test_the_pyramid_pooled_one_axis_at_a_time_is_facenets_area_resampling(size:
         ours = pyramid_level(frame, *level_size)
         assert ours.shape == (1, 3, *level_size)
         torch.testing.assert_close(ours, imresample(planar, level_size), rtol=0, atol=1e-3)
+
+
+def test_a_frame_larger_than_1080p_leaves_no_float_copy_behind(detector: FaceDetector):
+    """The detector keeps one float copy of frames up to 1080p for reuse; a larger upload (the server
+    decodes up to 64 MP) gets its own, freed with the request, and is still searched whole."""
+    from handler.mtcnn import REUSED_FRAME_PIXELS
+
+    mtcnn = detector._mtcnn(detector.min_face_size, detector.threshold)
+    detector.detect(pasted((1280, 720), (photo("astronaut"), (700, 150))))
+    assert mtcnn._frame.shape == (720, 1280, 3)
+    large = pasted((2200, 1200), (photo("astronaut"), (1500, 700)))
+    assert large.width * large.height > REUSED_FRAME_PIXELS
+    [face] = detector.detect(large)
+    assert close(face.box, shifted(ASTRONAUT_FACE, (1500, 700)))
+    assert mtcnn._frame.shape == (720, 1280, 3)  # the 1080p-or-smaller copy, not the large frame's

@@ -49,6 +49,12 @@ class Face:
     score: float
 
 
+def stage_thresholds(threshold: float) -> tuple[float, float, float]:
+    """MTCNN's three stage thresholds for a ``face_threshold``: candidates scoring 0.7 and 0.8 pass the
+    first two stages (at most ``threshold``), faces scoring ``threshold`` the last."""
+    return min(0.7, threshold), min(0.8, threshold), threshold
+
+
 _MTCNN_LOCK = threading.Lock()  # one MTCNN per process and setting, not meant for concurrent calls
 
 
@@ -80,8 +86,7 @@ class FaceDetector:
         from handler.mtcnn import Mtcnn
 
         nets = MTCNN(device="cpu").to(memory_format=torch.channels_last)
-        thresholds = (min(0.7, threshold), min(0.8, threshold), threshold)
-        return Mtcnn(nets.pnet, nets.rnet, nets.onet, min_face_size, thresholds)
+        return Mtcnn(nets.pnet, nets.rnet, nets.onet, min_face_size, stage_thresholds(threshold))
 
     def detect(self, image: Image.Image) -> list[Face]:
         """The faces scoring at least ``threshold``, most certain first, at most ``max_faces``."""

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from deepfake_contract import ErrorAnswer, Prediction
-from handler.faces import FaceDetector, crop_box, crop_images, detector_for
+from handler.faces import FaceDetector, crop_box, crop_images, detector_for, stage_thresholds
 from handler.service import DetectorService
 from handler.settings import ModelSettings, SettingsError
 from tests.conftest import random_checkpoint
@@ -75,7 +75,7 @@ def test_the_detector_finds_the_faces_facenets_own_path_finds(detector: FaceDete
         keep_all=True,
         post_process=False,
         min_face_size=detector.min_face_size,
-        thresholds=[0.7, 0.8, detector.threshold],
+        thresholds=list(stage_thresholds(detector.threshold)),
     )
     frame = FACENET_SCENES[scene]()
     boxes, scores = reference.detect(frame)

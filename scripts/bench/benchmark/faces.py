@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from deepfake_client import sample_frames
-from handler.faces import detector_for
+from handler.faces import detector_for, stage_thresholds
 from handler.settings import ModelSettings
 from scripts.bench.benchmark.harness import CONCURRENCY, Subject, load, serving, with_model_config, write_video
 from scripts.bench.benchmark.video import video_ours
@@ -38,7 +38,7 @@ def face_detection(settings: ModelSettings, count: int) -> dict[str, float]:
         keep_all=True,
         post_process=False,
         min_face_size=detector.min_face_size,
-        thresholds=[min(0.7, detector.threshold), min(0.8, detector.threshold), detector.threshold],
+        thresholds=list(stage_thresholds(detector.threshold)),
     )
     faces = found = false = no_face_images = count_mismatches = 0
     times, reference_times, box_gaps, score_gaps = [], [], [0.0], [0.0]

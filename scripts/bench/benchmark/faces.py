@@ -136,16 +136,11 @@ def faces_markdown(faces: dict[str, Any], seconds: float) -> str:
         f"Detection (MTCNN, facenet-pytorch) on {d['faces'] + d['no_face_images']} 1280x720 frames, real faces "
         f"from scikit-image pasted at known places and scales (~45-110 px), {d['no_face_images']} of them with no "
         f"face: {d['found']}/{d['faces']} found, {d['false_faces']} false, {d['ms_per_720p_frame']:.0f} ms per "
-        "frame in-process on one core (a face worker's share)"
-        + (
-            f", against {d['facenet_ms_per_720p_frame']:.0f} ms for facenet-pytorch's own `MTCNN.detect` on the "
-            f"same frames (boxes at most {d['max_box_gap_px']:.3f} px and scores {d['max_score_gap']:.5f} apart). "
-            "`handler.mtcnn` runs its stages with the image pyramid pooled one axis at a time on vectorised "
-            "layouts; what remains is MTCNN's own work: three small networks over ~9 pyramid levels and the "
-            "candidate crops."
-            if "facenet_ms_per_720p_frame" in d
-            else "."
-        ),
+        "frame in-process on one core (a face worker's share), against "
+        f"{d['facenet_ms_per_720p_frame']:.0f} ms for facenet-pytorch's own `MTCNN.detect` on the same frames "
+        f"(boxes at most {d['max_box_gap_px']:.3f} px and scores {d['max_score_gap']:.5f} apart). `handler.mtcnn` "
+        "runs its stages with the image pyramid pooled one axis at a time on vectorised layouts; what remains is "
+        "MTCNN's own work: three small networks over ~9 pyramid levels and the candidate crops.",
         "",
         "| 1280x720 JPEGs with a face | images/s | p50 ms | p99 ms | mean batch (crops) |",
         "| --- | --- | --- | --- | --- |",

@@ -68,6 +68,9 @@ TARGETS = {
 }
 
 
+ADOPT_GAIN = 1.05  # what an alternative (a hint, a worker layout) must gain over the default to be adopted
+
+
 BATCH_LINE = re.compile(r"Batch of (\d+): decode ([\d.]+) ms, inference ([\d.]+) ms")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.bench.benchmark.harness import (
+    ADOPT_GAIN,
     CONCURRENCY,
     MODEL_NAME,
     load,
@@ -26,7 +27,6 @@ from scripts.bench.benchmark.video import video_ours
 from scripts.operations.archives import DEFAULT_WORKERS
 from scripts.operations.precision import DEFAULT_PRECISION
 
-ADOPT_GAIN = 1.05  # the crowd rate a change must gain to be adopted, as for the performance hints
 LAYOUTS = {"1": "one worker of every core (the default)", "2": "two workers of one thread each"}
 
 
@@ -73,10 +73,10 @@ def overlap_markdown(o: dict[str, Any]) -> str:
         f"{one['video']['end_to_end_s']:.2f} s, a lone request {two['lone']['p50_ms']:.0f} ms against "
         f"{one['lone']['p50_ms']:.0f} ms: "
         + (
-            "two workers are worth their memory (a gain of 5% or more with the clip no slower)."
+            f"two workers are worth their memory (a gain of {ADOPT_GAIN - 1:.0%} or more with the clip no slower)."
             if adopted
-            else f"not adopted: the default stays {o['default_workers']} worker (a gain of 5% or more with the clip "
-            "no slower would be)."
+            else f"not adopted: the default stays {o['default_workers']} worker (a gain of {ADOPT_GAIN - 1:.0%} or "
+            "more with the clip no slower would be)."
         ),
     ]
     return "\n".join(lines)

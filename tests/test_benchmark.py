@@ -51,6 +51,11 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     assert workers["2"]["worker_rss_mb"] > workers["1"]["worker_rss_mb"]  # two models in memory
     assert "## 12. Decode beside inference" in text
     assert "## 10. Packed frames" in text
+    wires = results["grpc"]["rows"]  # the same OIP bodies through TorchServe's gRPC frontend and its HTTP one
+    assert set(wires) == {"http", "grpc"} and "## 13. gRPC instead of HTTP" in text
+    for wire, row in wires.items():
+        assert set(row["crowd"]) == {"1", "8"} and all(c["images_per_s"] > 0 for c in row["crowd"].values()), wire
+        assert row["lone"]["p50_ms"] > 0 and row["video_s"] > 0, wire  # the clip through the client, each wire
     hints = results["hints"]["images_per_s"]  # OpenVINO's LATENCY (the worker's) beside THROUGHPUT, in-process
     assert hints["LATENCY"] > 0 and hints["THROUGHPUT"] > 0 and "## 11. OpenVINO performance hints" in text
     video = results["video"]
@@ -70,9 +75,11 @@ def test_the_analysts_section_alone_merges_into_an_existing_report(tmp_path: Pat
     assert main(["--quick", "--only", "hints", "--report", str(report), "--requests", "24"]) == 0
     assert main(["--quick", "--only", "overlap", "--report", str(report), "--requests", "24"]) == 0
     assert main(["--quick", "--only", "faces", "--report", str(report), "--requests", "24"]) == 0
+    assert main(["--quick", "--only", "grpc", "--report", str(report), "--requests", "24"]) == 0
     results = json.loads(report.with_suffix(".json").read_text())
-    assert {"kept", "analysts", "packing", "hints", "overlap", "faces"} <= set(results)
+    assert {"kept", "analysts", "packing", "hints", "overlap", "faces", "grpc"} <= set(results)
     assert "## 12. Decode beside inference" in report.read_text() and "## 8. Face-crop mode" in report.read_text()
+    assert "## 13. gRPC instead of HTTP" in report.read_text()
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and "analysts" in results and set(results["packing"]["rows"]) == {"1", "4", "8"}
     assert "## 10. Packed frames" in report.read_text()

@@ -7,6 +7,7 @@ import copy
 import json
 from pathlib import Path
 
+from deepfake_client import DEFAULT_FRAMES_PER_REQUEST
 from scripts.bench.benchmark.cli import main
 from scripts.bench.benchmark.report import checks, markdown
 
@@ -23,18 +24,22 @@ def test_every_target_renders_pass_or_fail_from_the_numbers(tmp_path: Path):
     results = json.loads(RUN.read_text())
     crowd, stock = results["served"]["int8"]["crowd"], results["stock"]["crowd"]["images_per_s"]
     inproc = results["ceiling"]["openvino int8"]["images_per_s"]
-    crowd["images_per_s"] = 1.1 * max(90.0, 4 * stock, 0.7 * inproc)  # every int8 target met
+    packed = results["packing"]["rows"][str(DEFAULT_FRAMES_PER_REQUEST)]["crowd"]  # the client's video frames
+    crowd["images_per_s"] = packed["images_per_s"] = 1.1 * max(90.0, 4 * stock, 0.7 * inproc)  # every int8 target met
     results["analysts"]["scan"]["images_per_s"] = results["analysts"]["crowd"]["images_per_s"]
     checked = rows(results)
     touched = {
         "int8 served >= 90 images/s",
-        "int8 served >= 70% of in-process",
+        "int8 served >= 70% of in-process, one image per request",
+        f"int8 served >= 70% of in-process, video frames, {DEFAULT_FRAMES_PER_REQUEST} per request (the client's "
+        "default)",
         "default (int8) >= 4x the stock handler",
         "scan >= 90% of the crowd's images/s",
     }
     assert all(checked[name] for name in touched)
     worse = copy.deepcopy(results)
     worse["served"]["int8"]["crowd"]["images_per_s"] = 12.0  # under every int8 target and under the stock handler
+    worse["packing"]["rows"][str(DEFAULT_FRAMES_PER_REQUEST)]["crowd"]["images_per_s"] = 12.0
     worse["analysts"]["scan"]["images_per_s"] = 0.5 * worse["analysts"]["crowd"]["images_per_s"]
     failed = rows(worse)
     assert not any(failed[name] for name in touched)

@@ -12,7 +12,7 @@ from scripts.operations.torchserve import JDK_REQUIREMENT
 from tests.import_graph import REPO_ROOT
 
 TIER = "unit"
-DEV_ONLY = {"kserve", "selenium", "pytest", "hypothesis", "ruff", "captum", "scikit-image", "mypy", "uv"}
+DEV_ONLY = {"kserve", "grpcio", "selenium", "pytest", "hypothesis", "ruff", "captum", "scikit-image", "mypy", "uv"}
 
 
 def pins(name: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ from deepfake_client._aggregate import (
 from deepfake_client._client import DeepfakeClient, encode_frame
 from deepfake_client._config import (
     DEFAULT_FPS,
+    DEFAULT_FRAMES_PER_REQUEST,
     DEFAULT_MANAGEMENT_URL,
     DEFAULT_MODEL,
     DEFAULT_URL,
@@ -65,6 +66,7 @@ from deepfake_contract import ErrorAnswer, Explanation, Heatmap, ModelMetadata, 
 
 __all__ = [
     "DEFAULT_FPS",
+    "DEFAULT_FRAMES_PER_REQUEST",
     "DEFAULT_MANAGEMENT_URL",
     "DEFAULT_MODEL",
     "DEFAULT_URL",

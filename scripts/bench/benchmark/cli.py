@@ -22,8 +22,8 @@ the weights matter for the agreement figures, not for speed). Measured:
 7. agreement of every mode with fp32 on held-out demo images, for the demo ResNet18 and the ResNet50;
 8. face-crop mode beside full mode, and its detector beside facenet-pytorch's own path (faces.py);
 9. analysts: scan and explanations; 10. frames per request; 11. OpenVINO's hints; 12. one worker or two;
-plus maxBatchDelay for the default mode. ``--quick`` runs every section on a random ResNet18 with
-small counts (numbers meaningless, code paths exercised).
+13. gRPC against HTTP to TorchServe's frontend; plus maxBatchDelay for the default mode. ``--quick`` runs
+every section on a random ResNet18 with small counts (numbers meaningless, code paths exercised).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from handler.checkpoint import load_model
 from handler.settings import PRECISIONS
 from scripts.bench.benchmark.analysts import SCAN_IMAGES, analysts, analysts_markdown
 from scripts.bench.benchmark.faces import face_mode, faces_markdown
+from scripts.bench.benchmark.grpc_wire import grpc_markdown, grpc_vs_http
 from scripts.bench.benchmark.harness import (
     CONCURRENCY,
     DEMO_R18,
@@ -208,6 +209,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **overlap(archives[DEFAULT_PRECISION][0], payloads, workdir, requests_total, args.video_seconds),
         }
 
+        # 13. gRPC against HTTP to the frontend, the same OIP bodies (default precision)
+        print("[bench] gRPC or HTTP", flush=True)
+        results["grpc"] = {
+            "model": subject.arch,
+            **grpc_vs_http(archives[DEFAULT_PRECISION][0], payloads, workdir, requests_total, args.video_seconds),
+        }
+
         # 8. face-crop mode next to full mode (default precision)
         print("[bench] face-crop mode", flush=True)
         results["faces"] = face_mode(
@@ -285,6 +293,14 @@ def overlap_only(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def grpc_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Section 13 alone (``--only grpc``)."""
+    total, seconds = (48, 4.0) if args.quick else (args.requests, args.video_seconds)
+    return section_alone(
+        args, "grpc", lambda _subject, path, payloads, work: grpc_vs_http(path, payloads, work, total, seconds)
+    )
+
+
 def faces_only(args: argparse.Namespace) -> dict[str, Any]:
     """Section 8 alone (``--only faces``): the detector against facenet-pytorch's path, face mode beside
     full mode."""
@@ -311,10 +327,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--only",
-        choices=["analysts", "packing", "hints", "faces", "overlap"],
+        choices=["analysts", "packing", "hints", "faces", "overlap", "grpc"],
         help="measure one section alone and merge it into the report's JSON (analysts: scan, explanations; "
         "packing: frames per request; hints: OpenVINO's LATENCY against THROUGHPUT in-process; faces: "
-        "face-crop mode and its detector; overlap: one worker against two)",
+        "face-crop mode and its detector; overlap: one worker against two; grpc: gRPC against HTTP)",
     )
     return parser
 
@@ -335,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         results = faces_only(args)
     elif args.only == "overlap":
         results = overlap_only(args)
+    elif args.only == "grpc":
+        results = grpc_only(args)
     else:
         results = run(args)
     if "served" in results:
@@ -345,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         parts += [hints_markdown(results["hints"])] if "hints" in results else []
         parts += [faces_markdown(results["faces"], args.video_seconds)] if "faces" in results else []
         parts += [overlap_markdown(results["overlap"])] if "overlap" in results else []
+        parts += [grpc_markdown(results["grpc"])] if "grpc" in results else []
         report = "\n\n".join(parts) + "\n"
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)

@@ -16,13 +16,15 @@ from scripts.bench.benchmark.inprocess import classify_like_the_original_app
 from scripts.operations.torchserve import TorchServe
 
 
-def video_ours(ts: TorchServe, clip: Path, workdir: Path, per_request: int = 1) -> dict[str, float]:
-    """``deepfake-detect video`` end to end, plus its two halves measured apart."""
+def video_ours(ts: TorchServe, clip: Path, workdir: Path, per_request: int | None = None) -> dict[str, float]:
+    """``deepfake-detect video`` end to end, plus its two halves measured apart; ``per_request``: frames
+    per request, the client's default (what a user gets) unless given."""
     command = [
         str(Path(sys.executable).with_name("deepfake-detect")), "video", str(clip), "--json", "--quiet",
         "--url", ts.inference_url, "--management-url", ts.management_url, "--key-file", str(ts.key_file),
-        "--frames-per-request", str(per_request),
     ]  # fmt: skip
+    if per_request is not None:
+        command += ["--frames-per-request", str(per_request)]
     offset = log_size(ts)
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=True)

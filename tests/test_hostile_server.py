@@ -15,12 +15,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import grpc
 import psutil
 import pytest
 import requests
 
 from deepfake_contract import MAX_IMAGES_PER_REQUEST, oip_request, predictions_from_oip
 from scripts.bench import loadtest
+from scripts.bench.benchmark.grpc_wire import channel, grpc_target, predictions, predictions_request
 from tests.conftest import Server, image_bytes
 from tests.reliability_report import ReliabilityRecord
 from tests.test_reliability import short, worker_pid
@@ -179,3 +181,38 @@ def test_a_full_request_is_answered_and_the_memory_is_given_back(server: Server,
         f"the worker's memory went from {before / 2**20:.0f} MB to {after / 2**20:.0f} MB "
         f"({(after - before) / 2**20:+.0f} MB; the budget is 400 MB).",
     )
+
+
+def test_the_grpc_port_holds_the_same_key_and_budgets(server: Server):
+    """TorchServe always opens its gRPC inference port (config.properties binds it to loopback). A request
+    there reaches the handler with no endpoint header, so it is read as an Open Inference Protocol body
+    whatever its input map holds: the same key and the same budgets as over HTTP, and the worker survives."""
+    predict, pid = predictions(channel(grpc_target(server.ts))), worker_pid(server.ts)
+    key = [("authorization", server.headers()["Authorization"])]
+
+    def answer(inputs: dict[str, bytes]) -> dict:
+        return json.loads(predict(predictions_request(MODEL, inputs), metadata=key, timeout=120))
+
+    with pytest.raises(grpc.RpcError) as refused:
+        predict(predictions_request(MODEL, {"body": json.dumps(oip_request([image_bytes()])).encode()}), timeout=60)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    too_large = predictions_request(MODEL, {"body": b"0" * 40_000_000})  # config.properties: max_request_size 32 MiB
+    with pytest.raises(grpc.RpcError) as refused:
+        predict(too_large, metadata=key, timeout=60)
+    # the frontend resets the stream past max_request_size: the worker never sees it
+    assert refused.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED)
+    by_name = {case.name: case for case in HOSTILE}
+    crafted = {
+        "an image as a native request would carry it": ({"data": image_bytes()}, "not JSON"),
+        "JSON nested 100,000 deep": ({"body": by_name["JSON nested 100,000 deep (OIP path)"].body}, "MAX_JSON_DEPTH"),
+        "2,000 images": ({"body": by_name["2,000 BYTES images in one request"].body}, "MAX_IMAGES_PER_REQUEST"),
+        "300 fields of garbage": ({f"f{i}": bytes([i % 256]) * 64 for i in range(300)}, ""),
+    }
+    for name, (inputs, says) in crafted.items():
+        refusal = answer(inputs)
+        assert "error" in refusal and says in refusal["error"], (name, refusal)
+    images = loadtest.distinct_images(2, seed=11, size=224)
+    answered = predictions_from_oip(answer({"body": json.dumps(oip_request(images)).encode()}))
+    for image, prediction in zip(images, answered, strict=True):  # each its own image's answer, as over HTTP
+        assert prediction.logits == pytest.approx(server.predict(MODEL, image, "image/png").json()["logits"], abs=1e-4)
+    assert worker_pid(server.ts) == pid

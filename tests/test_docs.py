@@ -153,6 +153,13 @@ def test_the_readmes_figures_are_the_last_benchmark_runs():
         f"the 60 s clip with a face in {faces['face']['end_to_end_s']:.1f} s against "
         f"{faces['face_1_worker']['end_to_end_s']:.1f} s for one worker with both threads"
     )
+    wires = results["grpc"]["rows"]
+    crowds = {wire: {k: c["images_per_s"] for k, c in row["crowd"].items()} for wire, row in wires.items()}
+    gain = {k: crowds["grpc"][k] / crowds["http"][k] for k in ("1", "8")}
+    quoted.append(
+        f"{gain['1']:.2f}x the crowd's rate with 1 frame per request, {gain['8']:.2f}x with 8, the clip "
+        f"{wires['grpc']['video_s']:.2f} s against {wires['http']['video_s']:.2f} s"
+    )
     flat = _flat(readme)
     for figure in quoted:
         assert _flat(figure) in flat, figure

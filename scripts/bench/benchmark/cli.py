@@ -1,4 +1,4 @@
-"""The run: every section in order, or one alone (``--only``), then the report.
+"""The run: every section in order, or some alone (``--only``), then the report.
 
 Benchmark the deployment on this machine, side by side in one run, and write a report with targets.
 
@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -246,10 +247,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def section_alone(args: argparse.Namespace, name: str, measure: Any) -> dict[str, Any]:
-    """One section measured alone (``--only NAME``) and merged into the report's JSON: on the trained
-    ResNet50 when ``make benchmark`` cached it, else a randomly initialised one (speed does not depend on
-    the weights); ``measure(subject, archive, payloads, workdir)`` returns the section's results."""
+def _counts(args: argparse.Namespace) -> tuple[int, float]:
+    """Requests per load level and the clip's seconds: small in a smoke run."""
+    return (48, 4.0) if args.quick else (args.requests, args.video_seconds)
+
+
+# What each section measures alone (``--only NAME``), given (args, subject, archive, payloads, workdir)
+Alone = Callable[[argparse.Namespace, Subject, Path, list[bytes], Path], dict[str, Any]]
+ALONE: dict[str, Alone] = {
+    "analysts": lambda args, _s, path, payloads, work: analysts(
+        path, payloads, work, _counts(args)[0], 48 if args.quick else SCAN_IMAGES
+    ),
+    "packing": lambda args, _s, path, payloads, work: packing(path, payloads, work, *_counts(args)),
+    "hints": lambda args, _s, path, _p, work: hints(path, work, 4 if args.quick else 40),
+    "faces": lambda args, subject, path, _p, work: face_mode(
+        subject, path, work, args.video_seconds, 48 if args.quick else 160, args.quick
+    ),
+    "overlap": lambda args, _s, path, payloads, work: overlap(path, payloads, work, *_counts(args)),
+    "grpc": lambda args, _s, path, payloads, work: grpc_vs_http(path, payloads, work, *_counts(args)),
+}
+
+
+def sections_alone(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """Sections measured alone (``--only NAME ...``), one after another on one archive, and merged into the
+    report's JSON: on the trained ResNet50 when ``make benchmark`` cached it, else a randomly initialised
+    one (speed does not depend on the weights)."""
     previous = args.report.with_suffix(".json")
     results = json.loads(previous.read_text()) if previous.exists() else {}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -259,58 +281,11 @@ def section_alone(args: argparse.Namespace, name: str, measure: Any) -> dict[str
             subject.weights, subject.settings, MODEL_NAME, workdir / "mar", precision=DEFAULT_PRECISION
         )
         payloads = frame_payloads(16 if args.quick else 64, quick=args.quick or not DEMO_R18.exists())
-        results[name] = {"model": subject.arch, **measure(subject, path, payloads, workdir)}
+        for name in dict.fromkeys(names):  # each once, in the order asked
+            print(f"[bench] {name} alone", flush=True)
+            (workdir / name).mkdir()
+            results[name] = {"model": subject.arch, **ALONE[name](args, subject, path, payloads, workdir / name)}
     return results
-
-
-def analysts_only(args: argparse.Namespace) -> dict[str, Any]:
-    """Section 9 alone (``--only analysts``)."""
-    total, images = (48, 48) if args.quick else (args.requests, SCAN_IMAGES)
-    return section_alone(
-        args, "analysts", lambda _subject, path, payloads, work: analysts(path, payloads, work, total, images)
-    )
-
-
-def packing_only(args: argparse.Namespace) -> dict[str, Any]:
-    """Section 10 alone (``--only packing``)."""
-    total, seconds = (48, 4.0) if args.quick else (args.requests, args.video_seconds)
-    return section_alone(
-        args, "packing", lambda _subject, path, payloads, work: packing(path, payloads, work, total, seconds)
-    )
-
-
-def hints_only(args: argparse.Namespace) -> dict[str, Any]:
-    """Section 11 alone (``--only hints``)."""
-    batches = 4 if args.quick else 40
-    return section_alone(args, "hints", lambda _subject, path, payloads, work: hints(path, work, batches))
-
-
-def overlap_only(args: argparse.Namespace) -> dict[str, Any]:
-    """Section 12 alone (``--only overlap``)."""
-    total, seconds = (48, 4.0) if args.quick else (args.requests, args.video_seconds)
-    return section_alone(
-        args, "overlap", lambda _subject, path, payloads, work: overlap(path, payloads, work, total, seconds)
-    )
-
-
-def grpc_only(args: argparse.Namespace) -> dict[str, Any]:
-    """Section 13 alone (``--only grpc``)."""
-    total, seconds = (48, 4.0) if args.quick else (args.requests, args.video_seconds)
-    return section_alone(
-        args, "grpc", lambda _subject, path, payloads, work: grpc_vs_http(path, payloads, work, total, seconds)
-    )
-
-
-def faces_only(args: argparse.Namespace) -> dict[str, Any]:
-    """Section 8 alone (``--only faces``): the detector against facenet-pytorch's path, face mode beside
-    full mode."""
-    total = 48 if args.quick else 160
-
-    return section_alone(
-        args,
-        "faces",
-        lambda subject, path, _payloads, work: face_mode(subject, path, work, args.video_seconds, total, args.quick),
-    )
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -327,10 +302,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--only",
-        choices=["analysts", "packing", "hints", "faces", "overlap", "grpc"],
-        help="measure one section alone and merge it into the report's JSON (analysts: scan, explanations; "
-        "packing: frames per request; hints: OpenVINO's LATENCY against THROUGHPUT in-process; faces: "
-        "face-crop mode and its detector; overlap: one worker against two; grpc: gRPC against HTTP)",
+        nargs="+",
+        choices=list(ALONE),
+        metavar="NAME",
+        help="measure these sections alone, on one archive, and merge them into the report's JSON (analysts: "
+        "scan, explanations; packing: frames per request; hints: OpenVINO's LATENCY against THROUGHPUT "
+        "in-process; faces: face-crop mode and its detector; overlap: one worker against two; grpc: gRPC "
+        "against HTTP)",
     )
     return parser
 
@@ -341,18 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         args.video_seconds = 4.0
     if args.render:
         results = json.loads(args.render.read_text())
-    elif args.only == "analysts":
-        results = analysts_only(args)
-    elif args.only == "hints":
-        results = hints_only(args)
-    elif args.only == "packing":
-        results = packing_only(args)
-    elif args.only == "faces":
-        results = faces_only(args)
-    elif args.only == "overlap":
-        results = overlap_only(args)
-    elif args.only == "grpc":
-        results = grpc_only(args)
+    elif args.only:
+        results = sections_alone(args, args.only)
     else:
         results = run(args)
     if "served" in results:

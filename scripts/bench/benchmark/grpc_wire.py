@@ -143,8 +143,12 @@ class GrpcTransport(BaseAdapter):
     ) -> requests.Response:
         match = INFER_PATH.fullmatch(urlsplit(request.url or "").path)
         if request.method != "POST" or match is None:
-            return self._http.send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
-        body = request.body.encode() if isinstance(request.body, str) else bytes(request.body or b"")
+            return self._http.send(
+                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=dict(proxies or {})
+            )
+        body = request.body.encode() if isinstance(request.body, str) else request.body
+        if not isinstance(body, bytes):
+            raise TypeError(f"an OIP body is JSON bytes, not {type(body).__name__}")
         auth = request.headers.get("Authorization")
         seconds = sum(t for t in timeout if t) if isinstance(timeout, tuple) else timeout
         try:
@@ -154,7 +158,7 @@ class GrpcTransport(BaseAdapter):
                 timeout=seconds,
             )
         except grpc.RpcError as exc:
-            code, details = exc.code(), exc.details() or ""  # type: ignore[attr-defined]
+            code, details = exc.code(), exc.details() or ""
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise requests.ReadTimeout(details, request=request) from None
             status = _STATUS.get(code, 500)

@@ -60,7 +60,7 @@ def test_the_report_says_what_the_run_measured_on():
     results["workers"] = 2
     text = markdown(results)
     assert "in one run on 16 CPU cores" in text and "TorchServe 9.9.9" in text and "2 workers." in text
-    assert "on these 16 cores bounds it" in text  # the checks use the run's cores, not this machine's
+    assert " s on these 16 cores: " in text  # the checks use the run's cores, not this machine's
     assert "## 11. OpenVINO performance hints" in text and "not adopted: the worker keeps LATENCY" in text
 
 

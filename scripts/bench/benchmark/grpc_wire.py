@@ -25,7 +25,7 @@ import grpc
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from deepfake_client import ClientConfig, DeepfakeClient, make_response
+from deepfake_client import DEFAULT_FRAMES_PER_REQUEST, ClientConfig, DeepfakeClient, make_response
 from deepfake_contract import OIP
 from scripts.bench.benchmark.harness import ADOPT_GAIN, CONCURRENCY, MODEL_NAME, load, serving, write_video
 from scripts.operations.precision import DEFAULT_PRECISION
@@ -34,7 +34,7 @@ from scripts.operations.torchserve import TorchServe
 PREDICTIONS = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
 INFER_PATH = re.compile(r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 WIRES = {"http": "HTTP/1.1 (the client's)", "grpc": "gRPC"}
-PACKINGS = (1, 8)  # one image per request (many callers) and the client's default for videos
+PACKINGS = (1, DEFAULT_FRAMES_PER_REQUEST)  # one image per request (many callers), the client's default for videos
 
 # what a gRPC failure is to an HTTP client (the client's retry and error paths read the status)
 _STATUS = {

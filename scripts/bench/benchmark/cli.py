@@ -80,6 +80,38 @@ from scripts.operations.archives import (
 from scripts.operations.precision import DEFAULT_PRECISION, build_runtime
 
 
+def _counts(args: argparse.Namespace) -> tuple[int, float]:
+    """Requests per load level and the clip's seconds (main makes the clip short in a smoke run)."""
+    return 48 if args.quick else args.requests, args.video_seconds
+
+
+# The sections measured on the default mode's archive, in the full run's order (and alone: ``--only NAME``),
+# each given (args, subject, archive, payloads, workdir)
+Section = Callable[[argparse.Namespace, Subject, Path, list[bytes], Path], dict[str, Any]]
+ON_DEFAULT_ARCHIVE: dict[str, Section] = {
+    "packing": lambda args, _s, path, payloads, work: packing(path, payloads, work, *_counts(args)),
+    "hints": lambda args, _s, path, _p, work: hints(path, work, 4 if args.quick else 40),
+    "overlap": lambda args, _s, path, payloads, work: overlap(path, payloads, work, *_counts(args)),
+    "grpc": lambda args, _s, path, payloads, work: grpc_vs_http(path, payloads, work, *_counts(args)),
+    "faces": lambda args, subject, path, _p, work: face_mode(
+        subject, path, work, args.video_seconds, 48 if args.quick else 160, args.quick
+    ),
+    "analysts": lambda args, _s, path, payloads, work: analysts(
+        path, payloads, work, _counts(args)[0], 48 if args.quick else SCAN_IMAGES
+    ),
+}
+
+
+TITLES = {
+    "packing": "10. frames per request",
+    "hints": "11. OpenVINO hints",
+    "overlap": "12. one worker or two",
+    "grpc": "13. gRPC or HTTP",
+    "faces": "8. face-crop mode",
+    "analysts": "9. scan and explanations",
+}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     results: dict[str, Any] = {
@@ -108,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         results["model"] = subject.arch
         payloads = frame_payloads(16 if quick else 64, quick)
-        requests_total = 48 if quick else args.requests
+        requests_total = _counts(args)[0]
         print(f"[bench] {subject.arch}: building one archive per mode", flush=True)
         archives = {}
         for mode in PRECISIONS:
@@ -192,43 +224,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["video"] = {"seconds": args.video_seconds, "ours": video_ours(ts, clip, workdir)}
         results["video"]["original"] = video_original(subject, clip, workdir)
 
-        # 10. several video frames per request (default precision)
-        print("[bench] packed frames", flush=True)
-        results["packing"] = {
-            "model": subject.arch,
-            **packing(archives[DEFAULT_PRECISION][0], payloads, workdir, requests_total, args.video_seconds),
-        }
-
-        # 11. OpenVINO's LATENCY hint (the worker's) against THROUGHPUT, in-process (default precision)
-        print("[bench] OpenVINO hints", flush=True)
-        results["hints"] = {"model": subject.arch, **hints(archives[DEFAULT_PRECISION][0], workdir, 4 if quick else 40)}
-
-        # 12. one worker against two (decode beside inference), default precision
-        print("[bench] one worker or two", flush=True)
-        results["overlap"] = {
-            "model": subject.arch,
-            **overlap(archives[DEFAULT_PRECISION][0], payloads, workdir, requests_total, args.video_seconds),
-        }
-
-        # 13. gRPC against HTTP to the frontend, the same OIP bodies (default precision)
-        print("[bench] gRPC or HTTP", flush=True)
-        results["grpc"] = {
-            "model": subject.arch,
-            **grpc_vs_http(archives[DEFAULT_PRECISION][0], payloads, workdir, requests_total, args.video_seconds),
-        }
-
-        # 8. face-crop mode next to full mode (default precision)
-        print("[bench] face-crop mode", flush=True)
-        results["faces"] = face_mode(
-            subject, archives[DEFAULT_PRECISION][0], workdir, args.video_seconds, 48 if quick else 160, quick
-        )
-
-        # 9. analysts: scan throughput and the cost of explanations, on the default mode's archive
-        print("[bench] scan and explanations", flush=True)
-        results["analysts"] = {
-            "model": subject.arch,
-            **analysts(archives[DEFAULT_PRECISION][0], payloads, workdir, requests_total, 48 if quick else SCAN_IMAGES),
-        }
+        # 10-13, 8, 9: sections on the default mode's archive
+        for name, measure in ON_DEFAULT_ARCHIVE.items():
+            print(f"[bench] {TITLES[name]}", flush=True)
+            (workdir / name).mkdir()
+            results[name] = {
+                "model": subject.arch,
+                **measure(args, subject, archives[DEFAULT_PRECISION][0], payloads, workdir / name),
+            }
 
         # maxBatchDelay for the default mode
         results["batch_delay"] = []
@@ -247,27 +250,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _counts(args: argparse.Namespace) -> tuple[int, float]:
-    """Requests per load level and the clip's seconds: small in a smoke run."""
-    return (48, 4.0) if args.quick else (args.requests, args.video_seconds)
-
-
-# What each section measures alone (``--only NAME``), given (args, subject, archive, payloads, workdir)
-Alone = Callable[[argparse.Namespace, Subject, Path, list[bytes], Path], dict[str, Any]]
-ALONE: dict[str, Alone] = {
-    "analysts": lambda args, _s, path, payloads, work: analysts(
-        path, payloads, work, _counts(args)[0], 48 if args.quick else SCAN_IMAGES
-    ),
-    "packing": lambda args, _s, path, payloads, work: packing(path, payloads, work, *_counts(args)),
-    "hints": lambda args, _s, path, _p, work: hints(path, work, 4 if args.quick else 40),
-    "faces": lambda args, subject, path, _p, work: face_mode(
-        subject, path, work, args.video_seconds, 48 if args.quick else 160, args.quick
-    ),
-    "overlap": lambda args, _s, path, payloads, work: overlap(path, payloads, work, *_counts(args)),
-    "grpc": lambda args, _s, path, payloads, work: grpc_vs_http(path, payloads, work, *_counts(args)),
-}
-
-
 def sections_alone(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """Sections measured alone (``--only NAME ...``), one after another on one archive, and merged into the
     report's JSON: on the trained ResNet50 when ``make benchmark`` cached it, else a randomly initialised
@@ -284,7 +266,8 @@ def sections_alone(args: argparse.Namespace, names: list[str]) -> dict[str, Any]
         for name in dict.fromkeys(names):  # each once, in the order asked
             print(f"[bench] {name} alone", flush=True)
             (workdir / name).mkdir()
-            results[name] = {"model": subject.arch, **ALONE[name](args, subject, path, payloads, workdir / name)}
+            measure = ON_DEFAULT_ARCHIVE[name]
+            results[name] = {"model": subject.arch, **measure(args, subject, path, payloads, workdir / name)}
     return results
 
 
@@ -303,7 +286,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=list(ALONE),
+        choices=list(ON_DEFAULT_ARCHIVE),
         metavar="NAME",
         help="measure these sections alone, on one archive, and merge them into the report's JSON (analysts: "
         "scan, explanations; packing: frames per request; hints: OpenVINO's LATENCY against THROUGHPUT "

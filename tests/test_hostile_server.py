@@ -187,8 +187,12 @@ def test_the_grpc_port_holds_the_same_key_and_budgets(server: Server):
     """TorchServe always opens its gRPC inference port (config.properties binds it to loopback). A request
     there reaches the handler with no endpoint header, so it is read as an Open Inference Protocol body
     whatever its input map holds: the same key and the same budgets as over HTTP, and the worker survives."""
-    predict, pid = predictions(channel(grpc_target(server.ts))), worker_pid(server.ts)
-    key = [("authorization", server.headers()["Authorization"])]
+    with channel(grpc_target(server.ts)) as chan:
+        grpc_port_answers(server, predictions(chan))
+
+
+def grpc_port_answers(server: Server, predict: Callable[..., bytes]) -> None:
+    pid, key = worker_pid(server.ts), [("authorization", server.headers()["Authorization"])]
 
     def answer(inputs: dict[str, bytes]) -> dict:
         return json.loads(predict(predictions_request(MODEL, inputs), metadata=key, timeout=120))

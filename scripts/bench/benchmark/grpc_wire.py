@@ -174,9 +174,10 @@ class GrpcTransport(BaseAdapter):
 _JSON = {"Content-Type": "application/json"}
 
 
-def grpc_sender(ts: TorchServe) -> Callable[[bytes], None]:
-    """Send one OIP body through the gRPC frontend (``load``'s ``sender``)."""
-    predict, metadata = predictions(channel(grpc_target(ts))), [("authorization", f"Bearer {ts.keys()['inference']}")]
+def grpc_sender(chan: grpc.Channel, key: str) -> Callable[[bytes], None]:
+    """Send one OIP body through the gRPC frontend on ``chan`` with the inference ``key`` (``load``'s
+    ``sender``)."""
+    predict, metadata = predictions(chan), [("authorization", f"Bearer {key}")]
 
     def send(body: bytes) -> None:
         answer = predict(predictions_request(MODEL_NAME, {"body": body}), metadata=metadata, timeout=300)
@@ -203,9 +204,9 @@ def grpc_vs_http(archive: Path, payloads: list[bytes], workdir: Path, total: int
     """16 clients of one and of eight images per request, a lone request, and the clip, over each wire."""
     clip = write_video(workdir / "grpc_clip.mp4", seconds)
     rows: dict[str, Any] = {wire: {"crowd": {}} for wire in WIRES}
-    with serving(archive, workdir / "ts_grpc") as (ts, _):
+    with serving(archive, workdir / "ts_grpc") as (ts, _), channel(grpc_target(ts)) as chan:
         clip_seconds(ts, clip, "http")  # warm-up
-        senders = {"http": None, "grpc": grpc_sender(ts)}
+        senders = {"http": None, "grpc": grpc_sender(chan, ts.keys()["inference"])}
         for per_request in PACKINGS:  # the wires take turns at each measurement, so drift favours neither
             requests_total = max(CONCURRENCY * 2, total // per_request)
             for wire, sender in senders.items():
@@ -219,11 +220,15 @@ def grpc_vs_http(archive: Path, payloads: list[bytes], workdir: Path, total: int
     return {"seconds": seconds, "rows": rows}
 
 
+def gains(g: dict[str, Any]) -> dict[str, float]:
+    """gRPC's crowd rate over HTTP's, per frames per request."""
+    http, grpc_row = g["rows"]["http"]["crowd"], g["rows"]["grpc"]["crowd"]
+    return {k: grpc_row[k]["images_per_s"] / http[k]["images_per_s"] for k in http}
+
+
 def adopted(g: dict[str, Any]) -> bool:
     """gRPC is worth a second wire when the crowd gains ADOPT_GAIN at every packing and the clip is no slower."""
-    http, grpc_row = g["rows"]["http"], g["rows"]["grpc"]
-    gains = [grpc_row["crowd"][k]["images_per_s"] / http["crowd"][k]["images_per_s"] for k in http["crowd"]]
-    return min(gains) >= ADOPT_GAIN and grpc_row["video_s"] <= http["video_s"]
+    return min(gains(g).values()) >= ADOPT_GAIN and g["rows"]["grpc"]["video_s"] <= g["rows"]["http"]["video_s"]
 
 
 def grpc_markdown(g: dict[str, Any]) -> str:
@@ -245,13 +250,10 @@ def grpc_markdown(g: dict[str, Any]) -> str:
             + f" | {r['lone']['p50_ms']:.0f} | {r['video_s']:.2f} s | {crowd[packings[-1]]['cores']['frontend']:.2f} |"
         )
     http, grpc_row = rows["http"], rows["grpc"]
-    gains = ", ".join(
-        f"{grpc_row['crowd'][k]['images_per_s'] / http['crowd'][k]['images_per_s']:.2f}x at {k} per request"
-        for k in packings
-    )
+    ratios = ", ".join(f"{gain:.2f}x at {k} per request" for k, gain in gains(g).items())
     lines += [
         "",
-        f"gRPC / HTTP: {gains}; the clip {grpc_row['video_s']:.2f} s against {http['video_s']:.2f} s: "
+        f"gRPC / HTTP: {ratios}; the clip {grpc_row['video_s']:.2f} s against {http['video_s']:.2f} s: "
         + (
             "adopted."
             if adopted(g)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from deepfake_client import BadVideoError, sample_frames
+from scripts.synthetic.clips import write_h264
 from tests.inputs import VIDEO_CASES, VideoCase
 from tests.media import constant_rate, read_index, write_video
 
@@ -147,3 +148,85 @@ def test_the_video_battery(tmp_path: Path, case: VideoCase):
 def test_missing_file(tmp_path: Path):
     with pytest.raises(BadVideoError, match="no such file"):
         list(sample_frames(tmp_path / "absent.mp4"))
+
+
+# Sampling decodes in full only the frames the samples show (a non-reference frame no sample needs is
+# skipped by the decoder); these check that the samples stay exactly what decoding every frame gives.
+
+
+def every_frame_sampled(path: Path, fps: Fraction) -> list[tuple[int, int, bytes]]:
+    """Brute force over every frame that decodes in display order (up to a decoding error, as a truncated
+    file ends): (sample index, frame number, pixels) for t = k/fps up to the last frame's end (its start,
+    after an error)."""
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # as the client decodes: threads conceal damage differently
+        try:
+            for frame in container.decode(stream):
+                start = frame.pts * frame.time_base
+                if not frames or start > frames[-1][0]:  # a frame out of order or repeated is left out
+                    frames.append((start, frame.duration * frame.time_base, frame.to_image()))
+        except av.FFmpegError:
+            frames[-1] = (*frames[-1][:1], Fraction(0), frames[-1][2])
+    starts = [start - frames[0][0] for start, _, _ in frames]
+    end, expected, k = starts[-1] + frames[-1][1], [], 0
+    while k == 0 or Fraction(k) / fps < end:
+        number = max(i for i, start in enumerate(starts) if start <= Fraction(k) / fps)
+        expected.append((k, number, frames[number][2].tobytes()))
+        k += 1
+    return expected
+
+
+def sampled(path: Path, fps: Fraction) -> list[tuple[int, int, bytes]]:
+    return [(s.index, s.frame_number, s.image.tobytes()) for s in sample_frames(path, fps)]
+
+
+def panning_clip(path: Path, count: int = 150) -> Path:
+    """Random texture moving every frame, H.264 with B-frames and a keyframe every 50 frames: a frame
+    decoded from a wrong reference would show it."""
+    texture = (np.random.default_rng(3).random((12, 24, 3)) * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
+    frames = (np.roll(texture, 3 * i, axis=1) for i in range(count))
+    return write_h264(path, frames, 30, {"preset": "medium", "g": "50"})
+
+
+def remux(source: Path, target: Path, keep=lambda i, packet: True, **options: str) -> Path:
+    """The video stream's packets (same timestamps) copied into ``target``'s container, those
+    ``keep(i, packet)`` accepts: damage that only a decoder notices."""
+    with av.open(str(source)) as reader, av.open(str(target), "w", options=options) as writer:
+        video = reader.streams.video[0]
+        out = writer.add_stream_from_template(video)
+        for i, packet in enumerate(p for p in reader.demux(video) if p.size):
+            if keep(i, packet):
+                packet.stream = out
+                writer.mux(packet)
+    return target
+
+
+def test_samples_are_the_frames_decoding_everything_gives(tmp_path: Path):
+    path = panning_clip(tmp_path / "pan.mp4")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONREF"
+        references = sum(1 for _ in container.decode(stream))
+    assert references < 150 * 0.75  # the clip has non-reference frames to skip
+    for fps in (Fraction(2), Fraction(1, 3), Fraction(7), Fraction(30)):
+        assert sampled(path, fps) == every_frame_sampled(path, fps), fps
+    assert sampled(path, Fraction(2)) == sampled(remux(path, tmp_path / "pan.mkv"), Fraction(2))  # Matroska too
+
+
+def test_damaged_streams_sample_as_decoding_everything_does(tmp_path: Path):
+    source = panning_clip(tmp_path / "pan.mp4")
+    with av.open(str(source)) as container:
+        keyframes = [i for i, p in enumerate(container.demux(video=0)) if p.size and p.is_keyframe]
+    assert len(keyframes) >= 2, keyframes
+    damaged = {
+        # cut after its first keyframe without re-encoding: the frames before the next one do not decode
+        "late start": remux(source, tmp_path / "late.mp4", lambda i, _: i > 2),
+        "lost keyframe": remux(source, tmp_path / "hole.mkv", lambda i, _: i != keyframes[1]),
+    }
+    whole = remux(source, tmp_path / "fast.mp4", movflags="faststart").read_bytes()
+    damaged["truncated"] = tmp_path / "truncated.mp4"
+    damaged["truncated"].write_bytes(whole[: len(whole) * 7 // 10])  # the index whole, the data cut
+    for name, path in damaged.items():
+        assert sampled(path, Fraction(2)) == every_frame_sampled(path, Fraction(2)), name

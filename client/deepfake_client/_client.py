@@ -548,22 +548,27 @@ class DeepfakeClient:
         size = self.input_size(model)
         per_request = self._frames_per_request(model)
         window = self.config.max_in_flight * len(self.replicas)  # frames: keeps every replica's batches full
-        pack: list[tuple[SampledFrame, bytes, str]] = []
+        pack: list[tuple[SampledFrame, Future[bytes], str]] = []  # a frame, its encoding under way, its name
 
         def send_pack() -> None:
-            payloads, names = [p for _, p, _ in pack], [w for _, _, w in pack]
-            future = pool.submit(self._predict_pack, payloads, names, model)
+            encodings, names = [p for _, p, _ in pack], [w for _, _, w in pack]
+            future = pool.submit(lambda: self._predict_pack([e.result() for e in encodings], names, model))
             in_flight.extend((sample, future, i) for i, (sample, _, _) in enumerate(pack))
             pack.clear()
 
-        with ThreadPoolExecutor(max_workers=max(1, window // per_request) + 1) as pool:
+        def encode(sample: SampledFrame) -> bytes:
+            return encode_frame(sample.image, image_format, jpeg_quality, size)
+
+        senders = ThreadPoolExecutor(max_workers=max(1, window // per_request) + 1)
+        # frames are converted, resized and encoded in one thread beside the decoding (in order)
+        with senders as pool, ThreadPoolExecutor(1, thread_name_prefix="encode") as encoder:
             try:
                 for sample in sample_frames(path, rate):
                     if cancel is not None and cancel.is_set():
                         raise CancelledError(f"{path}: the analysis was cancelled after {len(results)} frames")
                     if on_frame:
                         on_frame(sample)
-                    payload = encode_frame(sample.image, image_format, jpeg_quality, size)
+                    payload = encoder.submit(encode, sample)
                     pack.append((sample, payload, f"frame {sample.index} ({sample.time:.2f}s) of {path}"))
                     if len(pack) >= per_request:
                         send_pack()

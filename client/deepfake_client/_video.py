@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 
 import av
@@ -51,7 +52,13 @@ class SampledFrame:
     time: float
     frame_time: float  # when the chosen frame starts being displayed (seconds from the first frame)
     frame_number: int  # the chosen frame's position among the decoded frames
-    image: Image.Image
+    frame: av.VideoFrame = field(repr=False, compare=False)  # as decoded
+
+    @cached_property
+    def image(self) -> Image.Image:
+        """The frame as shown, in RGB (rotation applied): converted on first use, in the thread that needs it
+        (the client converts and encodes beside the decoding)."""
+        return _upright(self.frame)
 
 
 def _upright(frame: av.VideoFrame) -> Image.Image:
@@ -285,7 +292,7 @@ def _sample_stream(frames: Iterator[tuple[av.VideoFrame, int]], rate: Fraction, 
 
 def _sample(target: int, rate: Fraction, chosen: tuple[av.VideoFrame, Fraction, int]) -> SampledFrame:
     frame, start, number = chosen
-    return SampledFrame(target, float(target / rate), float(start), number, _upright(frame))
+    return SampledFrame(target, float(target / rate), float(start), number, frame)
 
 
 def _reason(exc: BaseException) -> str:

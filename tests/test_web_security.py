@@ -29,6 +29,7 @@ from scripts.operations.torchserve import Ports
 from tests.conftest import image_bytes
 from tests.media import constant_rate, write_video
 from tests.test_client_transport import DESCRIBE, METADATA, answer
+from tests.test_web import wait_for_job
 
 TIER = "unit"
 
@@ -240,4 +241,80 @@ def test_the_page_has_its_own_command(tmp_path):
     assert command.is_file(), "make setup installs the client's console scripts"
     shown = subprocess.run([str(command), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and shown.stdout.startswith("usage: deepfake-web ")
-    assert "--allowed-host" in shown.stdout and "--max-upload-mb" in shown.stdout
+    assert all(flag in shown.stdout for flag in ("--allowed-host", "--max-upload-mb", "--max-video-minutes"))
+
+
+# --- a video's length is budgeted: a few KB can declare, or hold, hours between two frames ------------------
+def long_gap_clip(path: Path, header_lies: bool = False) -> bytes:
+    """Two tiny frames 10 hours apart (a 2 KB MP4); ``header_lies``: its header then claims 0 s (the
+    durations of mvhd, tkhd and mdhd set to 1), so that only the frames' timestamps tell."""
+    data = bytearray(write_video(path, [Fraction(0), Fraction(36000)], time_base=Fraction(1, 1000)).read_bytes())
+    if header_lies:
+        for box, skip in ((b"mvhd", 16), (b"tkhd", 20), (b"mdhd", 16)):  # version 0 boxes: duration after these
+            at = data.index(box) + 4 + skip
+            data[at : at + 4] = (1).to_bytes(4, "big")
+    return bytes(data)
+
+
+class CountingServer:
+    """Answers like TorchServe and counts the frames it was asked to predict."""
+
+    def __init__(self) -> None:
+        self.frames, self.lock = 0, threading.Lock()
+
+    def __call__(self, request):
+        if request.method != "GET":
+            count = len(json.loads(request.body)["inputs"][0]["data"]) if request.url.endswith("/infer") else 1
+            with self.lock:
+                self.frames += count
+        return answered(request)
+
+
+def test_a_video_longer_than_the_pages_limit_is_refused_before_a_frame_is_sent(tmp_path: Path):
+    server = CountingServer()
+    app = page(transport=MockTransport(server))  # the default limit: 60 minutes
+    crafted = long_gap_clip(tmp_path / "gap.mp4")
+    refused = upload(app, crafted, "gap.mp4")
+    assert refused.status_code == 400 and refused.get_json()["error"] == "bad_input"
+    assert refused.get_json()["message"] == "gap.mp4: 36000 s long, over the limit of 3600 s here"
+    started = upload(app, crafted, "gap.mp4", "?async=1").get_json()
+    state = wait_for_job(app, started["status"])
+    assert state["state"] == "error" and "over the limit of 3600 s" in state["error"]["message"]
+    assert server.frames == 0
+
+
+def test_a_video_whose_header_hides_its_length_stops_at_the_limit(tmp_path: Path):
+    server = CountingServer()
+    app = page(transport=MockTransport(server), max_video_seconds=5)
+    refused = upload(app, long_gap_clip(tmp_path / "gap.mp4", header_lies=True), "liar.mp4")
+    assert refused.status_code == 400
+    assert refused.get_json()["message"] == "liar.mp4: frames past 5 s, the limit here"
+    assert server.frames <= 11  # the samples at 0, 0.5, ..., 5 s at most (those in flight are cancelled)
+    within = write_video(tmp_path / "four.mp4", constant_rate(120, Fraction(30))).read_bytes()  # 4 s
+    assert upload(app, within, "four.mp4").status_code == 200
+
+
+def test_the_max_video_minutes_option_reaches_the_page(tmp_path: Path):
+    """deepfake-web --max-video-minutes, as an operator starts it from any folder."""
+    port = Ports.free().inference
+    command = [str(Path(sys.executable).with_name("deepfake-web")), "--port", str(port), "--url", URL,
+               "--max-video-minutes", "0.05"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    clip = write_video(tmp_path / "ten.mp4", constant_rate(300, Fraction(30)))  # 10 s, over 3 s
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with clip.open("rb") as body:
+                    refused = requests.post(
+                        f"http://127.0.0.1:{port}/api/analyze", files={"file": ("ten.mp4", body)}, timeout=30
+                    )
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and process.poll() is None, "the page did not start"
+                time.sleep(0.1)  # polling interval, bounded by the deadline
+        assert refused.status_code == 400, refused.text  # refused before TorchServe (unreachable here) is asked
+        assert refused.json()["message"] == "ten.mp4: 10 s long, over the limit of 3 s here"
+    finally:
+        process.terminate()
+        process.wait(10)

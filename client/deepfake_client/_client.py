@@ -33,6 +33,7 @@ from deepfake_client._config import (
 )
 from deepfake_client._exceptions import (
     AuthenticationError,
+    BadVideoError,
     CancelledError,
     DeepfakeError,
     InputError,
@@ -47,7 +48,7 @@ from deepfake_client._replicas import ReplicaPool
 from deepfake_client._results import FrameResult, ImageResult, VideoAnalysis
 from deepfake_client._tracks import face_signature, link_tracks
 from deepfake_client._transport import Clock, pooled_transport
-from deepfake_client._video import SampledFrame, native_frame_rate, sample_frames
+from deepfake_client._video import SampledFrame, native_frame_rate, probe_duration, sample_frames
 from deepfake_contract import (
     DEFAULT_INPUT_SIZE,
     MAX_ANSWER_BYTES,
@@ -505,6 +506,7 @@ class DeepfakeClient:
         progress: ProgressCallback | None = None,
         on_frame: Callable[[SampledFrame], None] | None = None,
         cancel: threading.Event | None = None,
+        max_seconds: float | None = None,
     ) -> VideoAnalysis:
         """Sample at exactly ``fps``, classify every frame, aggregate into a verdict.
 
@@ -514,6 +516,9 @@ class DeepfakeClient:
         is retried like any request; auth errors, and availability errors that outlast the retries,
         stop the analysis. ``on_frame`` sees each sampled frame as it is sent (thumbnails, previews).
         Setting ``cancel`` stops it before the next frame is sent: CancelledError.
+        ``max_seconds`` is a service's budget: a video longer than that is refused (BadVideoError), from its
+        header before any frame is sent, or at the first sample past it where the header says less (a
+        crafted file can put hours between two frames).
 
         With ``frames_per_request`` above 1 (ClientConfig), consecutive frames travel together in one
         Open Inference Protocol request (fewer round trips through TorchServe's frontend); a pack the
@@ -522,6 +527,8 @@ class DeepfakeClient:
         """
         aggregation = aggregation or AggregationConfig()
         check_local_path(path)
+        if max_seconds is not None and (declared := probe_duration(path) or 0) > max_seconds:
+            raise BadVideoError(f"{path}: {declared:.0f} s long, over the limit of {max_seconds:g} s here")
         rate, notes = _sampling_rate(path, fps)
         # each sampled frame, the request carrying it (one per pack of frames) and its place in that pack
         in_flight: deque[tuple[SampledFrame, Future[list[Prediction | InputRejectedError]], int]] = deque()
@@ -566,6 +573,8 @@ class DeepfakeClient:
                 for sample in sample_frames(path, rate):
                     if cancel is not None and cancel.is_set():
                         raise CancelledError(f"{path}: the analysis was cancelled after {len(results)} frames")
+                    if max_seconds is not None and sample.time > max_seconds:
+                        raise BadVideoError(f"{path}: frames past {max_seconds:g} s, the limit here")
                     if on_frame:
                         on_frame(sample)
                     payload = encoder.submit(encode, sample)

@@ -18,6 +18,7 @@ from deepfake_client._config import (
 from deepfake_client.web.app import (
     DEFAULT_HOST,
     DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_MAX_VIDEO_MINUTES,
     DEFAULT_PORT,
     LOOPBACK_HOSTS,
     WebConfig,
@@ -38,6 +39,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key-file", help="TorchServe key_file.json (default: ./runtime/key_file.json)")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="default %(default)s")
     parser.add_argument(
+        "--max-video-minutes",
+        type=float,
+        default=DEFAULT_MAX_VIDEO_MINUTES,
+        help="longer videos are refused (default %(default)s)",
+    )
+    parser.add_argument(
         "--allowed-host",
         action="append",
         default=[],
@@ -57,7 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     hosts = (*(f"{name}:{args.port}" for name in LOOPBACK_HOSTS), f"{args.host}:{args.port}", *args.allowed_host)
     config = WebConfig(
-        client=client, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allowed_hosts=tuple(dict.fromkeys(hosts))
+        client=client,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_video_seconds=args.max_video_minutes * 60,
+        allowed_hosts=tuple(dict.fromkeys(hosts)),
     )
     server = create_server(config, host=args.host, port=args.port)
     print(f"deepfake-serve web page on http://{args.host}:{args.port}/ (TorchServe at {client.base_url})", flush=True)

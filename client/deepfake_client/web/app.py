@@ -54,6 +54,7 @@ from deepfake_contract import Explanation, Prediction, is_no_face
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 200  # a few minutes of 1080p; images are further capped by TorchServe (32 MiB)
+DEFAULT_MAX_VIDEO_MINUTES = 60.0  # per video: a crafted file can put hours between two frames in a few KB
 DEFAULT_MAX_JOBS = 4  # video analyses at once: each keeps 16 frames in flight on the one TorchServe
 # Host names the page answers to when no others are configured: this machine's, on any port. A DNS
 # rebinding attack arrives with the attacker's own name, and is refused.
@@ -86,6 +87,7 @@ def display_name(filename: str | None) -> str:
 class WebConfig:
     client: ClientConfig = field(default_factory=ClientConfig.from_env)
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024
+    max_video_seconds: float = DEFAULT_MAX_VIDEO_MINUTES * 60  # longer videos are refused (400)
     fps: float = DEFAULT_FPS
     max_jobs: int = DEFAULT_MAX_JOBS
     # Host header values the page answers: "name" (any port) or "name:port". A deployment behind a
@@ -362,7 +364,7 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
                 take_slot()
                 running_sync[0] += 1
             try:
-                analysis = client.analyze_video(path, config.fps)
+                analysis = client.analyze_video(path, config.fps, max_seconds=config.max_video_seconds)
             except DeepfakeError as exc:
                 raise web_error(exc, path, name) from None
             finally:
@@ -395,6 +397,7 @@ def create_app(config: WebConfig | None = None, client: DeepfakeClient | None = 
                     progress=lambda done: setattr(job, "done", done),
                     on_frame=keep_thumbnail,
                     cancel=job.cancel,
+                    max_seconds=config.max_video_seconds,
                 )
                 job.result = {
                     "kind": "video",

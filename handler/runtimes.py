@@ -142,16 +142,18 @@ def available_cores(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> in
 def share_cores(workers: int, cores: int | None = None) -> int | None:
     """Split the cores between an archive's ``workers``: each worker's torch (the face detector, the
     eager runtime) and OpenVINO then use ``cores // workers`` threads instead of all of them, so that
-    the workers run side by side instead of oversubscribing the CPU. One worker keeps the engines'
-    own defaults. The split follows the archive's ``minWorkers``, read once at worker start: workers
-    added later through the management API do not re-split it. Returns the threads per worker (None:
-    left as is)."""
+    the workers run side by side instead of oversubscribing the CPU. OpenVINO's thread pinning is
+    turned off then: with a thread count set, its CPU plugin pins each process's inference threads
+    from the first core on, so every worker's ran on core 0 (two 1-thread workers: half the rate each,
+    measured in tests/test_runtimes.py). One worker keeps the engines' own defaults. The split follows
+    the archive's ``minWorkers``, read once at worker start: workers added later through the
+    management API do not re-split it. Returns the threads per worker (None: left as is)."""
     if workers <= 1:
         return None
     threads = max(1, (cores or available_cores()) // workers)
     torch.set_num_threads(threads)
     with contextlib.suppress(ImportError):  # no OpenVINO: torch eager is the runtime
-        openvino_core().set_property("CPU", {"INFERENCE_NUM_THREADS": threads})
+        openvino_core().set_property("CPU", {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False})
     return threads
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +40,7 @@ from scripts.operations.precision import (
     image_sets,
     own_demo_images,
 )
-from tests.conftest import constant_checkpoint, image_bytes, needs_bf16, random_checkpoint
+from tests.conftest import REPO_ROOT, constant_checkpoint, image_bytes, needs_bf16, random_checkpoint
 
 TIER = "unit"
 
@@ -223,10 +226,12 @@ def test_available_cores_follow_the_affinity_capped_by_the_container_quota(tmp_p
 @pytest.fixture
 def restore_threads():
     torch_threads = torch.get_num_threads()
-    openvino_threads = openvino_core().get_property("CPU", "INFERENCE_NUM_THREADS")
+    openvino = {
+        name: openvino_core().get_property("CPU", name) for name in ("INFERENCE_NUM_THREADS", "ENABLE_CPU_PINNING")
+    }
     yield
     torch.set_num_threads(torch_threads)
-    openvino_core().set_property("CPU", {"INFERENCE_NUM_THREADS": openvino_threads})
+    openvino_core().set_property("CPU", openvino)
 
 
 def test_workers_share_the_cores_between_torch_and_openvino(restore_threads):
@@ -241,6 +246,59 @@ def test_workers_share_the_cores_between_torch_and_openvino(restore_threads):
     tiny(torch.zeros(1, 3, 32, 32))
     compiled = OpenVINORuntime(to_openvino(tiny, 32), RuntimeInfo("openvino", "fp32", "fp32")).compiled
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1  # what a worker's runtime compiles with
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False  # pinned, every worker inferred on core 0
+
+
+PINNING_PROBE = """
+import glob, os, sys, threading, time
+import openvino as ov
+import torch
+from handler.runtimes import openvino_core, share_cores
+
+if sys.argv[1] == "workers":
+    share_cores(2, cores=2)  # what each of an archive's two workers does at start
+else:  # a thread count alone
+    openvino_core().set_property("CPU", {"INFERENCE_NUM_THREADS": 1})
+model = torch.nn.Sequential(*[torch.nn.Conv2d(16, 16, 3, padding=1) for _ in range(6)]).eval()
+example = torch.zeros(1, 16, 96, 96)
+compiled = openvino_core().compile_model(ov.convert_model(model, example_input=example), "CPU", {})
+request, batch, seen, done = compiled.create_infer_request(), example.numpy(), set(), threading.Event()
+
+def watch():  # every thread's CPU affinity, sampled while inferences run
+    while not done.is_set():
+        for task in glob.glob(f"/proc/{os.getpid()}/task/*"):
+            try:
+                seen.add(tuple(sorted(os.sched_getaffinity(int(task.rsplit("/", 1)[1])))))
+            except OSError:  # a thread that ended
+                pass
+
+watcher = threading.Thread(target=watch)
+watcher.start()
+deadline = time.perf_counter() + 1.5
+while time.perf_counter() < deadline:
+    request.infer({0: batch})
+done.set()
+watcher.join()
+print(sorted(seen))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_workers_sharing_the_cores_are_not_pinned_to_the_first(tmp_path: Path):
+    """With a thread count set, OpenVINO's CPU plugin pins the inferring thread from core 0 on: every
+    face worker inferred on core 0 (two such processes ran at half their rate each). share_cores turns
+    pinning off: no thread of a worker is ever held to fewer cores than the process has."""
+    script = tmp_path / "probe.py"
+    script.write_text(PINNING_PROBE)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+    def affinities(mode: str) -> list[tuple[int, ...]]:
+        done = subprocess.run([sys.executable, str(script), mode], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return ast.literal_eval(done.stdout.strip().splitlines()[-1])
+
+    assert affinities("workers") == [tuple(sorted(os.sched_getaffinity(0)))]
+    assert (0,) in affinities("threads only")  # the probe sees pinning where it happens
 
 
 @pytest.mark.slow  # NNCF quantisation

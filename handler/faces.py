@@ -7,7 +7,7 @@ the handler, training and evaluation call it, so a checkpoint sees at serving ti
 was trained on. ``crop: full`` (the default, the original app's behaviour) keeps the whole image.
 
 The detector is MTCNN from facenet-pytorch: its weights ship inside the wheel (no download), it found
-every test face and no false one; ``handler.mtcnn`` runs its stages ~1.6x faster than facenet-pytorch's
+every test face and no false one; ``handler.mtcnn`` runs its stages ~2x faster than facenet-pytorch's
 own path with the same boxes (docs/benchmark.md, section 8).
 The alternatives need model files their wheels do not carry here (checked: mediapipe 1.2.3 ships no
 face detector model, opencv-python-headless 5.0 neither Haar cascades nor YuNet), and no model
@@ -67,10 +67,9 @@ class FaceDetector:
     scoring 0.7 and 0.8 (MTCNN's defaults: 0.6, 0.7), the last ``threshold``: on a textured 720p frame
     a third faster, with every test face still found (measured in docs/benchmark.md).
 
-    The same boxes as facenet-pytorch's own ``MTCNN.detect`` (to 1e-3 px), faster on a 720p frame: the
-    three networks run channels-last (their small convolutions have fast channels-last kernels here),
-    and ``handler.mtcnn`` runs the stages with the image pyramid pooled one axis at a time on
-    vectorised layouts (measured in docs/benchmark.md, section 8).
+    The same boxes as facenet-pytorch's own ``MTCNN.detect`` (to 1e-3 px), faster on a 720p frame:
+    ``handler.mtcnn`` resamples the pyramid and the crops from running sums of the frame's rows and runs
+    the three networks compiled by OpenVINO (measured in docs/benchmark.md, section 8).
     """
 
     def __init__(self, threshold: float, max_faces: int, min_face_size: int = DEFAULT_MIN_FACE_SIZE):
@@ -83,10 +82,10 @@ class FaceDetector:
     def _mtcnn(min_face_size: int, threshold: float) -> Mtcnn:  # facenet_pytorch is imported only in face mode
         from facenet_pytorch import MTCNN
 
-        from handler.mtcnn import Mtcnn
+        from handler.mtcnn import Mtcnn, compiled_networks
 
-        nets = MTCNN(device="cpu").to(memory_format=torch.channels_last)
-        return Mtcnn(nets.pnet, nets.rnet, nets.onet, min_face_size, stage_thresholds(threshold))
+        nets = MTCNN(device="cpu")
+        return Mtcnn(*compiled_networks(nets.pnet, nets.rnet, nets.onet), min_face_size, stage_thresholds(threshold))
 
     def detect(self, image: Image.Image) -> list[Face]:
         """The faces scoring at least ``threshold``, most certain first, at most ``max_faces``."""

@@ -1,38 +1,41 @@
-"""MTCNN's three stages, with the image pyramid resampled along one axis at a time.
+"""MTCNN's three stages as facenet-pytorch runs them, with the pixel work done the cheap way.
 
-facenet-pytorch's ``detect_face`` builds each pyramid level with ``interpolate(mode="area")``
-(adaptive average pooling) of the whole (C, H, W) frame: on a 720p frame on one core that was half of
-the detector's time (docs/benchmark.md, section 8). An adaptive average over a window of rows x columns
-is the average over its rows of the averages over its columns: pooling the rows, then the columns,
-gives the same level (to float rounding, < 1e-4 of a pixel value). Each pass runs on a layout whose
-innermost axis is long (a row's 3 x W values, then a level column's 3 x h values), which adaptive
-pooling's channels-last kernel vectorises, where the (C, H, W) pass runs on 3 channels: 2.5x faster.
+facenet-pytorch's ``detect_face`` resamples the whole (C, H, W) frame once per pyramid level and every
+candidate's crop separately (``interpolate(mode="area")``, adaptive average pooling), and runs its
+networks in torch. On a 720p frame on one core that was most of the detector's time, so here:
+
+* the frame's rows are summed once into running sums; a level's or a crop's row windows then cost two
+  rows each (``Pyramid``), its column windows a pooling along a leading axis (levels) or one
+  ``add.reduceat`` over all of a stage's crops side by side (``Pyramid.regions``): the same averages to
+  float rounding (< 1e-4 of a pixel value);
+* the three networks run compiled by OpenVINO in float32 (``CompiledNetwork``), torch without it;
+* the first stage's candidates come from numpy, not ~10 small torch steps per level.
+
 Everything else follows ``detect_face`` step for step with facenet-pytorch's own networks and helpers
-(the thresholds, the NMS steps, the box regression, the crops of the second and third stages): tests
-hold the boxes to its path within 0.01 px and the scores within 1e-4.
+(the thresholds, the NMS steps, the box regression, the crops' coordinates): tests hold the boxes to
+its path within 0.01 px and the scores within 1e-4 (docs/benchmark.md, section 8: the time saved).
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from facenet_pytorch.models.utils.detect_face import (
-    batched_nms,
-    batched_nms_numpy,
-    bbreg,
-    generateBoundingBox,
-    imresample,
-    pad,
-    rerec,
-)
+from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg, pad, rerec
+from torchvision.ops import nms
 
 PNET_CELL = 12  # PNet's window: the pyramid's first scale maps min_face_size to it
 PYRAMID_FACTOR = 0.709  # MTCNN's (and facenet-pytorch's) pyramid step
 RNET_SIZE, ONET_SIZE = 24, 48
 NMS_WITHIN_LEVEL, NMS_ACROSS, NMS_LAST = 0.5, 0.7, 0.7
+MTCNN_MEAN, MTCNN_SCALE = 127.5, 0.0078125  # its input is (pixel - 127.5) / 128
+REUSED_FRAME_PIXELS = 1920 * 1080  # frames up to 1080p reuse the detector's arrays; larger ones get their own
+WORK_ELEMENTS = 2**22  # the most values a step's temporary holds (32 MB in float64), whatever the frame's size
 
 
 def pyramid_scales(height: int, width: int, min_face_size: int) -> list[float]:
@@ -48,6 +51,21 @@ def pyramid_scales(height: int, width: int, min_face_size: int) -> list[float]:
     return scales
 
 
+def pooling_windows(size: int, pooled: int) -> tuple[np.ndarray, np.ndarray]:
+    """Adaptive average pooling's windows along one axis, as torch computes them: output i averages
+    inputs [floor(i * size / pooled), ceil((i + 1) * size / pooled))."""
+    index = np.arange(pooled, dtype=np.int64)
+    return index * size // pooled, ((index + 1) * size + pooled - 1) // pooled
+
+
+@functools.lru_cache(maxsize=4096)  # regions' sizes x the 2 crop sizes: a few MB at most
+def cached_windows(size: int, pooled: int) -> tuple[np.ndarray, np.ndarray]:
+    """``pooling_windows``, shared between calls (read-only)."""
+    starts, ends = pooling_windows(size, pooled)
+    starts.flags.writeable = ends.flags.writeable = False
+    return starts, ends
+
+
 def _pool_leading_axis(values: torch.Tensor, size: int) -> torch.Tensor:
     """Adaptive average pooling of a contiguous (R, K) tensor along R to ``size``: (size, K).
 
@@ -59,77 +77,234 @@ def _pool_leading_axis(values: torch.Tensor, size: int) -> torch.Tensor:
     return pooled.permute(0, 2, 3, 1).reshape(size, width)
 
 
-def pyramid_level(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``interpolate(mode="area")`` of an (H, W, C) float frame to (height, width), as a (1, C, h, w)
-    tensor stored (w, h, C): its rows pooled, then its columns."""
-    rows, columns, channels = pixels.shape
-    pooled_rows = _pool_leading_axis(pixels.view(rows, columns * channels), height)  # (h, W * C)
-    by_column = pooled_rows.view(height, columns, channels).transpose(0, 1).reshape(columns, height * channels)
-    pooled = _pool_leading_axis(by_column, width)  # (w, h * C)
-    return pooled.view(width, height, channels).permute(2, 1, 0).unsqueeze(0)
+class Scratch:
+    """Arrays reused from one frame to the next: a fresh multi-MB array costs page faults
+    (~4 ms for a 720p frame's level sums, measured here), more than the work done in it."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        array = self._arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = self._arrays[name] = np.empty(shape, dtype)
+        return array
+
+
+class Pyramid:
+    """MTCNN's image pyramid of one (H, W, C) uint8 frame: each level is ``interpolate(mode="area")`` of
+    the whole frame, as facenet-pytorch makes it, normalised as MTCNN's networks expect.
+
+    Adaptive average pooling is separable: a level's pixel is the average, over its window of columns,
+    of the averages over its window of rows. The frame's rows are summed once into running sums
+    (integers, exact in float32), so a level's row windows cost two rows each instead of reading the
+    whole frame per level. Their differences are written transposed, columns first, and the columns
+    pooled along that leading axis on vectorised rows. facenet-pytorch's path pooled the whole
+    (C, H, W) frame once per level: ~2.5x slower on a 720p frame; the levels agree to float rounding
+    (< 1e-4 of a pixel value).
+    """
+
+    def __init__(self, pixels: np.ndarray, scales: list[float], scratch: Scratch | None = None):
+        scratch = scratch or Scratch()
+        height, width, channels = pixels.shape
+        self.height, self.width, self.channels = height, width, channels
+        self.sizes = [(int(height * scale + 1), int(width * scale + 1)) for scale in scales]
+        dtype = np.float32 if height * 255 < 2**24 else np.float64  # integer sums stay exact
+        running_sums = scratch.array("running sums", (height + 1, width * channels), dtype)
+        running_sums[0] = 0
+        np.copyto(running_sums[1:], pixels.reshape(height, width * channels))
+        for row in range(1, height + 1):  # one vectorised add per row: faster here than cumsum along axis 0
+            np.add(running_sums[row], running_sums[row - 1], out=running_sums[row])
+        self._sums = torch.from_numpy(running_sums)
+        largest = self.sizes[0][0] if self.sizes else 0  # the first scale is the largest
+        self._rows_at_once = max(1, min(largest, WORK_ELEMENTS // (width * channels)))
+        window_sums = scratch.array("window sums", (2 * self._rows_at_once, width * channels), dtype)
+        self._window_sums = torch.from_numpy(window_sums)
+        self._by_column = torch.from_numpy(scratch.array("by column", (width * largest * channels,), dtype))
+
+    def level(self, index: int) -> torch.Tensor:
+        """Level ``index`` normalised, as a (1, C, h, w) tensor stored (w, h, C)."""
+        height, width = self.sizes[index]
+        starts, ends = cached_windows(self.height, height)
+        frame_width, channels = self.width, self.channels
+        by_column = self._by_column[: frame_width * height * channels].view(frame_width, height, channels)
+        for first in range(0, height, self._rows_at_once):  # the rows' window sums, stored (W, h, C)
+            last = min(height, first + self._rows_at_once)
+            count = last - first
+            window_sums = self._window_sums[: 2 * count]
+            rows = torch.from_numpy(np.concatenate([ends[first:last], starts[first:last]]))
+            torch.index_select(self._sums, 0, rows, out=window_sums)
+            ending, starting = (
+                window_sums[part].view(count, frame_width, channels) for part in (slice(0, count), slice(count, None))
+            )
+            torch.sub(ending, starting, out=by_column[:, first:last].transpose(0, 1))
+        pooled = _pool_leading_axis(by_column.view(frame_width, height * channels), width).float()
+        row_factors = torch.from_numpy((MTCNN_SCALE / (ends - starts)).astype(np.float32)).view(1, height, 1)
+        level = pooled.view(width, height, channels).mul_(row_factors).sub_(MTCNN_MEAN * MTCNN_SCALE)
+        return level.permute(2, 1, 0).unsqueeze(0)
+
+    def regions(self, boxes: list[tuple[int, int, int, int]], size: int) -> np.ndarray:
+        """Each (top, bottom, left, right) region of the frame (rows [top, bottom), columns [left, right))
+        ``interpolate(mode="area")``-resized to (size, size): a (K, C, size, size) float32 batch, made
+        in groups of regions whose side-by-side rows hold at most WORK_ELEMENTS values."""
+        group_width = max(1, WORK_ELEMENTS // (size * self.channels))
+        groups: list[list[tuple[int, int, int, int]]] = [[]]
+        width = 0
+        for box in boxes:
+            if groups[-1] and width + box[3] - box[2] > group_width:
+                groups.append([])
+                width = 0
+            groups[-1].append(box)
+            width += box[3] - box[2]
+        return np.concatenate([self._regions(group, size) for group in groups])
+
+    def _regions(self, boxes: list[tuple[int, int, int, int]], size: int) -> np.ndarray:
+        """``regions`` of one group.
+
+        A region's rows' sums come from the running sums (two rows per output row, whatever its
+        height); the columns' windows of all the regions, side by side, are summed by one
+        ``add.reduceat`` whose segments start at each window's start and end (the segments between
+        a window's end and the next one's start are dropped). In float64: exact."""
+        channels, sums = self.channels, self._sums.numpy()
+        blocks, bounds, row_counts, column_counts = [], [], [], []
+        offset = 0
+        for top, bottom, left, right in boxes:
+            row_starts, row_ends = cached_windows(bottom - top, size)
+            starts, ends = cached_windows(right - left, size)
+            columns = sums[:, left * channels : right * channels]
+            blocks.append(columns[row_ends + top] - columns[row_starts + top])  # (size, width * C)
+            bounds.append(np.stack([starts, ends], axis=1).ravel() + offset)
+            row_counts.append(row_ends - row_starts)
+            column_counts.append(ends - starts)
+            offset += right - left
+        blocks.append(np.zeros((size, channels), dtype=sums.dtype))  # a column past the last window's end
+        block = np.concatenate(blocks, axis=1, dtype=np.float64).reshape(size, offset + 1, channels)
+        window_sums = np.add.reduceat(block, np.concatenate(bounds), axis=1)[:, ::2]  # (size, K * size, C)
+        counts = np.stack(row_counts, axis=1)[:, :, None] * np.stack(column_counts)[None]  # (size, K, size)
+        means = window_sums.reshape(size, len(boxes), size, channels) / counts[..., None]
+        return np.ascontiguousarray(means.transpose(1, 3, 0, 2), dtype=np.float32)
 
 
 def _normalised(pixels: torch.Tensor) -> torch.Tensor:
-    return (pixels - 127.5) * 0.0078125  # MTCNN's input scaling, as facenet-pytorch applies it
+    return (pixels - MTCNN_MEAN) * MTCNN_SCALE  # MTCNN's input scaling, as facenet-pytorch applies it
 
 
-def _stage_input(frame: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _stage_input(pyramid: Pyramid, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The next stage's inputs for ``boxes``: facenet-pytorch's crops (its ``pad``, then rows [y - 1, ey)
-    and columns [x - 1, ex) of the (H, W, C) float frame resized to ``size``), and which boxes had any
-    pixels."""
-    height, width = frame.shape[:2]
-    y, ey, x, ex = pad(boxes, width, height)
+    and columns [x - 1, ex) of the frame resized to ``size``), and which boxes had any pixels."""
+    y, ey, x, ex = pad(boxes, pyramid.width, pyramid.height)
     kept = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
-    planar = frame.permute(2, 0, 1).unsqueeze(0)  # a (1, C, H, W) view: each crop is pooled as stored
-    crops = [imresample(planar[:, :, y[k] - 1 : ey[k], x[k] - 1 : ex[k]], (size, size)) for k in kept]
-    batch = torch.cat(crops) if crops else frame.new_zeros((0, frame.shape[2], size, size))
-    return _normalised(batch), torch.as_tensor(kept, dtype=torch.int64)
+    if not kept:
+        return torch.zeros((0, pyramid.channels, size, size)), torch.zeros(0, dtype=torch.int64)
+    crops = pyramid.regions([(y[k] - 1, ey[k], x[k] - 1, ex[k]) for k in kept], size)
+    return _normalised(torch.from_numpy(crops)), torch.as_tensor(kept, dtype=torch.int64)
+
+
+def _candidates(regression: np.ndarray, probabilities: np.ndarray, scale: float, threshold: float) -> torch.Tensor:
+    """facenet-pytorch's ``generateBoundingBox`` for one image, in numpy (its ~10 small torch steps per
+    level cost more than the work): PNet's cells scoring ``threshold`` or more, as rows [x1, y1, x2, y2,
+    score, 4 x regression] in the frame's pixels, in row-major order of the cells."""
+    face = probabilities[0, 1]
+    rows, columns = np.nonzero(face >= np.float32(threshold))
+    cells = np.stack([columns, rows], axis=1).astype(np.float32)
+    first = np.floor((2 * cells + 1) / np.float32(scale))  # PNet's stride 2 and 12 px cell
+    last = np.floor((2 * cells + PNET_CELL) / np.float32(scale))
+    found = [first, last, face[rows, columns][:, None], regression[0][:, rows, columns].T]
+    return torch.from_numpy(np.concatenate(found, axis=1, dtype=np.float32))
 
 
 def _one_image(boxes: torch.Tensor) -> torch.Tensor:
     return torch.zeros(len(boxes), dtype=torch.int64)  # batched_nms's image index: one image
 
 
-REUSED_FRAME_PIXELS = 1920 * 1080  # frames up to 1080p share one float copy; larger ones get their own
+Network = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]  # a batch in, the network's outputs out
+
+
+class CompiledNetwork:
+    """One of MTCNN's networks compiled by OpenVINO's CPU plugin in float32, its spatial size (PNet) or
+    batch (RNet, ONet) dynamic: called as facenet-pytorch's module is, with the same outputs (to
+    ~1e-6). Its small convolutions (3 to 128 channels) run ~1.4x faster than torch's channels-last
+    kernels on one core (PNet over a 720p pyramid: 10.5 ms against 15 ms). One thread, not pinned:
+    MTCNN's many small steps gain little from a second thread (two cost ~1.3x the CPU time of one),
+    and pinned threads of a face archive's workers would all run on the first core."""
+
+    def __init__(self, network: torch.nn.Module, example: torch.Tensor, dynamic: tuple[int, ...], core: Any):
+        import openvino as ov
+
+        shape = [-1 if axis in dynamic else size for axis, size in enumerate(example.shape)]
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace", category=FutureWarning)  # OpenVINO traces
+            model = ov.convert_model(network.eval(), example_input=example, input=[shape])
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1, "ENABLE_CPU_PINNING": False}
+        self.request = core.compile_model(model, "CPU", config).create_infer_request()
+        self.network = network.to(memory_format=torch.channels_last)  # for frames OpenVINO should not keep memory for
+        self.empty = tuple(  # an empty batch's outputs (no candidate left), as torch gives them (PNet: 0 x 0 maps)
+            torch.zeros([0] + [dim.get_length() if dim.is_static else 0 for dim in output.get_partial_shape()[1:]])
+            for output in model.outputs
+        )
+
+    def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not len(batch):
+            return self.empty
+        result = self.request.infer({0: np.ascontiguousarray(batch.numpy(), dtype=np.float32)})
+        return tuple(
+            torch.from_numpy(np.array(result[i])) for i in range(len(self.empty))
+        )  # copies: buffers are reused
+
+
+def compiled_networks(pnet: torch.nn.Module, rnet: torch.nn.Module, onet: torch.nn.Module) -> tuple[Network, ...]:
+    """MTCNN's three networks compiled by OpenVINO (one Core per process: runtimes.openvino_core), or,
+    without OpenVINO, the torch modules channels-last."""
+    try:
+        from handler.runtimes import openvino_core
+
+        core = openvino_core()
+    except ImportError:
+        return tuple(net.to(memory_format=torch.channels_last) for net in (pnet, rnet, onet))
+    return (
+        CompiledNetwork(pnet, torch.zeros(1, 3, 2 * PNET_CELL, 2 * PNET_CELL), (2, 3), core),
+        CompiledNetwork(rnet, torch.zeros(1, 3, RNET_SIZE, RNET_SIZE), (0,), core),
+        CompiledNetwork(onet, torch.zeros(1, 3, ONET_SIZE, ONET_SIZE), (0,), core),
+    )
 
 
 class Mtcnn:
     """facenet-pytorch's three MTCNN networks and thresholds, run by ``detect``; not for concurrent
-    calls: it reuses one float copy of the frame (a fresh 11 MB one per 720p frame cost page faults),
-    for frames up to REUSED_FRAME_PIXELS, so one huge upload leaves no huge buffer behind."""
+    calls. Frames up to REUSED_FRAME_PIXELS reuse its arrays (a fresh 11 MB one per 720p frame cost
+    page faults) and run on the networks as given; a larger one gets arrays of its own and runs on the
+    torch modules (OpenVINO keeps memory sized for the largest input it ran), so that one huge upload
+    leaves no huge buffer behind."""
 
     def __init__(self, pnet: Any, rnet: Any, onet: Any, min_face_size: int, thresholds: tuple[float, float, float]):
-        self.pnet, self.rnet, self.onet = pnet, rnet, onet
+        self.networks = (pnet, rnet, onet)
         self.min_face_size = min_face_size
         self.thresholds = thresholds
-        self._frame = torch.empty(0)
+        self.scratch = Scratch()
 
-    def _float_frame(self, pixels: np.ndarray) -> torch.Tensor:
+    def _pyramid(self, pixels: np.ndarray, scales: list[float]) -> tuple[Pyramid, tuple[Network, ...]]:
         if pixels.shape[0] * pixels.shape[1] > REUSED_FRAME_PIXELS:
-            return torch.from_numpy(pixels.astype(np.float32))
-        if self._frame.shape != pixels.shape:
-            self._frame = torch.empty(pixels.shape, dtype=torch.float32)
-        np.copyto(self._frame.numpy(), pixels)
-        return self._frame
+            return Pyramid(pixels, scales), tuple(getattr(net, "network", net) for net in self.networks)
+        return Pyramid(pixels, scales, self.scratch), self.networks
 
     def detect(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Boxes [x1, y1, x2, y2] (N, 4) and scores (N,) of the faces in one (H, W, 3) uint8 frame, as
         facenet-pytorch's ``detect_face`` finds them."""
-        frame = self._float_frame(pixels)
-        height, width = frame.shape[:2]
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        height, width = pixels.shape[:2]
         thresholds = self.thresholds
 
         # first stage: PNet over the pyramid, NMS within each level, then across the levels
         candidates = []
-        for scale in pyramid_scales(height, width, self.min_face_size):
-            level = _normalised(pyramid_level(frame, int(height * scale + 1), int(width * scale + 1)))
-            regression, probabilities = self.pnet(level)
-            found, image_index = generateBoundingBox(regression, probabilities[:, 1], scale, thresholds[0])
-            candidates.append(found[batched_nms(found[:, :4], found[:, 4], image_index, NMS_WITHIN_LEVEL)])
-        if not candidates:  # smaller than min_face_size: no level to look at
+        scales = pyramid_scales(height, width, self.min_face_size)
+        if not scales:  # smaller than min_face_size: no level to look at
             return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.float32)
+        pyramid, (pnet, rnet, onet) = self._pyramid(pixels, scales)
+        for index, scale in enumerate(scales):
+            regression, probabilities = pnet(pyramid.level(index))
+            found = _candidates(regression.numpy(), probabilities.numpy(), scale, thresholds[0])
+            candidates.append(found[nms(found[:, :4], found[:, 4], NMS_WITHIN_LEVEL)])
         boxes = torch.cat(candidates)
-        boxes = boxes[batched_nms(boxes[:, :4], boxes[:, 4], _one_image(boxes), NMS_ACROSS)]
+        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], NMS_ACROSS)]
         box_width, box_height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         corrected = [
             boxes[:, 0] + boxes[:, 5] * box_width,
@@ -142,19 +317,19 @@ class Mtcnn:
 
         # second stage: RNet on 24 px crops
         if len(boxes):
-            crops, kept = _stage_input(frame, boxes, RNET_SIZE)
-            regression, probabilities = self.rnet(crops)
+            crops, kept = _stage_input(pyramid, boxes, RNET_SIZE)
+            regression, probabilities = rnet(crops)
             score = probabilities[:, 1]
             passed = score > thresholds[1]
             boxes = torch.cat((boxes[kept][passed, :4], score[passed].unsqueeze(1)), dim=1)
             regression = regression[passed]
-            pick = batched_nms(boxes[:, :4], boxes[:, 4], _one_image(boxes), NMS_ACROSS)
+            pick = nms(boxes[:, :4], boxes[:, 4], NMS_ACROSS)
             boxes = rerec(bbreg(boxes[pick], regression[pick]))
 
         # third stage: ONet on 48 px crops, then NMS by the smaller box's area ("Min")
         if len(boxes):
-            crops, kept = _stage_input(frame, boxes, ONET_SIZE)
-            regression, _landmarks, probabilities = self.onet(crops)
+            crops, kept = _stage_input(pyramid, boxes, ONET_SIZE)
+            regression, _landmarks, probabilities = onet(crops)
             score = probabilities[:, 1]
             passed = score > thresholds[2]
             found = torch.cat((boxes[kept][passed, :4], score[passed].unsqueeze(1)), dim=1)

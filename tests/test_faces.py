@@ -180,36 +180,154 @@ def test_an_image_smaller_than_the_smallest_face_has_no_face(detector: FaceDetec
     assert detector.detect(Image.new("RGB", (640, 360), (128, 128, 128))) == []  # levels, no candidate
 
 
-@pytest.mark.parametrize("size", [(720, 1280), (561, 1100), (97, 45)])
-def test_the_pyramid_pooled_one_axis_at_a_time_is_facenets_area_resampling(size: tuple[int, int]):
-    """handler.mtcnn pools rows, then columns: each level must be ``interpolate(mode="area")`` of the
-    whole frame, as facenet-pytorch makes it, at every scale of its pyramid."""
+def _frame(height: int, width: int, seed: int = 0):
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def _area_resampled(pixels, size: tuple[int, int]) -> torch.Tensor:
+    """facenet-pytorch's resampling: ``interpolate(mode="area")`` of a float (1, C, H, W) image."""
     from facenet_pytorch.models.utils.detect_face import imresample
 
-    from handler.mtcnn import pyramid_level, pyramid_scales
+    return imresample(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float().contiguous(), size)
+
+
+@pytest.mark.parametrize("size", [(720, 1280), (561, 1100), (97, 45)])
+def test_the_pyramid_levels_are_facenets_area_resampling(size: tuple[int, int]):
+    """handler.mtcnn builds each level from running sums of the frame's rows, then pools its columns:
+    each level must be facenet-pytorch's ``interpolate(mode="area")`` of the whole frame, normalised,
+    at every scale of its pyramid."""
+    from handler.mtcnn import Pyramid, pyramid_scales
 
     height, width = size
-    frame = torch.randint(0, 256, (height, width, 3), generator=torch.Generator().manual_seed(height)).float()
-    planar = frame.permute(2, 0, 1).unsqueeze(0).contiguous()
+    pixels = _frame(height, width, seed=height)
     scales = pyramid_scales(height, width, 20)
     assert len(scales) >= 2
-    for scale in scales:
+    pyramid = Pyramid(pixels, scales)
+    for index, scale in enumerate(scales):
         level_size = (int(height * scale + 1), int(width * scale + 1))
-        ours = pyramid_level(frame, *level_size)
-        assert ours.shape == (1, 3, *level_size)
-        torch.testing.assert_close(ours, imresample(planar, level_size), rtol=0, atol=1e-3)
+        expected = (_area_resampled(pixels, level_size) - 127.5) * 0.0078125
+        torch.testing.assert_close(pyramid.level(index), expected, rtol=0, atol=1e-5)
 
 
-def test_a_frame_larger_than_1080p_leaves_no_float_copy_behind(detector: FaceDetector):
-    """The detector keeps one float copy of frames up to 1080p for reuse; a larger upload (the server
-    decodes up to 64 MP) gets its own, freed with the request, and is still searched whole."""
-    from handler.mtcnn import REUSED_FRAME_PIXELS
+def test_the_pyramid_stays_exact_for_tall_frames_and_bounded_work(monkeypatch: pytest.MonkeyPatch):
+    """Row sums past 2**24 switch the running sums to float64 (a 66,000-row frame: float32 would round);
+    and a level's rows are taken a bounded number at a time (WORK_ELEMENTS), with the same result."""
+    import handler.mtcnn as mtcnn
+
+    tall = _frame(66_000, 2, seed=1)
+    assert tall.shape[0] * 255 >= 2**24
+    pyramid = mtcnn.Pyramid(tall, [0.01])
+    assert pyramid._sums.dtype == torch.float64
+    expected = (_area_resampled(tall, (661, 1)) - 127.5) * 0.0078125
+    torch.testing.assert_close(pyramid.level(0), expected, rtol=0, atol=1e-5)
+
+    pixels = _frame(300, 200, seed=2)
+    scales = mtcnn.pyramid_scales(300, 200, 20)
+    whole = [mtcnn.Pyramid(pixels, scales).level(index).clone() for index in range(len(scales))]
+    monkeypatch.setattr(mtcnn, "WORK_ELEMENTS", 7 * 200 * 3)  # 7 rows at a time
+    chunked = mtcnn.Pyramid(pixels, scales)
+    assert chunked._rows_at_once == 7
+    for index, level in enumerate(whole):
+        torch.testing.assert_close(chunked.level(index), level, rtol=0, atol=0)
+
+
+def test_the_crops_of_the_later_stages_are_facenets_area_resampling(monkeypatch: pytest.MonkeyPatch):
+    """Pyramid.regions resizes every candidate's crop at once (row windows from the running sums, column
+    windows by one reduceat): each crop must be facenet-pytorch's ``imresample`` of that crop, for
+    crops larger and smaller than the output, one pixel wide, the whole frame; in groups too."""
+    import handler.mtcnn as mtcnn
+
+    pixels = _frame(200, 300, seed=3)
+    pyramid = mtcnn.Pyramid(pixels, mtcnn.pyramid_scales(200, 300, 20))
+    boxes = [(10, 150, 20, 250), (0, 200, 0, 300), (50, 61, 70, 83), (5, 6, 7, 8), (120, 199, 299, 300), (3, 40, 5, 29)]
+    for size in (24, 48):
+        expected = torch.cat(
+            [_area_resampled(pixels[top:bottom, left:right], (size, size)) for top, bottom, left, right in boxes]
+        )
+        torch.testing.assert_close(torch.from_numpy(pyramid.regions(boxes, size)), expected, rtol=0, atol=1e-4)
+        monkeypatch.setattr(mtcnn, "WORK_ELEMENTS", 60 * size * 3)  # groups of regions up to 60 columns wide
+        torch.testing.assert_close(torch.from_numpy(pyramid.regions(boxes, size)), expected, rtol=0, atol=1e-4)
+        monkeypatch.undo()
+
+
+def test_the_first_stages_candidates_are_facenets():
+    """The first stage's candidates, taken in numpy, are facenet-pytorch's ``generateBoundingBox``'s."""
+    from facenet_pytorch.models.utils.detect_face import generateBoundingBox
+
+    from handler.mtcnn import _candidates
+
+    generator = torch.Generator().manual_seed(4)
+    regression = torch.randn(1, 4, 37, 53, generator=generator)
+    face = torch.rand(1, 37, 53, generator=generator)
+    probabilities = torch.stack([1 - face, face], dim=1)
+    for scale, threshold in ((0.3, 0.7), (0.0535, 0.9), (0.6, 0.99)):
+        expected, _ = generateBoundingBox(regression, probabilities[:, 1], scale, threshold)
+        found = _candidates(regression.numpy(), probabilities.numpy(), scale, threshold)
+        assert len(found) > 0
+        torch.testing.assert_close(found, expected, rtol=0, atol=0)
+
+
+def test_the_compiled_networks_answer_as_facenets_modules():
+    """MTCNN's networks compiled by OpenVINO give the torch modules' outputs: PNet at any size, RNet and
+    ONet at any batch, and an empty batch's shapes."""
+    from facenet_pytorch import MTCNN
+
+    from handler.mtcnn import CompiledNetwork, compiled_networks
+
+    modules = MTCNN(device="cpu")
+    networks = compiled_networks(modules.pnet, modules.rnet, modules.onet)
+    assert all(isinstance(network, CompiledNetwork) for network in networks)
+    generator = torch.Generator().manual_seed(5)
+    inputs = [
+        (0, torch.rand(1, 3, 217, 385, generator=generator) * 2 - 1),
+        (0, torch.rand(1, 3, 14, 25, generator=generator) * 2 - 1),
+        (1, torch.rand(7, 3, 24, 24, generator=generator) * 2 - 1),
+        (2, torch.rand(3, 3, 48, 48, generator=generator) * 2 - 1),
+    ]
+    for stage, batch in inputs:
+        module = (modules.pnet, modules.rnet, modules.onet)[stage]
+        with torch.inference_mode():
+            expected = module(batch)
+        got = networks[stage](batch)
+        assert len(got) == len(expected)
+        for ours, theirs in zip(got, expected, strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    # no candidate left: the shapes the later stages index (torch's modules cannot run an empty batch)
+    assert [tuple(o.shape) for o in networks[1](torch.zeros(0, 3, 24, 24))] == [(0, 4), (0, 2)]
+    assert [tuple(o.shape) for o in networks[2](torch.zeros(0, 3, 48, 48))] == [(0, 4), (0, 10), (0, 2)]
+
+
+def test_without_openvino_the_networks_are_the_torch_modules(monkeypatch: pytest.MonkeyPatch):
+    from facenet_pytorch import MTCNN
+
+    import handler.runtimes
+    from handler.mtcnn import compiled_networks
+
+    def no_openvino():
+        raise ImportError("No module named 'openvino'")
+
+    monkeypatch.setattr(handler.runtimes, "openvino_core", no_openvino)
+    modules = MTCNN(device="cpu")
+    assert compiled_networks(modules.pnet, modules.rnet, modules.onet) == (modules.pnet, modules.rnet, modules.onet)
+
+
+def test_a_frame_larger_than_1080p_leaves_no_buffer_behind(detector: FaceDetector):
+    """The detector keeps its arrays for frames up to 1080p; a larger upload (the server decodes up to
+    64 MP) gets arrays of its own, freed with the request, and runs on the torch modules (OpenVINO would
+    keep memory sized for it), and is still searched whole."""
+    from handler.mtcnn import REUSED_FRAME_PIXELS, CompiledNetwork
 
     mtcnn = detector._mtcnn(detector.min_face_size, detector.threshold)
+    assert all(isinstance(network, CompiledNetwork) for network in mtcnn.networks)
     detector.detect(pasted((1280, 720), (photo("astronaut"), (700, 150))))
-    assert mtcnn._frame.shape == (720, 1280, 3)
+    kept = {name: array.shape for name, array in mtcnn.scratch._arrays.items()}
+    assert kept["running sums"] == (721, 1280 * 3)
     large = pasted((2200, 1200), (photo("astronaut"), (1500, 700)))
     assert large.width * large.height > REUSED_FRAME_PIXELS
+    _, networks = mtcnn._pyramid(_frame(1200, 2200), [0.3])
+    assert all(isinstance(network, torch.nn.Module) for network in networks)
     [face] = detector.detect(large)
     assert close(face.box, shifted(ASTRONAUT_FACE, (1500, 700)))
-    assert mtcnn._frame.shape == (720, 1280, 3)  # the 1080p-or-smaller copy, not the large frame's
+    assert {name: array.shape for name, array in mtcnn.scratch._arrays.items()} == kept

@@ -35,6 +35,7 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     detection = faces["detection"]  # the detector beside facenet-pytorch's own path, on the same frames
     assert detection["facenet_ms_per_720p_frame"] > 0 and detection["count_mismatches"] == 0
     assert detection["max_box_gap_px"] <= 0.01 and detection["max_score_gap"] <= 1e-4
+    assert min(detection["pnet_ms"], detection["rnet_onet_ms"], detection["pixels_ms"]) > 0  # where its time goes
     assert "face detector's boxes within 2 px" in text and "face mode >= 60% of full mode's images/s" in text
     assert "## 8. Face-crop mode" in text
     assert set(results["ceiling"]) == {"openvino fp32", "openvino bf16", "openvino int8", "torch eager fp32",

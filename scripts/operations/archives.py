@@ -37,7 +37,9 @@ WEIGHTS_NAME = "model_weights.pth"
 # all of it. Measured for each value in docs/benchmark.md ("maxBatchDelay").
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_BATCH_DELAY_MS = 5
-DEFAULT_WORKERS = 1  # whole images: on 2 cores, 2 workers were measured slower than 1
+# Whole images: one worker runs a lone request on every core; on 2 cores two workers of one thread each
+# served a crowd ~1.1x faster at twice the memory and a slower lone request (docs/benchmark.md section 12).
+DEFAULT_WORKERS = 1
 # Face crop: MTCNN works one image at a time through many small steps that use one core well and two
 # poorly. Two workers of one thread each (handler.runtimes.share_cores) found faces 1.5x faster than one
 # worker of two threads on 2 cores, and the 60 s face clip ran ~1.4x faster end to end (docs/benchmark.md).

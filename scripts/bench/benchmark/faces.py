@@ -4,16 +4,21 @@ clip beside full mode).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from deepfake_client import sample_frames
-from handler.faces import detector_for, stage_thresholds
+from handler.faces import FaceDetector, detector_for, stage_thresholds
+from handler.mtcnn import Mtcnn
+from handler.runtimes import openvino_core, share_cores
 from handler.settings import ModelSettings
 from scripts.bench.benchmark.harness import CONCURRENCY, Subject, load, serving, with_model_config, write_video
 from scripts.bench.benchmark.video import video_ours
@@ -26,11 +31,54 @@ def _close(box: tuple[float, ...], expected: tuple[float, ...], tolerance: float
     return all(abs(a - b) <= tolerance for a, b in zip(box, expected, strict=True))
 
 
+class _Timed:
+    """One of the detector's networks, adding up the time it runs (section 8's breakdown)."""
+
+    def __init__(self, network: Any):
+        self.inner, self.seconds = network, 0.0
+
+    def __call__(self, batch: torch.Tensor) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.inner(batch)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def a_face_workers_share() -> Iterator[None]:
+    """torch's and OpenVINO's threads as in each of a face archive's DEFAULT_FACE_WORKERS workers
+    (runtimes.share_cores), restored after; the detector's networks compiled meanwhile are dropped."""
+    core = openvino_core()
+    torch_threads = torch.get_num_threads()
+    openvino = {name: core.get_property("CPU", name) for name in ("INFERENCE_NUM_THREADS", "ENABLE_CPU_PINNING")}
+    share_cores(DEFAULT_FACE_WORKERS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        core.set_property("CPU", openvino)
+        FaceDetector._mtcnn.cache_clear()
+
+
+def _breakdown(mtcnn: Mtcnn, frames: list[Any]) -> dict[str, float]:
+    """Where a frame's detection time goes: PNet over the pyramid, RNet and ONet on the crops, and the
+    rest (the pyramid, the crops, candidates and NMS), in ms per frame."""
+    networks = [_Timed(network) for network in mtcnn.networks]
+    timed = Mtcnn(*networks, mtcnn.min_face_size, mtcnn.thresholds)
+    started = time.perf_counter()
+    for image, _ in frames:
+        timed.detect(np.asarray(image.convert("RGB")))
+    total = (time.perf_counter() - started) / len(frames) * 1e3
+    pnet, rnet, onet = (network.seconds / len(frames) * 1e3 for network in networks)
+    return {"pnet_ms": pnet, "rnet_onet_ms": rnet + onet, "pixels_ms": total - pnet - rnet - onet}
+
+
 def face_detection(settings: ModelSettings, count: int) -> dict[str, float]:
     """The handler's detector on 720p frames with a real face at a known place (and some without): its
     recall and false faces, its time per frame on one core (a face worker's share, DEFAULT_FACE_WORKERS
-    workers of one thread each) beside facenet-pytorch's own ``MTCNN.detect`` on the same frames, and
-    how far its boxes and scores are from that path's."""
+    workers of one thread each) beside facenet-pytorch's own ``MTCNN.detect`` on the same frames, how
+    far its boxes and scores are from that path's, and where its time goes (``_breakdown``)."""
     from facenet_pytorch import MTCNN
 
     detector = detector_for(settings)
@@ -42,9 +90,7 @@ def face_detection(settings: ModelSettings, count: int) -> dict[str, float]:
     )
     faces = found = false = no_face_images = count_mismatches = 0
     times, reference_times, box_gaps, score_gaps = [], [], [0.0], [0.0]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with a_face_workers_share():
         frames = list(face_frames(count))
         detector.detect(frames[0][0])  # load the networks outside the timing
         for image, box in frames:
@@ -67,8 +113,7 @@ def face_detection(settings: ModelSettings, count: int) -> dict[str, float]:
             faces += box is not None
             no_face_images += box is None
             found += bool(hits)
-    finally:
-        torch.set_num_threads(threads)
+        breakdown = _breakdown(detector._mtcnn(detector.min_face_size, detector.threshold), frames)
     return {
         "faces": faces,
         "found": found,
@@ -80,6 +125,7 @@ def face_detection(settings: ModelSettings, count: int) -> dict[str, float]:
         "max_box_gap_px": max(box_gaps),
         "max_score_gap": max(score_gaps),
         "count_mismatches": count_mismatches,  # frames where the two paths found a different number of faces
+        **breakdown,
     }
 
 
@@ -139,8 +185,10 @@ def faces_markdown(faces: dict[str, Any], seconds: float) -> str:
         "frame in-process on one core (a face worker's share), against "
         f"{d['facenet_ms_per_720p_frame']:.0f} ms for facenet-pytorch's own `MTCNN.detect` on the same frames "
         f"(boxes at most {d['max_box_gap_px']:.3f} px and scores {d['max_score_gap']:.5f} apart). `handler.mtcnn` "
-        "runs its stages with the image pyramid pooled one axis at a time on vectorised layouts; what remains is "
-        "MTCNN's own work: three small networks over ~9 pyramid levels and the candidate crops.",
+        "resamples the pyramid and the candidates' crops from running sums of the frame's rows and runs the three "
+        "networks compiled by OpenVINO; of a frame's time, PNet over the ~9 pyramid levels takes "
+        f"{d['pnet_ms']:.1f} ms, RNet and ONet on the crops {d['rnet_onet_ms']:.1f} ms, the rest (pyramid, crops, "
+        f"candidates, NMS) {d['pixels_ms']:.1f} ms.",
         "",
         "| 1280x720 JPEGs with a face | images/s | p50 ms | p99 ms | mean batch (crops) |",
         "| --- | --- | --- | --- | --- |",

@@ -73,7 +73,9 @@ def overlap_markdown(o: dict[str, Any]) -> str:
         f"{one['video']['end_to_end_s']:.2f} s, a lone request {two['lone']['p50_ms']:.0f} ms against "
         f"{one['lone']['p50_ms']:.0f} ms: "
         + (
-            f"two workers are worth their memory (a gain of {ADOPT_GAIN - 1:.0%} or more with the clip no slower)."
+            f"two workers serve more for their memory (a gain of {ADOPT_GAIN - 1:.0%} or more with the clip no "
+            f"slower): `WORKERS=2` where a crowd's rate matters more than memory and a lone request's latency, which "
+            f"keep the default at {o['default_workers']} worker."
             if adopted
             else f"not adopted: the default stays {o['default_workers']} worker (a gain of {ADOPT_GAIN - 1:.0%} or "
             "more with the clip no slower would be)."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -64,8 +65,24 @@ FACENET_SCENES = {
 }
 
 
+@pytest.fixture(scope="module")
+def compiled_mtcnn(detector: FaceDetector):
+    """The detector's stages on OpenVINO's networks, as each worker of a face archive runs them."""
+    from facenet_pytorch import MTCNN
+
+    from handler.mtcnn import CompiledNetwork, Mtcnn, compiled_networks
+
+    modules = MTCNN(device="cpu")
+    networks = one_thread(lambda: compiled_networks(modules.pnet, modules.rnet, modules.onet))
+    assert all(isinstance(network, CompiledNetwork) for network in networks)
+    return Mtcnn(*networks, detector.min_face_size, stage_thresholds(detector.threshold))
+
+
+@pytest.mark.parametrize("networks", ["torch", "openvino"])
 @pytest.mark.parametrize("scene", FACENET_SCENES)
-def test_the_detector_finds_the_faces_facenets_own_path_finds(detector: FaceDetector, scene: str):
+def test_the_detector_finds_the_faces_facenets_own_path_finds(
+    detector: FaceDetector, compiled_mtcnn, scene: str, networks: str
+):
     """FaceDetector runs MTCNN's stages itself (handler.mtcnn: the pyramid pooled one axis at a time,
     channels-last networks); its boxes and scores must be the ones facenet-pytorch's own
     ``MTCNN.detect`` gives on a PIL image (the issue's bar: 2 px and 0.01; held to 0.01 px and 1e-4)."""
@@ -80,7 +97,10 @@ def test_the_detector_finds_the_faces_facenets_own_path_finds(detector: FaceDete
     frame = FACENET_SCENES[scene]()
     boxes, scores = reference.detect(frame)
     expected = [] if boxes is None else [(b, s) for b, s in zip(boxes, scores, strict=True) if s >= detector.threshold]
-    faces = detector.detect(frame)
+    if networks == "torch":
+        faces = detector.detect(frame)
+    else:
+        faces = detector._keep(*compiled_mtcnn.detect(np.asarray(frame.convert("RGB"))))
     assert len(faces) == len(expected)
     for face in faces:
         box, score = min(expected, key=lambda item: abs(item[0][0] - face.box[0]))
@@ -181,7 +201,6 @@ def test_an_image_smaller_than_the_smallest_face_has_no_face(detector: FaceDetec
 
 
 def _frame(height: int, width: int, seed: int = 0):
-    import numpy as np
 
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
@@ -277,7 +296,7 @@ def test_the_compiled_networks_answer_as_facenets_modules():
     from handler.mtcnn import CompiledNetwork, compiled_networks
 
     modules = MTCNN(device="cpu")
-    networks = compiled_networks(modules.pnet, modules.rnet, modules.onet)
+    networks = one_thread(lambda: compiled_networks(modules.pnet, modules.rnet, modules.onet))
     assert all(isinstance(network, CompiledNetwork) for network in networks)
     generator = torch.Generator().manual_seed(5)
     inputs = [
@@ -299,27 +318,49 @@ def test_the_compiled_networks_answer_as_facenets_modules():
     assert [tuple(o.shape) for o in networks[2](torch.zeros(0, 3, 48, 48))] == [(0, 4), (0, 10), (0, 2)]
 
 
-def test_without_openvino_the_networks_are_the_torch_modules(monkeypatch: pytest.MonkeyPatch):
+def one_thread(make):
+    """``make()`` with torch on one thread, as in each worker of a face archive (runtimes.share_cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return make()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_openvino_runs_the_networks_in_a_worker_of_one_thread_only(monkeypatch: pytest.MonkeyPatch):
+    """A worker on one core gets the compiled networks; with more threads, or without OpenVINO, the
+    torch modules run (their kernels use the threads)."""
     from facenet_pytorch import MTCNN
 
     import handler.runtimes
-    from handler.mtcnn import compiled_networks
+    from handler.mtcnn import CompiledNetwork, compiled_networks
+
+    modules = MTCNN(device="cpu")
+    make = lambda: compiled_networks(modules.pnet, modules.rnet, modules.onet)  # noqa: E731
+    assert all(isinstance(network, CompiledNetwork) for network in one_thread(make))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert make() == (modules.pnet, modules.rnet, modules.onet)
+    finally:
+        torch.set_num_threads(threads)
 
     def no_openvino():
         raise ImportError("No module named 'openvino'")
 
     monkeypatch.setattr(handler.runtimes, "openvino_core", no_openvino)
-    modules = MTCNN(device="cpu")
-    assert compiled_networks(modules.pnet, modules.rnet, modules.onet) == (modules.pnet, modules.rnet, modules.onet)
+    assert one_thread(make) == (modules.pnet, modules.rnet, modules.onet)
 
 
-def test_a_frame_larger_than_1080p_leaves_no_buffer_behind(detector: FaceDetector):
+def test_a_frame_larger_than_1080p_leaves_no_buffer_behind():
     """The detector keeps its arrays for frames up to 1080p; a larger upload (the server decodes up to
     64 MP) gets arrays of its own, freed with the request, and runs on the torch modules (OpenVINO would
     keep memory sized for it), and is still searched whole."""
     from handler.mtcnn import REUSED_FRAME_PIXELS, CompiledNetwork
 
-    mtcnn = detector._mtcnn(detector.min_face_size, detector.threshold)
+    detector = FaceDetector(FACE_SETTINGS.face_threshold, FACE_SETTINGS.max_faces, min_face_size=41)  # its own
+    mtcnn = one_thread(lambda: detector._mtcnn(detector.min_face_size, detector.threshold))
     assert all(isinstance(network, CompiledNetwork) for network in mtcnn.networks)
     detector.detect(pasted((1280, 720), (photo("astronaut"), (700, 150))))
     kept = {name: array.shape for name, array in mtcnn.scratch._arrays.items()}

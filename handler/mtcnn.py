@@ -258,9 +258,10 @@ def compiled_networks(
 ) -> tuple[Network, Network, Network]:
     """MTCNN's three networks for a process whose share of the cores is torch's thread count: compiled
     by OpenVINO (one Core per process: runtimes.openvino_core) where that share is one core (each of a
-    face archive's default two workers: 1.2x faster than torch there), else the torch modules
-    channels-last, whose kernels use the other threads (on 2 threads 1.25x faster than OpenVINO's
-    one; both measured on 720p frames). Without OpenVINO, the torch modules."""
+    face archive's default two workers: detection ~1.1x faster than on torch's networks there), else
+    the torch modules channels-last, whose kernels use the other threads (on 2 threads detection was
+    1.25x faster than with OpenVINO's one; both measured on 720p frames). Without OpenVINO, the torch
+    modules."""
     modules = (pnet.to(memory_format=torch.channels_last), rnet.to(memory_format=torch.channels_last),
                onet.to(memory_format=torch.channels_last))  # fmt: skip
     if torch.get_num_threads() > 1:

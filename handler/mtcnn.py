@@ -297,6 +297,7 @@ class Mtcnn:
             return Pyramid(pixels, scales), tuple(getattr(net, "network", net) for net in self.networks)
         return Pyramid(pixels, scales, self.scratch), self.networks
 
+    @torch.inference_mode()  # never autograd: torch's modules would record a graph for every frame
     def detect(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Boxes [x1, y1, x2, y2] (N, 4) and scores (N,) of the faces in one (H, W, 3) uint8 frame, as
         facenet-pytorch's ``detect_face`` finds them."""

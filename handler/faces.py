@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from deepfake_contract import NO_FACE_STATUS, NO_FACE_TYPE
@@ -90,7 +89,7 @@ class FaceDetector:
     def detect(self, image: Image.Image) -> list[Face]:
         """The faces scoring at least ``threshold``, most certain first, at most ``max_faces``."""
         pixels = np.asarray(image.convert("RGB"))
-        with _MTCNN_LOCK, torch.inference_mode():
+        with _MTCNN_LOCK:  # Mtcnn.detect runs in inference mode
             boxes, scores = self._mtcnn(self.min_face_size, self.threshold).detect(pixels)
         return self._keep(boxes, scores)
 

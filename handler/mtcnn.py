@@ -52,17 +52,12 @@ def pyramid_scales(height: int, width: int, min_face_size: int) -> list[float]:
     return scales
 
 
+@functools.lru_cache(maxsize=4096)  # the frame's and the regions' sizes x a few outputs: a few MB at most
 def pooling_windows(size: int, pooled: int) -> tuple[np.ndarray, np.ndarray]:
     """Adaptive average pooling's windows along one axis, as torch computes them: output i averages
-    inputs [floor(i * size / pooled), ceil((i + 1) * size / pooled))."""
+    inputs [floor(i * size / pooled), ceil((i + 1) * size / pooled)); cached, so read-only."""
     index = np.arange(pooled, dtype=np.int64)
-    return index * size // pooled, ((index + 1) * size + pooled - 1) // pooled
-
-
-@functools.lru_cache(maxsize=4096)  # regions' sizes x the 2 crop sizes: a few MB at most
-def cached_windows(size: int, pooled: int) -> tuple[np.ndarray, np.ndarray]:
-    """``pooling_windows``, shared between calls (read-only)."""
-    starts, ends = pooling_windows(size, pooled)
+    starts, ends = index * size // pooled, ((index + 1) * size + pooled - 1) // pooled
     starts.flags.writeable = ends.flags.writeable = False
     return starts, ends
 
@@ -126,7 +121,7 @@ class Pyramid:
     def level(self, index: int) -> torch.Tensor:
         """Level ``index`` normalised, as a (1, C, h, w) tensor stored (w, h, C)."""
         height, width = self.sizes[index]
-        starts, ends = cached_windows(self.height, height)
+        starts, ends = pooling_windows(self.height, height)
         frame_width, channels = self.width, self.channels
         by_column = self._by_column[: frame_width * height * channels].view(frame_width, height, channels)
         for first in range(0, height, self._rows_at_once):  # the rows' window sums, stored (W, h, C)
@@ -170,8 +165,8 @@ class Pyramid:
         blocks, bounds, row_counts, column_counts = [], [], [], []
         offset = 0
         for top, bottom, left, right in boxes:
-            row_starts, row_ends = cached_windows(bottom - top, size)
-            starts, ends = cached_windows(right - left, size)
+            row_starts, row_ends = pooling_windows(bottom - top, size)
+            starts, ends = pooling_windows(right - left, size)
             columns = sums[:, left * channels : right * channels]
             blocks.append(columns[row_ends + top] - columns[row_starts + top])  # (size, width * C)
             bounds.append(np.stack([starts, ends], axis=1).ravel() + offset)

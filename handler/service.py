@@ -200,7 +200,8 @@ class DetectorService:
         def forward() -> None:
             nonlocal inference_s, classified
             begun = time.perf_counter()
-            answers = predictions_from_logits(self.logits(torch.stack(tensors)), self.settings)
+            batch = np.stack([tensor.numpy() for tensor in tensors])  # on this thread (to_model_input says why)
+            answers = predictions_from_logits(self.logits(batch), self.settings)
             for (index, face), answer in zip(owners, answers, strict=True):
                 if face is None:
                     results[index] = answer

@@ -44,8 +44,9 @@ class TrackConfig:
 def face_signature(image: Image.Image, box: Sequence[float]) -> np.ndarray:
     """A face's appearance: its box as a 16x16 RGB thumbnail, zero-mean and unit-norm (correlation by dot)."""
     left, top, right, bottom = (float(v) for v in box)
-    crop = image.crop((round(left), round(top), max(round(right), round(left) + 1),
-                       max(round(bottom), round(top) + 1))).convert("RGB")  # the crop alone, not the frame, converted
+    crop = image.crop(
+        (round(left), round(top), max(round(right), round(left) + 1), max(round(bottom), round(top) + 1))
+    ).convert("RGB")  # the crop alone, not the frame, converted
     values = np.asarray(
         crop.resize((SIGNATURE_SIDE, SIGNATURE_SIDE), Image.Resampling.BILINEAR), dtype=np.float32
     ).ravel()

@@ -88,7 +88,7 @@ class FaceDetector:
 
     def detect(self, image: Image.Image) -> list[Face]:
         """The faces scoring at least ``threshold``, most certain first, at most ``max_faces``."""
-        pixels = np.asarray(image.convert("RGB"))
+        pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # convert copies even RGB
         with _MTCNN_LOCK:  # Mtcnn.detect runs in inference mode
             boxes, scores = self._mtcnn(self.min_face_size, self.threshold).detect(pixels)
         return self._keep(boxes, scores)

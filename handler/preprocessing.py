@@ -57,7 +57,7 @@ def decode_image(payload: bytes, draft_size: int | None = None) -> Image.Image:
         if draft_size and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))
         image.load()
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # not a copy of the decoded image when it is upright
         return to_rgb(image)
     except Image.DecompressionBombError as exc:  # Pillow's own check, at twice its default limit
         declared = re.search(r"\((\d+) pixels\)", str(exc))

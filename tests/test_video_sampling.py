@@ -123,6 +123,39 @@ def test_odd_frame_size(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
+    ("suffix", "codec", "pix_fmt", "size"),
+    [
+        ("mp4", "libx264", "yuv420p", (160, 48)),
+        ("mkv", "mjpeg", "yuvj444p", (161, 47)),  # odd width: rows padded in the decoder's buffers
+        ("mkv", "libx264", "yuv444p", (98, 66)),
+        ("mkv", "ffv1", "bgr0", (131, 33)),
+    ],
+)
+def test_frames_have_pyav_to_image_pixels(tmp_path: Path, suffix, codec, pix_fmt, size):
+    """The client converts frames through to_ndarray (faster): the very pixels of PyAV's to_image, on
+    coloured noise (every channel different)."""
+    path = tmp_path / f"a.{suffix}"
+    rng = np.random.default_rng(3)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=20)
+        stream.width, stream.height = size
+        stream.pix_fmt = pix_fmt
+        for _ in range(20):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    samples = list(sample_frames(path, 2.0))
+    assert len(samples) == 2
+    for sample in samples:
+        assert sample.frame.format.name == pix_fmt
+        expected = np.asarray(sample.frame.to_image())
+        assert np.array_equal(np.asarray(sample.image), expected)
+        assert sample.image.mode == "RGB" and sample.image.size == size
+
+
+@pytest.mark.parametrize(
     ("make", "message"),
     [
         (lambda p: p.write_text("this is not a video\n" * 50), "not a readable video"),

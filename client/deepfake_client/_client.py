@@ -127,7 +127,7 @@ def encode_frame(
     ``size=None`` keeps the frame's own size: the server then resizes it.
     """
     buffer = io.BytesIO()
-    frame = image.convert("RGB")
+    frame = image if image.mode == "RGB" else image.convert("RGB")
     if size is not None and frame.size != (size, size):
         frame = frame.resize((size, size), Image.Resampling.BILINEAR)
     if image_format.upper() == "PNG":

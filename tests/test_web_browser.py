@@ -3,6 +3,7 @@ TorchServe: what a first-time user sees, images and videos end to end, and forei
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -44,7 +45,7 @@ def demo_site(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -54,7 +55,10 @@ def browser() -> Iterator[object]:
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,2200"):
         options.add_argument(argument)
-    session = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    # chromium's own temporary folders (its profile, a singleton socket it leaves behind) go to the test's
+    # temporary folder, not to a shared /tmp
+    env = {**os.environ, "TMPDIR": str(tmp_path_factory.mktemp("chromium"))}
+    session = webdriver.Chrome(options=options, service=Service(executable_path=driver, env=env))
     try:
         yield session
     finally:

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from deepfake_contract import NO_FACE_STATUS, NO_FACE_TYPE
-from handler.preprocessing import InvalidImageError
+from handler.preprocessing import InvalidImageError, to_rgb
 from handler.settings import DEFAULT_MIN_FACE_SIZE, ModelSettings
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class FaceDetector:
 
     def detect(self, image: Image.Image) -> list[Face]:
         """The faces scoring at least ``threshold``, most certain first, at most ``max_faces``."""
-        pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # convert copies even RGB
+        pixels = np.asarray(to_rgb(image))  # not convert("RGB"), which copies an RGB image too
         with _MTCNN_LOCK:  # Mtcnn.detect runs in inference mode
             boxes, scores = self._mtcnn(self.min_face_size, self.threshold).detect(pixels)
         return self._keep(boxes, scores)

@@ -254,8 +254,9 @@ def test_the_pyramid_stays_exact_for_tall_frames_and_bounded_work(monkeypatch: p
 
 def test_the_crops_of_the_later_stages_are_facenets_area_resampling(monkeypatch: pytest.MonkeyPatch):
     """Pyramid.regions resizes every candidate's crop at once (row windows from the running sums, column
-    windows by one reduceat): each crop must be facenet-pytorch's ``imresample`` of that crop, for
-    crops larger and smaller than the output, one pixel wide, the whole frame; in groups too."""
+    windows by one sparse matrix product): each crop must be facenet-pytorch's ``imresample`` of that
+    crop, for crops larger and smaller than the output, one pixel wide, the whole frame; in groups too,
+    and in float64 (windows whose sums float32 could not hold exactly)."""
     import handler.mtcnn as mtcnn
 
     pixels = _frame(200, 300, seed=3)
@@ -267,6 +268,9 @@ def test_the_crops_of_the_later_stages_are_facenets_area_resampling(monkeypatch:
         )
         torch.testing.assert_close(torch.from_numpy(pyramid.regions(boxes, size)), expected, rtol=0, atol=1e-4)
         monkeypatch.setattr(mtcnn, "WORK_ELEMENTS", 60 * size * 3)  # groups of regions up to 60 columns wide
+        torch.testing.assert_close(torch.from_numpy(pyramid.regions(boxes, size)), expected, rtol=0, atol=1e-4)
+        monkeypatch.undo()
+        monkeypatch.setattr(mtcnn, "FLOAT32_INTEGERS", 255)  # as if every window held too many pixels
         torch.testing.assert_close(torch.from_numpy(pyramid.regions(boxes, size)), expected, rtol=0, atol=1e-4)
         monkeypatch.undo()
 

@@ -20,7 +20,15 @@ from handler.faces import FaceDetector, detector_for, stage_thresholds
 from handler.mtcnn import Mtcnn
 from handler.runtimes import openvino_core, share_cores
 from handler.settings import ModelSettings
-from scripts.bench.benchmark.harness import CONCURRENCY, Subject, load, serving, with_model_config, write_video
+from scripts.bench.benchmark.harness import (
+    CONCURRENCY,
+    Subject,
+    cpu_seconds,
+    load,
+    serving,
+    with_model_config,
+    write_video,
+)
 from scripts.bench.benchmark.video import video_ours
 from scripts.operations.archives import DEFAULT_FACE_WORKERS
 from scripts.operations.precision import DEFAULT_PRECISION
@@ -155,6 +163,7 @@ def _rounds(measured: list[dict[str, Any]]) -> dict[str, Any]:
         "max_batch": max(r["max_batch"] for r in measured),
         "mean_batch": statistics.mean(r.get("mean_batch", float("nan")) for r in measured),
         "rounds": [r["images_per_s"] for r in measured],
+        "idle_cores": max(r["idle_cores"] for r in measured),
     }
 
 
@@ -163,12 +172,21 @@ def _side_by_side(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each mode's 720p images/s and clip, the modes measured in turn (round 1 of each, round 2 of each, ...)
     while both are served: a drift of this machine's speed then weighs on both alike (one mode measured
-    after the other, full mode's 720p rate ranged 63-93 images/s across runs of one afternoon)."""
+    after the other, full mode's 720p rate was 63 and 93 images/s in two runs an hour apart). Each mode's
+    ``idle_cores``: the most the other server used while it was measured."""
     rounds = 2 if quick else ROUNDS
     measured: dict[str, list[dict[str, Any]]] = {mode: [] for mode in servers}
     for index in range(rounds):
         for mode, ts in servers.items():
+            idle = [other for name, other in servers.items() if name != mode]
+            before, started = [cpu_seconds(other) for other in idle], time.perf_counter()
             measured[mode].append(load(ts, payloads, CONCURRENCY, requests_total // rounds, warm_up=index == 0))
+            elapsed = time.perf_counter() - started
+            used = [
+                (after["worker"] + after["frontend"] - earlier["worker"] - earlier["frontend"]) / elapsed
+                for earlier, after in zip(before, (cpu_seconds(other) for other in idle), strict=True)
+            ]
+            measured[mode][-1]["idle_cores"] = max(used, default=0.0)
     clips: dict[str, list[dict[str, float]]] = {mode: [] for mode in servers}
     for _ in range(1 if quick else CLIP_RUNS):
         for mode, ts in servers.items():
@@ -281,6 +299,7 @@ def _rounds_markdown(images: dict[str, Any], video: dict[str, Any]) -> list[str]
         f"Full mode and face mode ({DEFAULT_FACE_WORKERS} workers) were served at once and measured in turn, "
         f"{len(ratios)} rounds of {full['requests'] // len(ratios)} requests each (full/face images/s per round: "
         f"{per_round}; face mode {min(ratios):.0%}-{max(ratios):.0%} of full mode round by round), then the clip "
-        f"in turn (full/face: {clips}; the figures are the means). One worker of all the cores was measured "
-        "alone, after.",
+        f"in turn (full/face: {clips}; the figures are the means). The server not being measured used at most "
+        f"{max(full['idle_cores'], face['idle_cores']):.2f} cores meanwhile. One worker of all the cores was "
+        "measured alone, after.",
     ]

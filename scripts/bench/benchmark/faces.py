@@ -299,7 +299,13 @@ def _rounds_markdown(images: dict[str, Any], video: dict[str, Any]) -> list[str]
         f"Full mode and face mode ({DEFAULT_FACE_WORKERS} workers) were served at once and measured in turn, "
         f"{len(ratios)} rounds of {full['requests'] // len(ratios)} requests each (full/face images/s per round: "
         f"{per_round}; face mode {min(ratios):.0%}-{max(ratios):.0%} of full mode round by round), then the clip "
-        f"in turn (full/face: {clips}; the figures are the means). The server not being measured used at most "
-        f"{max(full['idle_cores'], face['idle_cores']):.2f} cores meanwhile. One worker of all the cores was "
-        "measured alone, after.",
+        f"in turn (full/face: {clips}; the figures are the means).{_idle(full, face)} One worker of all the cores "
+        "was measured alone, after.",
     ]
+
+
+def _idle(full: dict[str, Any], face: dict[str, Any]) -> str:
+    if "idle_cores" not in full:  # measured before the idle server's CPU was
+        return ""
+    idle = max(full["idle_cores"], face["idle_cores"])
+    return f" The server not being measured used at most {idle:.2f} cores meanwhile."

@@ -38,7 +38,7 @@ WEIGHTS_NAME = "model_weights.pth"
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_BATCH_DELAY_MS = 5
 # Whole images: one worker runs a lone request on every core; on 2 cores two workers of one thread each
-# served a crowd 1.04-1.11x as fast across runs, at twice the memory and with a slower lone request
+# served a crowd 1.04-1.12x as fast across runs, at twice the memory and with a slower lone request
 # (docs/benchmark.md section 12).
 DEFAULT_WORKERS = 1
 # Face crop: MTCNN works one image at a time through many small steps that use one core well and two

@@ -32,6 +32,8 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     assert faces["detection"]["faces"] > 0 and faces["detection"]["no_face_images"] > 0
     assert set(faces["images_720p"]) == set(faces["video"]) - {"client_detection_s"} == set(FACE_MODES)
     assert {faces["video"][mode]["frames"] for mode in FACE_MODES} == {8}
+    assert len(faces["images_720p"]["full"]["rounds"]) == len(faces["images_720p"]["face"]["rounds"]) == 2  # in turn
+    assert all(cost > 0 for cost in faces["clip_frame_costs"].values())  # what face mode adds to a clip's frame
     detection = faces["detection"]  # the detector beside facenet-pytorch's own path, on the same frames
     assert detection["facenet_ms_per_720p_frame"] > 0 and detection["count_mismatches"] == 0
     assert detection["max_box_gap_px"] <= 0.01 and detection["max_score_gap"] <= 1e-4
@@ -79,6 +81,7 @@ def test_sections_alone_merge_into_an_existing_report(tmp_path: Path):
     assert main(["--quick", "--only", *others, "--report", str(report), "--requests", "24"]) == 0
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and {"analysts", *others} <= set(results)
+    assert all(results[name]["measured_alone"] for name in others)  # the full report notes each under its section
     assert set(results["packing"]["rows"]) == {"1", "4", "8"} and set(results["grpc"]["rows"]) == {"http", "grpc"}
     text = report.read_text()
     headings = ("## 9. Analysts", "## 10. Packed frames", "## 11. OpenVINO performance hints", "## 8. Face-crop mode",

@@ -77,3 +77,25 @@ def test_a_full_run_rewrites_the_readmes_generated_block(tmp_path: Path):
     text = readme.read_text()
     assert text.startswith("# intro\n\n") and text.endswith("\n\n## after\n") and "old figures" not in text
     assert readme_headline(results) in text and "| ours, int8 (default) | 150 |" in text
+
+
+def test_a_section_measured_alone_says_so_and_the_face_checks_explain_themselves():
+    """A section merged in by ``--only`` carries a note saying so; the others do not. Section 8's checks give
+    its rounds' range and what face mode adds to each of the clip's frames."""
+    results = json.loads(RUN.read_text())
+    results["faces"]["measured_alone"] = "2026-01-02"
+    results["packing"].pop("measured_alone", None)
+    text = markdown(results)
+    assert "measured alone (`--only faces`, 2026-01-02)" in text and "`--only packing`" not in text
+    results["faces"].pop("measured_alone")
+    assert "This section was measured alone" not in markdown(results)
+    explained = {name: measured for name, _, measured in checks(results)}
+    face_rate = explained["face mode >= 60% of full mode's images/s (720p)"]
+    assert " round by round " in face_rate
+    clip = explained["face-mode clip <= 1.6x full mode"]
+    costs = results["faces"]["clip_frame_costs"]
+    assert f"adds {costs['detection_ms']:.1f} ms of detection on the clip's frames" in clip
+    del results["faces"]["clip_frame_costs"]  # a run from before the costs were measured still explains itself
+    assert (
+        "and detection takes 120 frames x" in {n: m for n, _, m in checks(results)}["face-mode clip <= 1.6x full mode"]
+    )

@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -268,7 +269,8 @@ def sections_alone(args: argparse.Namespace, names: list[str]) -> dict[str, Any]
             print(f"[bench] {name} alone", flush=True)
             (workdir / name).mkdir()
             measure = ON_DEFAULT_ARCHIVE[name]
-            results[name] = {"model": subject.arch, **measure(args, subject, path, payloads, workdir / name)}
+            measured = measure(args, subject, path, payloads, workdir / name)
+            results[name] = {"model": subject.arch, "measured_alone": time.strftime("%Y-%m-%d"), **measured}
     return results
 
 

@@ -368,11 +368,13 @@ def test_a_frame_larger_than_1080p_leaves_no_buffer_behind():
     assert all(isinstance(network, CompiledNetwork) for network in mtcnn.networks)
     detector.detect(pasted((1280, 720), (photo("astronaut"), (700, 150))))
     kept = {name: array.shape for name, array in mtcnn.scratch._arrays.items()}
-    assert kept["running sums"] == (721, 1280 * 3)
+    assert kept["running sums"] == (721, 1280 * 3) and "levels" in kept  # a 720p frame's levels made at once
     large = pasted((2200, 1200), (photo("astronaut"), (1500, 700)))
     assert large.width * large.height > REUSED_FRAME_PIXELS
-    _, networks = mtcnn._pyramid(_frame(1200, 2200), [0.3])
+    pyramid, networks = mtcnn._pyramid(_frame(1200, 2200), [0.3, 0.2])
     assert all(isinstance(network, torch.nn.Module) for network in networks)
+    levels = pyramid.levels()  # made one at a time, each in memory of its own: no array for all of them
+    assert next(levels).shape == (1, 3, 361, 661) and pyramid._levels is None and next(levels).is_contiguous()
     [face] = detector.detect(large)
     assert close(face.box, shifted(ASTRONAUT_FACE, (1500, 700)))
     assert {name: array.shape for name, array in mtcnn.scratch._arrays.items()} == kept

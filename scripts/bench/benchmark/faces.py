@@ -317,12 +317,19 @@ def faces_markdown(faces: dict[str, Any], seconds: float) -> str:
     return "\n".join(lines)
 
 
+def round_ratios(images: dict[str, Any]) -> list[float]:
+    """Face mode's images/s over full mode's, round by round (``_side_by_side``); none for a report from
+    before the modes were measured in turn."""
+    full, face = images["full"], images["face"]
+    return [b / a for a, b in zip(full.get("rounds", []), face.get("rounds", []), strict=True)]
+
+
 def _rounds_markdown(images: dict[str, Any], video: dict[str, Any]) -> list[str]:
     """How full and face mode were measured side by side (``_side_by_side``): each round's figures."""
     full, face = images["full"], images["face"]
-    if "rounds" not in full:  # a report from before the modes were measured in turn
+    ratios = round_ratios(images)
+    if not ratios:
         return []
-    ratios = [b / a for a, b in zip(full["rounds"], face["rounds"], strict=True)]
     per_round = ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(full["rounds"], face["rounds"], strict=True))
     clips = ", ".join(f"{a:.2f}/{b:.2f} s" for a, b in zip(video["full"]["runs"], video["face"]["runs"], strict=True))
     return [

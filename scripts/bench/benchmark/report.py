@@ -8,7 +8,7 @@ from typing import Any
 from deepfake_client import DEFAULT_FRAMES_PER_REQUEST
 from handler.settings import PRECISIONS
 from scripts.bench.benchmark.analysts import analysts_markdown
-from scripts.bench.benchmark.faces import FACE_MODES, faces_markdown
+from scripts.bench.benchmark.faces import FACE_MODES, faces_markdown, round_ratios
 from scripts.bench.benchmark.grpc_wire import grpc_markdown
 from scripts.bench.benchmark.harness import CONCURRENCY, TARGETS
 from scripts.bench.benchmark.hints import hints_markdown
@@ -36,10 +36,8 @@ def _measured_alone(results: dict[str, Any], name: str) -> list[str]:
 
 def _round_range(images: dict[str, Any]) -> str:
     """Face mode's share of full mode round by round (section 8 measures them in turn), when measured so."""
-    if "rounds" not in images["full"]:
-        return ""
-    ratios = [b / a for a, b in zip(images["full"]["rounds"], images["face"]["rounds"], strict=True)]
-    return f", {min(ratios):.0%}-{max(ratios):.0%} round by round"
+    ratios = round_ratios(images)
+    return f", {min(ratios):.0%}-{max(ratios):.0%} round by round" if ratios else ""
 
 
 def _clip_explanation(faces: dict[str, Any], frames: int, cpus: int, detect_ms: float) -> str:

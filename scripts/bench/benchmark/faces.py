@@ -208,15 +208,12 @@ def _side_by_side(
     measured: dict[str, list[dict[str, Any]]] = {mode: [] for mode in servers}
     for index in range(rounds):
         for mode, ts in servers.items():
-            idle = [other for name, other in servers.items() if name != mode]
-            before, started = [cpu_seconds(other) for other in idle], time.perf_counter()
+            (idle,) = [other for name, other in servers.items() if name != mode]
+            before, started = cpu_seconds(idle), time.perf_counter()
             measured[mode].append(load(ts, payloads, CONCURRENCY, requests_total // rounds, warm_up=index == 0))
-            elapsed = time.perf_counter() - started
-            used = [
-                (after["worker"] + after["frontend"] - earlier["worker"] - earlier["frontend"]) / elapsed
-                for earlier, after in zip(before, (cpu_seconds(other) for other in idle), strict=True)
-            ]
-            measured[mode][-1]["idle_cores"] = max(used, default=0.0)
+            after = cpu_seconds(idle)
+            used = sum(after[part] - before[part] for part in ("worker", "frontend"))
+            measured[mode][-1]["idle_cores"] = used / (time.perf_counter() - started)
     clips: dict[str, list[dict[str, float]]] = {mode: [] for mode in servers}
     for _ in range(1 if quick else CLIP_RUNS):
         for mode, ts in servers.items():

@@ -47,8 +47,9 @@ def _clip_explanation(faces: dict[str, Any], frames: int, cpus: int, detect_ms: 
     leaves = f"the target leaves face mode {allowed - 1:.1f} x {full:.2f} s = {(allowed - 1) * full:.2f} s more"
     costs = faces.get("clip_frame_costs")
     if costs is None:
-        return f"{leaves}, and detection takes {frames} frames x {detect_ms:.0f} ms on {cpus} cores = " + (
-            f"{frames * detect_ms / 1e3 / cpus:.2f} s alone"
+        alone = frames * detect_ms / 1e3 / cpus
+        return (
+            f"{leaves}, and detection takes {frames} frames x {detect_ms:.0f} ms on {cpus} cores = {alone:.2f} s alone"
         )
     encode = costs["encode_whole_ms"] - costs["encode_224_ms"]
     decode = costs["decode_whole_ms"] - costs["decode_224_ms"]

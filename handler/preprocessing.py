@@ -146,6 +146,44 @@ def to_model_input(image: Image.Image, mean: Sequence[float], std: Sequence[floa
     return torch.from_numpy(planes)
 
 
+EXIF_ORIENTATION = 0x0112
+
+
+def is_plain_frame(payload: bytes | Image.Image, size: int) -> bool:
+    """Whether ``payload`` is a frame as the client sends it: a baseline YCbCr JPEG of exactly ``size`` x ``size``,
+    upright (no EXIF rotation). Such a frame needs no resize, rotation or colour conversion, so a GPU worker may
+    decode it with nvJPEG (``decode_frames``), which gives Pillow's pixels (docs/benchmark.md, 14); anything else
+    takes ``decode_image``. Reads the header only; never raises."""
+    if not isinstance(payload, bytes) or not payload.startswith(b"\xff\xd8"):
+        return False
+    try:
+        with Image.open(io.BytesIO(payload)) as image:
+            return (
+                image.format == "JPEG"
+                and image.mode == "RGB"
+                and image.size == (size, size)
+                and not image.info.get("progressive")
+                and "adobe" not in image.info  # an Adobe APP14 marker may mean RGB or CMYK samples, not YCbCr
+                and image.getexif().get(EXIF_ORIENTATION, 1) == 1
+            )
+    except Exception:
+        return False
+
+
+def decode_frames(
+    frames: Sequence[bytes], device: torch.device, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """Plain frames (``is_plain_frame``) decoded in one nvJPEG batch on ``device`` and normalised there: the model's
+    input (N, 3, H, W) float32, as ``to_model_input`` computes it (the same constants, multiply then add), without
+    a trip through the host. Raises when nvJPEG refuses any of them (the caller decodes those on the CPU)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    data = [torch.frombuffer(bytearray(frame), dtype=torch.uint8) for frame in frames]
+    images = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+    scale, offset = (torch.tensor(constant, device=device) for constant in _normalisation(tuple(mean), tuple(std)))
+    return images.to(torch.float32).mul_(scale).add_(offset)
+
+
 @functools.cache
 def _normalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     std_array = np.asarray(std, dtype=np.float64)

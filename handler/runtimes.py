@@ -221,11 +221,15 @@ class CudaRuntime:
         self.info = info
 
     @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        host = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        if self.device.type == "cuda":
-            host = host.pin_memory()
-        tensor = host.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Logits for a host batch, or for one already on this device (frames decoded there: decode_frames)."""
+        if isinstance(batch, torch.Tensor) and batch.device == self.device:
+            tensor = batch.contiguous(memory_format=torch.channels_last)
+        else:
+            host = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+            if self.device.type == "cuda":
+                host = host.pin_memory()
+            tensor = host.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             logits = self.model(tensor)
         return logits.float().cpu().numpy()

@@ -9,6 +9,7 @@ on its internals).
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +42,7 @@ from handler.calibration import (
 from handler.checkpoint import load_model
 from handler.explain import LazyGradCam
 from handler.faces import Face, Region, crop_images, crop_regions, detector_for, no_face_error
-from handler.preprocessing import InvalidImageError, decode_image, to_model_input
+from handler.preprocessing import InvalidImageError, decode_frames, decode_image, is_plain_frame, to_model_input
 from handler.runtimes import Accelerator, CudaRuntime, Runtime, TorchRuntime, load_runtime
 from handler.settings import ModelSettings
 
@@ -113,6 +114,11 @@ class DetectorService:
         # The largest forward pass (the archive's batchSize, set by the handler): bigger batches run in chunks.
         self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
         self.detector = detector_for(settings) if settings.crop == "face" else None
+        # Where the client's plain JPEG frames are decoded in one batch (nvJPEG): the GPU a torch runtime runs on,
+        # measured 11-26x faster per batch than the CPU (docs/benchmark.md, 14). None: every image on the CPU.
+        self.frame_device: torch.device | None = None
+        if isinstance(runtime, CudaRuntime) and runtime.device.type == "cuda" and settings.crop == "full":
+            self.frame_device = runtime.device
 
     @classmethod
     def from_checkpoint(
@@ -180,14 +186,45 @@ class DetectorService:
 
     def logits(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
         """One forward pass for a whole (N, 3, H, W) batch: (N, 2) float32 logits."""
+        if (
+            isinstance(self.runtime, CudaRuntime)
+            and isinstance(batch, torch.Tensor)
+            and batch.device == self.runtime.device
+        ):
+            return torch.from_numpy(self.runtime(batch))  # frames decoded on its GPU: they stay there
         return torch.from_numpy(self.runtime(np.asarray(batch, dtype=np.float32)))
+
+    def frames_on_device(
+        self, pending: list[tuple[int, bytes]], device: torch.device
+    ) -> tuple[list[torch.Tensor], dict[int, ItemError]]:
+        """Plain frames ``(index, bytes)`` as the model's inputs on ``device``, in one nvJPEG batch. When nvJPEG
+        refuses the batch, each frame is decoded on the CPU instead, where a bad one fails alone: its error, by
+        index, and no input for it."""
+        try:
+            decoded = decode_frames([frame for _, frame in pending], device, self.settings.mean, self.settings.std)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # its time is decoding's, not inference's (and its errors surface here)
+            return list(decoded), {}
+        except Exception as exc:
+            logger.warning("nvJPEG refused a batch of %d frames (%s): decoding them on the CPU", len(pending), exc)
+        inputs, errors = [], {}
+        for index, frame in pending:
+            try:
+                inputs.append(self.decode(frame).to(device))
+            except InvalidImageError as exc:
+                errors[index] = ItemError.from_exception(exc)
+            except Exception as exc:
+                logger.exception("Could not decode image %d of a batch", index)
+                errors[index] = ItemError(400, "InvalidImage", f"cannot decode image ({type(exc).__name__})")
+        return inputs, errors
 
     def predict(self, payloads: Sequence[bytes | Image.Image]) -> tuple[list[Prediction | ErrorAnswer], BatchTiming]:
         """Answer every image of a batch (every face of every image, in face mode), and how long decoding
         and the forward passes took; a bad item fails alone.
 
         Images are decoded as the forward passes need them, ``max_batch_size`` at a time: however many a
-        batch carries, the worker holds one chunk of inputs and runs only the batch sizes it warmed up.
+        batch carries, the worker holds one chunk of inputs and runs only the batch sizes it warmed up. On a GPU
+        worker the client's plain frames of a chunk are decoded there together (``frames_on_device``).
         """
         started = time.perf_counter()
         inference_s = 0.0
@@ -195,12 +232,25 @@ class DetectorService:
         faces: dict[int, list[FaceAnswer]] = {}
         tensors: list[torch.Tensor] = []
         owners: list[tuple[int, Face | None]] = []
+        pending: list[tuple[int, bytes]] = []  # plain frames of this chunk, for frame_device
         classified = 0
 
         def forward() -> None:
             nonlocal inference_s, classified
+            if pending and self.frame_device is not None:
+                decoded, errors = self.frames_on_device(pending, self.frame_device)
+                for index, error in errors.items():
+                    results[index] = error
+                owners.extend((index, None) for index, _ in pending if index not in errors)
+                pending.clear()
+                tensors.extend(decoded)
+            if not tensors:
+                return
             begun = time.perf_counter()
-            batch = np.stack([tensor.numpy() for tensor in tensors])  # on this thread (to_model_input says why)
+            if self.frame_device is not None and any(tensor.device == self.frame_device for tensor in tensors):
+                batch: np.ndarray | torch.Tensor = torch.stack([tensor.to(self.frame_device) for tensor in tensors])
+            else:
+                batch = np.stack([tensor.numpy() for tensor in tensors])  # on this thread (to_model_input says why)
             answers = predictions_from_logits(self.logits(batch), self.settings)
             for (index, face), answer in zip(owners, answers, strict=True):
                 if face is None:
@@ -212,7 +262,13 @@ class DetectorService:
             owners.clear()
             inference_s += time.perf_counter() - begun
 
+        size = self.settings.image_size
         for index, payload in enumerate(payloads):
+            if self.frame_device is not None and isinstance(payload, bytes) and is_plain_frame(payload, size):
+                pending.append((index, payload))
+                if len(tensors) + len(pending) >= self.max_batch_size:
+                    forward()
+                continue
             try:
                 crops = self.crops(payload)
             except InvalidImageError as exc:
@@ -225,9 +281,9 @@ class DetectorService:
             for face, crop in crops:
                 tensors.append(self.to_input(crop))
                 owners.append((index, face))
-                if len(tensors) >= self.max_batch_size:
+                if len(tensors) + len(pending) >= self.max_batch_size:
                     forward()
-        if tensors:
+        if tensors or pending:
             forward()
         for index, found in faces.items():  # the image's answer is its most fake face's
             results[index] = image_answer(found)
@@ -276,6 +332,14 @@ class DetectorService:
             self.runtime(np.zeros((batch, 3, size, size), dtype=np.float32))
         if self.detector is not None:  # loads the face detector's networks
             self.detector.detect(Image.new("RGB", (size, size)))
+        if self.frame_device is not None:  # nvJPEG's first batch loads it: not a request's cost
+            blank = io.BytesIO()
+            Image.new("RGB", (size, size), (128, 128, 128)).save(blank, format="JPEG")
+            try:
+                decode_frames([blank.getvalue()], self.frame_device, self.settings.mean, self.settings.std)
+            except Exception as exc:
+                logger.warning("nvJPEG cannot decode on %s (%s): frames are decoded on the CPU", self.frame_device, exc)
+                self.frame_device = None
 
     def metadata(self) -> ModelMetadata:
         """What clients need to know (deepfake_contract): input size, labels, normalisation, precision."""
@@ -301,7 +365,11 @@ class DetectorService:
         return {
             "metadata": self.metadata().to_json(),
             "settings": self.settings.to_mapping(),
-            "runtime": {**self.runtime.info.to_mapping(), "threads": torch.get_num_threads()},
+            "runtime": {
+                **self.runtime.info.to_mapping(),
+                "threads": torch.get_num_threads(),
+                "frames_decoded_on": str(self.frame_device or "cpu"),  # the client's plain JPEG frames
+            },
         }
 
 

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
+from deepfake_client import encode_frame
 from handler.checkpoint import build_model
 from handler.settings import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, ModelSettings
 from scripts.operations.archives import build_archive, load_archive
@@ -74,6 +76,18 @@ def image_bytes(
                 pixels[x, y] = ((color[0] + 3 * x) % 256, (color[1] + 5 * y) % 256, (color[2] + x * y) % 256)
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def frame_bytes(seed: int, size: int = 224, **save: object) -> bytes:
+    """A textured frame as JPEG (the client's own encoder unless ``save`` options are given)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    image = Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(2))
+    if not save:
+        return encode_frame(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", **save)
     return buffer.getvalue()
 
 

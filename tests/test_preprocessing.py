@@ -10,10 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from handler.preprocessing import InvalidImageError, decode_image, to_model_input
+from handler.preprocessing import (
+    EXIF_ORIENTATION,
+    InvalidImageError,
+    decode_frames,
+    decode_image,
+    is_plain_frame,
+    to_model_input,
+)
 from handler.settings import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
 from handler.wire import extract_image_bytes
-from tests.conftest import image_bytes
+from tests.conftest import frame_bytes, image_bytes
 from tests.inputs import ImageCase, as_torchserve_item, image_cases
 
 TIER = "unit"
@@ -133,3 +140,36 @@ def test_the_input_battery_in_process(case: ImageCase):
         decode_image(extract_image_bytes(item, content_types))
     assert (info.value.status, info.value.error_type) == (case.status, case.error_type)
     assert case.message in str(info.value)
+
+
+# --- the client's plain frames: decoded in one batch on a GPU worker (nvJPEG), here on the CPU -------------------
+def test_only_an_upright_baseline_rgb_jpeg_of_the_models_size_is_a_plain_frame():
+    assert is_plain_frame(frame_bytes(0), 224)
+    rotated = Image.open(io.BytesIO(frame_bytes(0)))
+    exif = rotated.getexif()
+    exif[EXIF_ORIENTATION] = 6
+    not_plain = [
+        frame_bytes(0, 160, quality=90),  # needs a resize
+        frame_bytes(0, progressive=True),
+        frame_bytes(0, exif=exif.tobytes()),  # needs a rotation
+        image_bytes(size=(224, 224), fmt="PNG"),
+    ]
+    gray = io.BytesIO()
+    Image.new("L", (224, 224), 90).save(gray, format="JPEG")
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (224, 224), (1, 2, 3, 4)).save(cmyk, format="JPEG")
+    assert not any(is_plain_frame(p, 224) for p in not_plain)
+    assert is_plain_frame(frame_bytes(0, quality=90), 224)  # any baseline encoder's, not only the client's
+    assert not is_plain_frame(gray.getvalue(), 224) and not is_plain_frame(cmyk.getvalue(), 224)
+    assert not is_plain_frame(b"\xff\xd8 not a JPEG", 224) and not is_plain_frame(b"", 224)
+    assert not is_plain_frame(Image.new("RGB", (224, 224)), 224)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("mean", "std"), [(HALF_MEAN, HALF_STD), (IMAGENET_MEAN, IMAGENET_STD)])
+def test_a_batch_of_frames_decodes_to_exactly_the_one_preprocessing_functions_input(mean, std):
+    frames = [frame_bytes(seed) for seed in range(5)]
+    batch = decode_frames(frames, torch.device("cpu"), mean, std)
+    expected = torch.stack([to_model_input(decode_image(frame), mean, std) for frame in frames])
+    assert batch.dtype == torch.float32 and torch.equal(batch, expected)
+    with pytest.raises(RuntimeError):  # a header that passes, with its data cut: the caller falls back per frame
+        decode_frames([frames[0], frames[1][: len(frames[1]) // 2]], torch.device("cpu"), mean, std)

@@ -16,6 +16,7 @@ import torch
 
 from handler.calibration import CHECK_FOLDER
 from handler.checkpoint import load_model
+from handler.preprocessing import decode_frames, decode_image, to_model_input
 from handler.runtimes import (
     Accelerator,
     CudaRuntime,
@@ -40,7 +41,7 @@ from scripts.operations.precision import (
     image_sets,
     own_demo_images,
 )
-from tests.conftest import REPO_ROOT, constant_checkpoint, image_bytes, needs_bf16, random_checkpoint
+from tests.conftest import REPO_ROOT, constant_checkpoint, frame_bytes, image_bytes, needs_bf16, random_checkpoint
 
 TIER = "unit"
 
@@ -382,6 +383,26 @@ def test_an_archive_loads_on_the_gpu_it_is_given(r18: torch.nn.Module, calibrati
     service = DetectorService.from_model_dir(tmp_path, "weights.pth", settings, {"FP32"}, Accelerator.detect(0))
     info = service.describe()["runtime"]
     assert info["device"] == "cuda:0" and info["agreement"]["images"] == 30 and info["precision"] == "fp16"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (tested where one is lent)")
+def test_a_gpu_worker_decodes_the_clients_frames_there_to_the_cpus_inputs(r18: torch.nn.Module):
+    """nvJPEG on the GPU gives the CPU path's pixels for the client's frames (within one level, after
+    normalisation), and a service on a GPU runtime decodes them there with the CPU path's answers."""
+    frames = [frame_bytes(seed) for seed in range(8)]
+    on_gpu = decode_frames(frames, torch.device("cuda:0"), HALF_MEAN, HALF_STD)
+    on_cpu = torch.stack([to_model_input(decode_image(frame), HALF_MEAN, HALF_STD) for frame in frames])
+    assert on_gpu.device == torch.device("cuda:0")
+    assert float((on_gpu.cpu() - on_cpu).abs().max()) * 255 * HALF_STD[0] <= 1.0 + 1e-4
+    info = RuntimeInfo("torch-cuda", "fp16", "int8", device="cuda:0")
+    service = DetectorService(CudaRuntime(copy.deepcopy(r18), "cuda:0", "fp16", info), SETTINGS)
+    assert service.frame_device == torch.device("cuda:0")
+    assert service.describe()["runtime"]["frames_decoded_on"] == "cuda:0"
+    answers, timing = service.predict([*frames, b"garbage"])
+    reference, _ = DetectorService(TorchRuntime(copy.deepcopy(r18)), SETTINGS).predict(frames)
+    assert timing.size == 8 and answers[-1].code == 400
+    for answer, expected in zip(answers, reference, strict=False):
+        assert abs(answer.fake_probability - expected.fake_probability) < 0.01
 
 
 def cpu_stand_in(model: torch.nn.Module, precision: str) -> CudaRuntime:

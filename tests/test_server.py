@@ -64,6 +64,7 @@ def test_each_archive_runs_the_mode_it_was_built_for(server: Server):
         [entry] = response.json()
         runtime = entry["customizedMetadata"]["runtime"]
         threads = runtime.pop("threads")
+        assert runtime.pop("frames_decoded_on") == "cpu"  # no GPU here: every image is decoded on the CPU
         expected = precision or server.models[name].settings.precision
         assert runtime == {"engine": "openvino", "precision": expected, "requested": expected, "device": "cpu"}
         workers = len(entry["workers"])

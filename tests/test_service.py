@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from handler.checkpoint import load_model
+from handler.checkpoint import build_model, load_model
 from handler.runtimes import TorchRuntime
 from handler.service import DetectorService, ItemError
 from handler.settings import ModelSettings
-from tests.conftest import CONSTANT_LOGITS, constant_checkpoint, image_bytes
+from tests.conftest import CONSTANT_LOGITS, constant_checkpoint, frame_bytes, image_bytes
 
 TIER = "unit"
 
@@ -58,6 +58,7 @@ def test_from_checkpoint_resolves_the_architecture(tmp_path):
         "fallback": None,
         "device": "cpu",
         "threads": torch.get_num_threads(),  # the process's, split between workers by the handler
+        "frames_decoded_on": "cpu",  # a GPU worker decodes the client's plain frames there
     }
 
 
@@ -83,3 +84,45 @@ def test_batch_metrics_go_through_torchserves_metrics_api(service: DetectorServi
     seconds = float(reported["deepfake_inference_seconds_total.Seconds"].split(":")[1].split("|")[0])
     assert seconds == pytest.approx(timing.inference_ms / 1e3, abs=1e-5)  # seconds, not ms
     assert sum(line.startswith("[METRICS]deepfake_fake_probability") for line in lines) == 2  # one per image
+
+
+def test_plain_frames_decoded_together_on_the_workers_device_answer_as_one_by_one(caplog):
+    """A GPU worker's path for the client's frames (one nvJPEG batch per chunk, run here on the CPU): mixed with
+    other images and bad items, in chunks of ``max_batch_size``, every answer is the CPU path's, and a frame whose
+    header passes but whose data is cut fails alone (its chunk falls back to decoding one by one)."""
+    torch.manual_seed(0)
+    one_by_one = DetectorService(TorchRuntime(build_model("resnet18")), ModelSettings())
+    frames = [frame_bytes(seed) for seed in range(5)]
+    cut = frames[4][: len(frames[4]) // 2]
+    payloads = [frames[0], image_bytes(size=(224, 224), fmt="PNG"), frames[1], cut, frames[2], b"garbage", frames[3]]
+    expected, _ = one_by_one.predict(payloads)
+    together = DetectorService(one_by_one.runtime, ModelSettings())
+    together.frame_device = torch.device("cpu")
+    together.max_batch_size = 3
+    with caplog.at_level("WARNING"):
+        answers, timing = together.predict(payloads)
+    assert "nvJPEG refused a batch of 3 frames" in caplog.text  # the chunk holding the cut frame, only
+    assert timing.size == 5
+    for answer, reference in zip(answers, expected, strict=True):
+        if isinstance(reference, ItemError):
+            assert isinstance(answer, ItemError) and answer.to_json() == reference.to_json()
+        else:
+            assert answer.logits == pytest.approx(reference.logits, abs=1e-5)
+    assert len({answer.fake_probability for answer in answers if not isinstance(answer, ItemError)}) == 5
+
+
+def test_a_worker_whose_device_cannot_decode_frames_decodes_them_on_the_cpu(monkeypatch, caplog):
+    """nvJPEG is tried at warm-up: where it fails (no nvJPEG in this CUDA build, say) frames take the CPU path."""
+    service = DetectorService(TorchRuntime(load_model(constant_checkpoint())[0]), ModelSettings())
+    service.frame_device = torch.device("cpu")
+    service.warm_up(2)
+    assert service.frame_device == torch.device("cpu")  # it decodes: kept
+
+    def refuse(*_: object) -> None:
+        raise RuntimeError("nvJPEG is not available")
+
+    monkeypatch.setattr("handler.service.decode_frames", refuse)
+    with caplog.at_level("WARNING"):
+        service.warm_up(2)
+    assert service.frame_device is None and "frames are decoded on the CPU" in caplog.text
+    assert service.describe()["runtime"]["frames_decoded_on"] == "cpu"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from scripts.bench.benchmark.cli import main
 from scripts.bench.benchmark.faces import FACE_MODES
 
@@ -66,6 +68,7 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     assert video["ours"]["sampling_s"] > 0 and video["ours"]["every_frame_cpu_s"] > 0
     assert "Sampling decodes in full only the frames its samples show" in text
     assert {"int8", "bf16"} == set(results["agreement"]["resnet18 (random)"])
+    assert results["gpu"]["available"] is torch.cuda.is_available() and "## 14. The GPU" in text  # or why not
 
 
 def test_sections_alone_merge_into_an_existing_report(tmp_path: Path):
@@ -77,7 +80,7 @@ def test_sections_alone_merge_into_an_existing_report(tmp_path: Path):
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and results["analysts"]["scan"]["answered"] == 48
     assert report.read_text().startswith("## 9. Analysts")
-    others = ["packing", "hints", "overlap", "faces", "grpc"]
+    others = ["packing", "hints", "overlap", "faces", "grpc", "gpu"]
     assert main(["--quick", "--only", *others, "--report", str(report), "--requests", "24"]) == 0
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and {"analysts", *others} <= set(results)
@@ -85,5 +88,5 @@ def test_sections_alone_merge_into_an_existing_report(tmp_path: Path):
     assert set(results["packing"]["rows"]) == {"1", "4", "8"} and set(results["grpc"]["rows"]) == {"http", "grpc"}
     text = report.read_text()
     headings = ("## 9. Analysts", "## 10. Packed frames", "## 11. OpenVINO performance hints", "## 8. Face-crop mode",
-                "## 12. Decode beside inference", "## 13. gRPC instead of HTTP")  # fmt: skip
+                "## 12. Decode beside inference", "## 13. gRPC instead of HTTP", "## 14. The GPU")  # fmt: skip
     assert all(heading in text for heading in headings)

@@ -88,7 +88,7 @@ def test_a_section_measured_alone_says_so_and_the_face_checks_explain_themselves
     text = markdown(results)
     assert "measured alone (`--only faces`, 2026-01-02)" in text and "`--only packing`" not in text
     results["faces"].pop("measured_alone")
-    assert "This section was measured alone" not in markdown(results)
+    assert "(`--only faces`" not in markdown(results)
     explained = {name: measured for name, _, measured in checks(results)}
     face_rate = explained["face mode >= 60% of full mode's images/s (720p)"]
     assert " round by round " in face_rate
@@ -99,3 +99,21 @@ def test_a_section_measured_alone_says_so_and_the_face_checks_explain_themselves
     assert (
         "and detection takes 120 frames x" in {n: m for n, _, m in checks(results)}["face-mode clip <= 1.6x full mode"]
     )
+
+
+def test_the_gpu_section_renders_its_measurement_or_says_why_there_is_none():
+    """Section 14 from the committed run (measured alone on a lent GPU machine), and from a run without CUDA."""
+    results = json.loads(RUN.read_text())
+    gpu = results["gpu"]
+    text = markdown(results)
+    assert f"## 14. The GPU\n\nMeasured on one {gpu['device']}" in text
+    assert "(`--only gpu`, " in text and "on the machine named above" in text
+    for row in gpu["served"]["rows"]:  # a batch's time outside decoding and inference, per worker
+        crowd = row["crowd"]
+        period = 1e3 * row["workers"] * crowd["mean_batch"] / crowd["images_per_s"]
+        other = period - crowd["decode_ms_per_batch"] - crowd["inference_ms_per_batch"]
+        assert f"| {crowd['images_per_s']:.0f} | " in text and f" | {other:.1f} | " in text
+    results["gpu"] = {"available": False, "reason": "no CUDA device on this machine"}
+    text = markdown(results)
+    assert "Not measured: no CUDA device on this machine. The GPU path is tested" in text
+    assert "Measured on one" not in text

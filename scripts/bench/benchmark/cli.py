@@ -22,7 +22,8 @@ the weights matter for the agreement figures, not for speed). Measured:
 7. agreement of every mode with fp32 on held-out demo images, for the demo ResNet18 and the ResNet50;
 8. face-crop mode beside full mode, and its detector beside facenet-pytorch's own path (faces.py);
 9. analysts: scan and explanations; 10. frames per request; 11. OpenVINO's hints; 12. one worker or two;
-13. gRPC against HTTP to TorchServe's frontend; plus maxBatchDelay for the default mode. ``--quick`` runs
+13. gRPC against HTTP to TorchServe's frontend; 14. the GPU, where this machine has one (gpu.py); plus
+maxBatchDelay for the default mode. ``--quick`` runs
 every section on a random ResNet18 with small counts (numbers meaningless, code paths exercised).
 """
 
@@ -46,6 +47,7 @@ from handler.checkpoint import load_model
 from handler.settings import PRECISIONS
 from scripts.bench.benchmark.analysts import SCAN_IMAGES, analysts, analysts_markdown
 from scripts.bench.benchmark.faces import face_mode, faces_markdown
+from scripts.bench.benchmark.gpu import gpu, gpu_markdown
 from scripts.bench.benchmark.grpc_wire import grpc_markdown, grpc_vs_http
 from scripts.bench.benchmark.harness import (
     CONCURRENCY,
@@ -100,7 +102,10 @@ ON_DEFAULT_ARCHIVE: dict[str, Section] = {
     "analysts": lambda args, _s, path, payloads, work: analysts(
         path, payloads, work, _counts(args)[0], 48 if args.quick else SCAN_IMAGES
     ),
+    # builds its own archives (no OpenVINO IR: a GPU worker runs the checkpoint), so it runs where OpenVINO does not
+    "gpu": lambda args, subject, _path, payloads, work: gpu(subject, payloads, work, _counts(args)[0], args.quick),
 }
+NEEDS_NO_DEFAULT_ARCHIVE = {"gpu"}
 
 
 TITLES = {
@@ -110,6 +115,7 @@ TITLES = {
     "grpc": "13. gRPC or HTTP",
     "faces": "8. face-crop mode",
     "analysts": "9. scan and explanations",
+    "gpu": "14. the GPU",
 }
 
 
@@ -261,9 +267,9 @@ def sections_alone(args: argparse.Namespace, names: list[str]) -> dict[str, Any]
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
         subject = quick_subject(workdir) if args.quick else random_resnet50(workdir)
-        path, _ = build_archive(
-            subject.weights, subject.settings, MODEL_NAME, workdir / "mar", precision=DEFAULT_PRECISION
-        )
+        path = workdir / "mar" / f"{MODEL_NAME}.mar"  # built once, only for the sections that use it
+        if set(names) - NEEDS_NO_DEFAULT_ARCHIVE:
+            build_archive(subject.weights, subject.settings, MODEL_NAME, path.parent, precision=DEFAULT_PRECISION)
         payloads = frame_payloads(16 if args.quick else 64, quick=args.quick or not DEMO_R18.exists())
         for name in dict.fromkeys(names):  # each once, in the order asked
             print(f"[bench] {name} alone", flush=True)
@@ -294,7 +300,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="measure these sections alone, on one archive, and merge them into the report's JSON (analysts: "
         "scan, explanations; packing: frames per request; hints: OpenVINO's LATENCY against THROUGHPUT "
         "in-process; faces: face-crop mode and its detector; overlap: one worker against two; grpc: gRPC "
-        "against HTTP)",
+        "against HTTP; gpu: the GPU in-process and served, where CUDA is)",
     )
     return parser
 
@@ -318,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         parts += [faces_markdown(results["faces"], args.video_seconds)] if "faces" in results else []
         parts += [overlap_markdown(results["overlap"])] if "overlap" in results else []
         parts += [grpc_markdown(results["grpc"])] if "grpc" in results else []
+        parts += [gpu_markdown(results["gpu"])] if "gpu" in results else []
         report = "\n\n".join(parts) + "\n"
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)

@@ -9,6 +9,7 @@ from deepfake_client import DEFAULT_FRAMES_PER_REQUEST
 from handler.settings import PRECISIONS
 from scripts.bench.benchmark.analysts import analysts_markdown
 from scripts.bench.benchmark.faces import FACE_MODES, faces_markdown, round_ratios
+from scripts.bench.benchmark.gpu import gpu_markdown
 from scripts.bench.benchmark.grpc_wire import grpc_markdown
 from scripts.bench.benchmark.harness import CONCURRENCY, TARGETS
 from scripts.bench.benchmark.hints import hints_markdown
@@ -23,14 +24,16 @@ from scripts.operations.precision import DEFAULT_PRECISION
 
 
 def _measured_alone(results: dict[str, Any], name: str) -> list[str]:
-    """A note under a section re-measured by ``--only`` after the run the rest of the report comes from."""
+    """A note under a section re-measured by ``--only`` after the run the rest of the report comes from (the GPU
+    section: on the machine it names, which has the GPU this one lacks)."""
     when = results[name].get("measured_alone")
     if when is None:
         return []
+    where = " on the machine named above" if name == "gpu" else ""
     return [
         "",
-        f"_This section was measured alone (`--only {name}`, {when}) after the run the rest of this report "
-        "comes from; its comparisons are side by side within it._",
+        f"_This section was measured alone (`--only {name}`, {when}){where}, not in the run the rest of this "
+        "report comes from; its comparisons are side by side within it._",
     ]
 
 
@@ -371,6 +374,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", overlap_markdown(results["overlap"]), *_measured_alone(results, "overlap")]
     if "grpc" in results:
         lines += ["", grpc_markdown(results["grpc"]), *_measured_alone(results, "grpc")]
+    if "gpu" in results:
+        lines += ["", gpu_markdown(results["gpu"]), *_measured_alone(results, "gpu")]
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,8 @@ depend on them):
 
 - in-process: the runtime's call as a worker makes it (a host batch in, logits out, both copies
   included) per precision at batches 8, 16 and 32, and the worker's whole path for a batch of the
-  client's JPEG frames (``DetectorService.predict``: decoding on the CPU, then that call);
+  client's JPEG frames (``DetectorService.predict``: decoding them together on the GPU, as a GPU worker
+  does, or one by one on the CPU; then that call);
 - decoding a batch of those frames: the handler's CPU path against torchvision's nvJPEG batch decode on
   the GPU (``decode_jpeg(device="cuda")``), and how far their pixels and answers differ;
 - served: TorchServe on that GPU at batchSize 8, 16 and 32 (2 x batch concurrent clients, one frame per
@@ -34,6 +35,7 @@ import torch
 
 from deepfake_client import DeepfakeClient
 from handler.checkpoint import load_model, read_state_dict
+from handler.preprocessing import decode_frames
 from handler.runtimes import AUTOCAST_DTYPES, GPU_PRECISION, CudaRuntime, RuntimeInfo
 from handler.service import DetectorService
 from scripts.bench.benchmark.harness import MODEL_NAME, Subject, load, serving
@@ -116,18 +118,12 @@ def in_process(subject: Subject, payloads: list[bytes], iterations: int) -> dict
 def decoding(subject: Subject, payloads: list[bytes], iterations: int) -> dict[str, Any]:
     """A batch of the client's frames decoded to the model's input: the handler's CPU path against nvJPEG on
     the GPU (torchvision, one batched call, then normalised there), and how far they differ."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     settings = subject.settings
     model = load_model(subject.weights, arch=settings.arch)[0]
     service = DetectorService(gpu_runtime(model, "fp32"), settings)
-    mean = torch.tensor(settings.mean, device=DEVICE).view(1, 3, 1, 1) * 255
-    scale = 1 / (torch.tensor(settings.std, device=DEVICE).view(1, 3, 1, 1) * 255)
 
     def on_gpu(batch: list[bytes]) -> torch.Tensor:
-        data = [torch.frombuffer(bytearray(p), dtype=torch.uint8) for p in batch]
-        images = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB, device=DEVICE))
-        result = (images.float() - mean) * scale
+        result = decode_frames(batch, torch.device(DEVICE), settings.mean, settings.std)
         torch.cuda.synchronize()
         return result
 

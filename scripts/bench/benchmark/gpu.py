@@ -46,6 +46,7 @@ BATCHES = (8, 16, 32)
 SERVED_LAYOUTS = ((8, 1), (16, 1), (32, 1), (32, 2))  # (batchSize, workers on the one GPU)
 DEVICE = "cuda:0"
 GPU_DEFAULT = GPU_PRECISION[DEFAULT_PRECISION]  # what the default archive runs on a GPU (fp16 for int8)
+CLIENTS_SATURATED = 0.9  # cores: the load generator (one Python process) is then near its GIL's limit
 SERVED_REQUESTS = 3000  # per load level: a few seconds at a GPU's rate (section 2's 400 would be a fraction of one)
 
 
@@ -266,10 +267,20 @@ def gpu_markdown(g: dict[str, Any]) -> str:
     lines += [
         "",
         "Other ms / batch: a worker's time per batch (its workers x mean batch / images/s) less the decoding and "
-        "inference it logs: TorchServe's passing of requests and answers between its frontend and the worker, and the "
-        "handler's reading and answering of each request. Inference ms / batch is the forward pass as the worker times "
-        "it, against the in-process call above at the same batch.",
+        "inference it logs: TorchServe's passing of requests and answers between its frontend and the worker, the "
+        "handler's reading and answering of each request, and waiting for the next batch (up to maxBatchDelay, "
+        f"{DEFAULT_MAX_BATCH_DELAY_MS} ms). Inference ms / batch is the forward pass as the worker times it, against "
+        "the in-process call above at the same batch.",
     ]
+    busiest = max(g["served"]["rows"], key=lambda row: row["crowd"]["cores"]["clients"])
+    if busiest["crowd"]["cores"]["clients"] >= CLIENTS_SATURATED:
+        lines += [
+            "",
+            f"The clients are one Python process (threads under one GIL). At batchSize {busiest['batch_size']} "
+            f"x {busiest['workers']} worker(s) they used {busiest['crowd']['cores']['clients']:.2f} cores, close to "
+            f"one, and the mean batch was {busiest['crowd'].get('mean_batch', nan):.1f}: there the load generator, "
+            "not only the server, bounds the rate, which is then a lower bound.",
+        ]
     d = g["decoding"]
     rows = d["batches"]
     lines += [

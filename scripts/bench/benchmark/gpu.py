@@ -24,8 +24,6 @@ import copy
 import dataclasses
 import os
 import statistics
-import time
-from collections.abc import Callable
 from math import nan
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from handler.checkpoint import load_model, read_state_dict
 from handler.preprocessing import decode_frames
 from handler.runtimes import AUTOCAST_DTYPES, GPU_PRECISION, CudaRuntime, RuntimeInfo
 from handler.service import DetectorService
-from scripts.bench.benchmark.harness import MODEL_NAME, Subject, load, serving
+from scripts.bench.benchmark.harness import MODEL_NAME, Subject, load, serving, timed
 from scripts.operations.archives import DEFAULT_MAX_BATCH_DELAY_MS, model_config, pack_archive
 from scripts.operations.precision import DEFAULT_PRECISION
 
@@ -67,19 +65,6 @@ def gpu_archive(subject: Subject, out: Path, precision: str, batch_size: int, wo
     return pack_archive(read_state_dict(subject.weights), config, MODEL_NAME, out)
 
 
-def timed(call: Callable[[], Any], iterations: int, warm_up: int = 5) -> list[float]:
-    """Seconds per call, after ``warm_up`` calls; each call ends synchronised (the runtime copies its logits
-    to the host, and the decode timing synchronises itself)."""
-    for _ in range(warm_up):
-        call()
-    times = []
-    for _ in range(iterations):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return times
-
-
 def rate(batch: int, times: list[float]) -> dict[str, float]:
     return {"images_per_s": batch * len(times) / sum(times), "p50_ms": statistics.median(times) * 1e3}
 
@@ -91,7 +76,8 @@ def gpu_runtime(model: torch.nn.Module, precision: str) -> CudaRuntime:
 
 def in_process(subject: Subject, payloads: list[bytes], iterations: int) -> dict[str, Any]:
     """The runtime's call per precision and batch, and the worker's whole path (decode + call) per batch: the
-    client's frames decoded together on the GPU (what a GPU worker does), and one by one on the CPU."""
+    client's frames decoded together on the GPU (what a GPU worker does), and one by one on the CPU. Each timed
+    call ends synchronised: the runtime copies its logits to the host."""
     model = load_model(subject.weights, arch=subject.settings.arch)[0]
     cpu = DetectorService(gpu_runtime(model, "fp32"), subject.settings)  # only its decoding is used
     inputs = {b: np.stack([cpu.decode(p).numpy() for p in payloads[:b]]) for b in BATCHES}
@@ -272,8 +258,8 @@ def gpu_markdown(g: dict[str, Any]) -> str:
         f"{DEFAULT_MAX_BATCH_DELAY_MS} ms). Inference ms / batch is the forward pass as the worker times it, against "
         "the in-process call above at the same batch.",
     ]
-    busiest = max(g["served"]["rows"], key=lambda row: row["crowd"]["cores"]["clients"])
-    if busiest["crowd"]["cores"]["clients"] >= CLIENTS_SATURATED:
+    busiest = max(g["served"]["rows"], key=lambda row: row["crowd"]["cores"]["clients"], default=None)
+    if busiest is not None and busiest["crowd"]["cores"]["clients"] >= CLIENTS_SATURATED:
         lines += [
             "",
             f"The clients are one Python process (threads under one GIL). At batchSize {busiest['batch_size']} "

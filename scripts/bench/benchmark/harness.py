@@ -111,6 +111,18 @@ def frame_payloads(count: int, quick: bool) -> list[bytes]:
     return [encode_frame(Image.open(p)) for p in test_images(count)]
 
 
+def timed(call: Callable[[], Any], iterations: int, warm_up: int = 5) -> list[float]:
+    """Seconds per call of ``iterations`` calls, after ``warm_up`` unmeasured ones."""
+    for _ in range(warm_up):
+        call()
+    times = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 

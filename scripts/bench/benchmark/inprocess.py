@@ -20,7 +20,7 @@ from handler.calibration import softmax_with_temperature
 from handler.checkpoint import load_model
 from handler.preprocessing import decode_image, to_model_input
 from handler.settings import ModelSettings
-from scripts.bench.benchmark.harness import percentile
+from scripts.bench.benchmark.harness import percentile, timed
 from scripts.operations.archives import (
     load_archive,
 )
@@ -39,13 +39,7 @@ def _ceiling(kind: str, source: str, batch: int, iterations: int) -> dict[str, f
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=kind == "torch-bf16"):
                 model(tensor)
 
-    for _ in range(3):
-        run(inputs)
-    times = []
-    for _ in range(iterations):
-        started = time.perf_counter()
-        run(inputs)
-        times.append(time.perf_counter() - started)
+    times = timed(lambda: run(inputs), iterations, warm_up=3)
     return {
         "images_per_s": batch * len(times) / sum(times),
         "p50_ms": percentile(times, 50) * 1e3,

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def test_a_served_worker_runs_half_precision_on_its_gpu_and_answers_each_image(tmp_path: Path):
     """TorchServe gives the worker gpu_id 0 (it finds the GPU itself); the default (int8) archive runs fp16 there,
-    and 16 concurrent distinct frames each get their own answer, as fp32 on the CPU gives it."""
+    and 32 distinct frames sent by 16 concurrent clients each get their own answer, as fp32 on the CPU gives it."""
     torch.manual_seed(0)
     weights = tmp_path / "r18.pth"
     torch.save(build_model("resnet18").state_dict(), weights)

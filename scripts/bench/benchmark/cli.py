@@ -23,8 +23,8 @@ the weights matter for the agreement figures, not for speed). Measured:
 8. face-crop mode beside full mode, and its detector beside facenet-pytorch's own path (faces.py);
 9. analysts: scan and explanations; 10. frames per request; 11. OpenVINO's hints; 12. one worker or two;
 13. gRPC against HTTP to TorchServe's frontend; 14. the GPU, where this machine has one (gpu.py); plus
-maxBatchDelay for the default mode. ``--quick`` runs
-every section on a random ResNet18 with small counts (numbers meaningless, code paths exercised).
+maxBatchDelay for the default mode. ``--quick`` runs every section on a random ResNet18 with small counts
+(numbers meaningless, code paths exercised).
 """
 
 from __future__ import annotations

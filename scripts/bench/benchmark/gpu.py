@@ -33,7 +33,7 @@ import torch
 
 from deepfake_client import DeepfakeClient
 from handler.checkpoint import load_model, read_state_dict
-from handler.preprocessing import decode_frames
+from handler.preprocessing import decode_frames, decode_image, to_model_input
 from handler.runtimes import AUTOCAST_DTYPES, GPU_PRECISION, CudaRuntime, RuntimeInfo
 from handler.service import DetectorService
 from scripts.bench.benchmark.harness import MODEL_NAME, Subject, load, serving, timed
@@ -78,9 +78,10 @@ def in_process(subject: Subject, payloads: list[bytes], iterations: int) -> dict
     """The runtime's call per precision and batch, and the worker's whole path (decode + call) per batch: the
     client's frames decoded together on the GPU (what a GPU worker does), and one by one on the CPU. Each timed
     call ends synchronised: the runtime copies its logits to the host."""
-    model = load_model(subject.weights, arch=subject.settings.arch)[0]
-    cpu = DetectorService(gpu_runtime(model, "fp32"), subject.settings)  # only its decoding is used
-    inputs = {b: np.stack([cpu.decode(p).numpy() for p in payloads[:b]]) for b in BATCHES}
+    settings = subject.settings
+    model = load_model(subject.weights, arch=settings.arch)[0]
+    frames = [to_model_input(decode_image(p), settings.mean, settings.std, settings.image_size) for p in payloads]
+    inputs = {b: torch.stack(frames[:b]).numpy() for b in BATCHES}
     calls: dict[str, dict[str, Any]] = {}
     for precision in AUTOCAST_DTYPES:
         if precision == "bf16" and not torch.cuda.is_bf16_supported():

@@ -9,6 +9,8 @@ import torch
 
 from scripts.bench.benchmark.cli import main
 from scripts.bench.benchmark.faces import FACE_MODES
+from scripts.bench.benchmark.harness import load
+from tests.conftest import Server, frame_bytes
 
 TIER = "integration"
 
@@ -90,3 +92,15 @@ def test_sections_alone_merge_into_an_existing_report(tmp_path: Path):
     headings = ("## 9. Analysts", "## 10. Packed frames", "## 11. OpenVINO performance hints", "## 8. Face-crop mode",
                 "## 12. Decode beside inference", "## 13. gRPC instead of HTTP", "## 14. The GPU")  # fmt: skip
     assert all(heading in text for heading in headings)
+
+
+def test_a_crowd_split_over_processes_sends_each_request_once(server: Server):
+    """Section 14's crowd comes from several client processes (one Python process's GIL bounded it): each
+    sends its own share, warmed up first, and all start together; their answers, request ids and CPU add up."""
+    payloads = [frame_bytes(seed) for seed in range(6)]
+    split = load(server.ts, payloads, concurrency=6, total=30, processes=3)
+    assert split["processes"] == 3 and split["answered"] == split["requests"] == 30
+    assert split["cores"]["clients"] > 0  # the client processes' CPU, not this one's
+    assert 1 <= split["max_batch"] <= 6  # each answer's request id found in TorchServe's batches
+    alone = load(server.ts, payloads, concurrency=6, total=30)
+    assert alone["processes"] == 1 and alone["answered"] == 30

@@ -14,14 +14,12 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
-import requests
 import torch
 import yaml
 from PIL import Image
@@ -31,6 +29,7 @@ from deepfake_contract import DEFAULT_MODEL, NATIVE, OIP, oip_request
 from handler.checkpoint import build_model
 from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
 from scripts import REPO_ROOT, options
+from scripts.bench.benchmark.crowd import clients_in_processes, clients_in_threads
 from scripts.operations.torchserve import Ports, TorchServe, observed_batches
 from scripts.synthetic.clips import write_h264
 from scripts.synthetic.faces import photo
@@ -240,12 +239,16 @@ def load(
     per_request: int = 1,
     sender: Callable[[bytes], None] | None = None,
     warm_up: bool = True,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """``total`` requests from ``concurrency`` clients, cycling over distinct payloads, in ``protocol``'s
     wire format (native image bytes, or ``per_request`` images per Open Inference Protocol request);
     ``images_per_s`` counts images. ``sender``: sends one body another way than HTTP (section 13's gRPC);
     its requests carry no request id, so no batch sizes are observed for them. ``warm_up``: first send
-    ``2 x concurrency`` requests unmeasured (not needed again for a later round on the same server)."""
+    ``2 x concurrency`` requests unmeasured (not needed again for a later round on the same server).
+    ``processes``: the clients split over that many Python processes, where one process's GIL would
+    bound the rate (a GPU's); on 2 cores they would only take the server's CPU, so the CPU sections keep one.
+    """
     if protocol == OIP:
         url = f"{ts.inference_url}/v2/models/{MODEL_NAME}/infer"
         packs = [[payloads[(i + j) % len(payloads)] for j in range(per_request)] for i in range(len(payloads))]
@@ -254,43 +257,29 @@ def load(
     else:
         url, bodies, content_type = f"{ts.inference_url}/predictions/{MODEL_NAME}", payloads, "image/jpeg"
     headers = {"Authorization": f"Bearer {ts.keys()['inference']}", "Content-Type": content_type}
-    session = requests.Session()
-    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=concurrency + 2))
-    latencies: list[float] = []
-    ids: set[str] = set()
-
-    def one(index: int) -> None:
+    shares = processes if sender is None else 1
+    clients = clients_in_processes if shares > 1 else clients_in_threads
+    with clients(url, bodies, headers, concurrency, total, warm_up, shares, sender) as crowd:
+        offset = log_size(ts)
+        cpu_before = cpu_seconds(ts)
         started = time.perf_counter()
-        if sender is not None:
-            sender(bodies[index % len(bodies)])
-        else:
-            response = session.post(url, data=bodies[index % len(bodies)], headers=headers, timeout=300)
-            response.raise_for_status()
-            ids.add(response.headers["x-request-id"])
-        latencies.append(time.perf_counter() - started)
-
-    with ThreadPoolExecutor(concurrency) as pool:  # warm-up: connections, caches
-        list(pool.map(one, range(concurrency * 2 if warm_up else 0)))
-    latencies.clear()
-    ids.clear()
-    offset = log_size(ts)
-    cpu_before = cpu_seconds(ts)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(total)))
-    elapsed = time.perf_counter() - started
-    cpu_after = cpu_seconds(ts)
+        latencies, ids, clients_cpu = crowd()
+        elapsed = time.perf_counter() - started
+        cpu_after = cpu_seconds(ts)
     ts_log = (ts.log_dir / "ts_log.log").read_text(errors="replace")
     sizes = [len(b & ids) for b in observed_batches(ts_log, MODEL_NAME) if b & ids]
+    cores = {k: (cpu_after[k] - cpu_before[k]) / elapsed for k in ("worker", "frontend")}
     return {
         "concurrency": concurrency,
         "requests": total,
+        "answered": len(latencies),
         "images_per_s": total * per_request / elapsed,
         "per_request": per_request,
+        "processes": shares,
         "p50_ms": percentile(latencies, 50) * 1e3,
         "p99_ms": percentile(latencies, 99) * 1e3,
         "max_batch": max(sizes, default=0),
-        "cores": {k: (cpu_after[k] - cpu_before[k]) / elapsed for k in cpu_after},
+        "cores": {**cores, "clients": clients_cpu / elapsed},
         **batch_times(ts, offset),
     }
 

@@ -116,9 +116,15 @@ def test_the_gpu_section_renders_its_measurement_or_says_why_there_is_none():
     saturated = "the load generator, not only the server, bounds the rate"
     busiest = max(row["crowd"]["cores"]["clients"] for row in gpu["served"]["rows"])
     assert (saturated in text) is (busiest >= 0.9)  # the clients are one Python process: near one core, they bound it
+    assert "concurrent clients of one 224 px frame per request (1 client process)" in text  # run 3: one process
     for row in gpu["served"]["rows"]:
         row["crowd"]["cores"]["clients"] = 0.5
     assert saturated not in markdown(results)
+    for row in gpu["served"]["rows"]:  # a crowd split over 4 processes: the bound is near one core per process
+        row["crowd"].update(processes=4, cores={**row["crowd"]["cores"], "clients": 2.0})
+    assert saturated not in (text := markdown(results)) and "(4 client processes)" in text
+    gpu["served"]["rows"][-1]["crowd"]["cores"]["clients"] = 3.8
+    assert saturated in (text := markdown(results)) and "used 3.80 cores, close to one per process" in text
     results["gpu"] = {"available": False, "reason": "no CUDA device on this machine"}
     text = markdown(results)
     assert "Not measured: no CUDA device on this machine. The GPU path is tested" in text

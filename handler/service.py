@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +51,17 @@ from handler.settings import ModelSettings
 logger = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH_SIZE = 8  # an archive's batchSize (scripts/operations/archive.py) when none is given
 MODEL_CARD_KEY = "model_card"  # where an archive's settings carry its card (scripts/operations/archive.py writes it)
+LOST_DEVICE_EXIT_CODE = 70  # EX_SOFTWARE: a worker whose GPU no longer runs work exits; TorchServe starts another
+
+
+def device_works(device: torch.device) -> bool:
+    """Whether ``device`` still runs work. A kernel that faults there (an illegal memory access: a decoder
+    reading past a crafted buffer, say) loses the process's CUDA context for good, so that every later call
+    fails: a worker left running would then fail every request until something restarted it."""
+    try:
+        return torch.ones(1, device=device).add_(1).item() == 2.0  # .item() waits for the device
+    except Exception:
+        return False
 
 
 class ItemError(ErrorAnswer):
@@ -100,6 +113,12 @@ def checked_half_precision(runtime: CudaRuntime, settings: ModelSettings, images
 
 class DetectorService:
     """A runtime plus the settings that say how to feed it and read its two logits."""
+
+    # After an error on the GPU: whether it still runs work, and how the worker leaves when it does not (both
+    # replaced in tests; os._exit because TorchServe restarts a worker whose process ends, and a lost CUDA
+    # context would fail the interpreter's own clean-up).
+    device_works: Callable[[torch.device], bool] = staticmethod(device_works)
+    exit_process: Callable[[int], None] = staticmethod(os._exit)
 
     def __init__(
         self, runtime: Runtime, settings: ModelSettings, reference: Callable[[], torch.nn.Module] | None = None
@@ -206,6 +225,7 @@ class DetectorService:
                 torch.cuda.synchronize(device)  # its time is decoding's, not inference's (and its errors surface here)
             return list(decoded), {}
         except Exception as exc:
+            self.leave_if_device_lost(device, exc)
             logger.warning("nvJPEG refused a batch of %d frames (%s): decoding them on the CPU", len(pending), exc)
         inputs, errors = [], {}
         for index, frame in pending:
@@ -217,6 +237,21 @@ class DetectorService:
                 logger.exception("Could not decode image %d of a batch", index)
                 errors[index] = ItemError(400, "InvalidImage", f"cannot decode image ({type(exc).__name__})")
         return inputs, errors
+
+    def leave_if_device_lost(self, device: torch.device, error: Exception) -> None:
+        """After ``error`` on ``device``: end this worker's process when the device no longer runs work, so that
+        TorchServe starts a fresh one (the batch's requests are answered 507/500 and clients retry them),
+        instead of failing every later request. A refused input or an out-of-memory leaves it working: then
+        only this batch is lost."""
+        if self.device_works(device):
+            return
+        logger.critical(
+            "%s no longer runs work after %s (%s): ending this worker so that TorchServe starts a fresh one",
+            device, type(error).__name__, error,
+        )  # fmt: skip
+        sys.stdout.flush()  # TorchServe reads the worker's log lines from its output
+        sys.stderr.flush()
+        self.exit_process(LOST_DEVICE_EXIT_CODE)
 
     def predict(self, payloads: Sequence[bytes | Image.Image]) -> tuple[list[Prediction | ErrorAnswer], BatchTiming]:
         """Answer every image of a batch (every face of every image, in face mode), and how long decoding
@@ -251,7 +286,13 @@ class DetectorService:
                 batch: np.ndarray | torch.Tensor = torch.stack([tensor.to(self.frame_device) for tensor in tensors])
             else:
                 batch = np.stack([tensor.numpy() for tensor in tensors])  # on this thread (to_model_input says why)
-            answers = predictions_from_logits(self.logits(batch), self.settings)
+            try:
+                logits = self.logits(batch)
+            except Exception as exc:
+                if isinstance(self.runtime, CudaRuntime):
+                    self.leave_if_device_lost(self.runtime.device, exc)
+                raise
+            answers = predictions_from_logits(logits, self.settings)
             for (index, face), answer in zip(owners, answers, strict=True):
                 if face is None:
                     results[index] = answer
@@ -338,6 +379,7 @@ class DetectorService:
             try:
                 decode_frames([blank.getvalue()], self.frame_device, self.settings.mean, self.settings.std)
             except Exception as exc:
+                self.leave_if_device_lost(self.frame_device, exc)
                 logger.warning("nvJPEG cannot decode on %s (%s): frames are decoded on the CPU", self.frame_device, exc)
                 self.frame_device = None
 

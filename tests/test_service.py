@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from handler.checkpoint import build_model, load_model
-from handler.runtimes import TorchRuntime
-from handler.service import DetectorService, ItemError
+from handler.runtimes import CudaRuntime, RuntimeInfo, TorchRuntime
+from handler.service import LOST_DEVICE_EXIT_CODE, DetectorService, ItemError, device_works
 from handler.settings import ModelSettings
 from tests.conftest import CONSTANT_LOGITS, constant_checkpoint, frame_bytes, image_bytes
 
@@ -126,3 +126,62 @@ def test_a_worker_whose_device_cannot_decode_frames_decodes_them_on_the_cpu(monk
         service.warm_up(2)
     assert service.frame_device is None and "frames are decoded on the CPU" in caplog.text
     assert service.describe()["runtime"]["frames_decoded_on"] == "cpu"
+
+
+class _Exited(Exception):
+    """What the injected exit raises: a real worker's process would end there."""
+
+
+def _exits(service: DetectorService, device_still_works: bool) -> list[int]:
+    """Inject whether the device still runs work and an exit that records its code and stops (raises)."""
+    codes: list[int] = []
+
+    def exit_process(code: int) -> None:
+        codes.append(code)
+        raise _Exited(code)
+
+    service.device_works = lambda device: device_still_works  # type: ignore[method-assign]
+    service.exit_process = exit_process  # type: ignore[method-assign]
+    return codes
+
+
+class _FaultingModel(torch.nn.Module):
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+def test_a_worker_whose_gpu_no_longer_runs_work_ends_so_that_torchserve_starts_a_fresh_one(monkeypatch, caplog):
+    """A fault on the GPU (a kernel reading past a crafted buffer) can lose the process's CUDA context for good;
+    the worker then ends (TorchServe starts another, clients retry the batch's 507/500), instead of failing
+    every later request. Where the device still works, only that batch fails, as before; the CPU runs work."""
+    assert device_works(torch.device("cpu"))
+    info = RuntimeInfo("torch-cuda", "bf16", "bf16", device="cpu")
+    faulting = DetectorService(CudaRuntime(_FaultingModel(), "cpu", "bf16", info), ModelSettings())
+    codes = _exits(faulting, device_still_works=False)
+    with caplog.at_level("CRITICAL"), pytest.raises(_Exited):
+        faulting.predict([frame_bytes(1)])
+    assert codes == [LOST_DEVICE_EXIT_CODE] and "no longer runs work after RuntimeError" in caplog.text
+    codes = _exits(faulting, device_still_works=True)  # an out-of-memory, say: the batch fails, the worker stays
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        faulting.predict([frame_bytes(1)])
+    assert codes == []
+
+    decoding = DetectorService(TorchRuntime(load_model(constant_checkpoint())[0]), ModelSettings())
+    decoding.frame_device = torch.device("cpu")  # nvJPEG's path, run on the CPU
+    cut = frame_bytes(2)[:1000]  # its header passes as a plain frame, its data fails the batch decode
+    codes = _exits(decoding, device_still_works=False)
+    with pytest.raises(_Exited):
+        decoding.predict([frame_bytes(3), cut])
+    assert codes == [LOST_DEVICE_EXIT_CODE]
+    codes = _exits(decoding, device_still_works=True)  # the decoder refused the data: the cut frame fails alone
+    answers, _ = decoding.predict([frame_bytes(3), cut])
+    assert codes == [] and not isinstance(answers[0], ItemError) and isinstance(answers[1], ItemError)
+
+    def fault(*_: object) -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr("handler.service.decode_frames", fault)  # at warm-up: no worker to serve with
+    codes = _exits(decoding, device_still_works=False)
+    with pytest.raises(_Exited):
+        decoding.warm_up(1)
+    assert codes == [LOST_DEVICE_EXIT_CODE]

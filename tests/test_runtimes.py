@@ -405,6 +405,29 @@ def test_a_gpu_worker_decodes_the_clients_frames_there_to_the_cpus_inputs(r18: t
         assert abs(answer.fake_probability - expected.fake_probability) < 0.01
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (tested where one is lent)")
+def test_a_gpu_whose_context_a_kernel_fault_lost_is_seen_as_not_working():
+    """What makes a GPU worker end itself (DetectorService.leave_if_device_lost): a device-side assert (an
+    index past a buffer, in a kernel) loses the process's CUDA context for good; ``device_works`` sees it.
+    In a process of its own, which that fault leaves unusable."""
+    code = (
+        "import torch\n"
+        "from handler.service import device_works\n"
+        "device = torch.device('cuda:0')\n"
+        "print('before', device_works(device))\n"
+        "values = torch.zeros(4, device=device)\n"
+        "try:\n"
+        "    values[torch.tensor([40], device=device)].sum().item()\n"
+        "except Exception as exc:\n"
+        "    print('fault', type(exc).__name__)\n"
+        "print('after', device_works(device))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    said = done.stdout
+    assert "before True" in said and "fault " in said and "after False" in said, done.stderr[-2000:]
+
+
 def cpu_stand_in(model: torch.nn.Module, precision: str) -> CudaRuntime:
     """CudaRuntime's code path on the CPU (bf16 autocast): what a GPU worker runs, minus the GPU."""
     return CudaRuntime(

@@ -53,29 +53,35 @@ class _Crowd:
             list(pool.map(one, indices))
         return latencies, ids
 
+    def timed_run(self, indices: Iterable[int]) -> tuple[list[float], set[str], float]:
+        """``run``, and the CPU seconds this process used meanwhile (the clients' share of the machine)."""
+        before = psutil.Process().cpu_times()
+        latencies, ids = self.run(indices)
+        after = psutil.Process().cpu_times()
+        return latencies, ids, after.user + after.system - before.user - before.system
+
 
 @contextlib.contextmanager
-def clients_in_threads(
+def clients(
     url: str,
     bodies: list[bytes],
     headers: dict[str, str],
     concurrency: int,
     total: int,
     warm_up: bool,
-    processes: int,
-    sender: Callable[[bytes], None] | None,
+    processes: int = 1,
+    sender: Callable[[bytes], None] | None = None,
 ) -> Iterator[Callable[[], tuple[list[float], set[str], float]]]:
-    """``load``'s crowd as threads of this process, warmed up; yields the call that sends it."""
+    """``load``'s crowd, warmed up: threads of this process, or split over ``processes`` client processes
+    (``crowd_share``; HTTP only). Yields the call that sends it and returns its latencies, request ids and
+    the clients' CPU seconds."""
+    if processes > 1 and sender is None:
+        with _in_processes(url, bodies, headers, concurrency, total, warm_up, processes) as send:
+            yield send
+        return
     crowd = _Crowd(url, bodies, headers, concurrency, sender)
     crowd.run(range(concurrency * 2 if warm_up else 0))  # warm-up: connections, caches
-
-    def send() -> tuple[list[float], set[str], float]:
-        before = psutil.Process().cpu_times()
-        latencies, ids = crowd.run(range(total))
-        after = psutil.Process().cpu_times()
-        return latencies, ids, after.user + after.system - before.user - before.system
-
-    yield send
+    yield lambda: crowd.timed_run(range(total))
 
 
 def crowd_share() -> None:
@@ -87,26 +93,16 @@ def crowd_share() -> None:
     crowd.run(range(job["warm_up"]))
     print("ready", flush=True)
     sys.stdin.readline()
-    cpu_before = psutil.Process().cpu_times()
-    latencies, ids = crowd.run(range(job["start"], job["start"] + job["count"]))
-    cpu_after = psutil.Process().cpu_times()
-    cpu = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
+    latencies, ids, cpu = crowd.timed_run(range(job["start"], job["start"] + job["count"]))
     print(json.dumps({"latencies": latencies, "ids": sorted(ids), "cpu_s": cpu}), flush=True)
 
 
 @contextlib.contextmanager
-def clients_in_processes(
-    url: str,
-    bodies: list[bytes],
-    headers: dict[str, str],
-    concurrency: int,
-    total: int,
-    warm_up: bool,
-    processes: int,
-    sender: Callable[[bytes], None] | None,
+def _in_processes(
+    url: str, bodies: list[bytes], headers: dict[str, str], concurrency: int, total: int, warm_up: bool, processes: int
 ) -> Iterator[Callable[[], tuple[list[float], set[str], float]]]:
-    """``load``'s crowd split over ``processes`` client processes (``crowd_share``), all warmed up; yields
-    the call that starts them together and gathers their answers."""
+    """``clients`` split over processes, all warmed up; yields the call that starts them together and gathers
+    their answers."""
     code = "from scripts.bench.benchmark.crowd import crowd_share; crowd_share()"
     encoded = [base64.b64encode(body).decode() for body in bodies]
     children: list[subprocess.Popen[str]] = []

@@ -29,7 +29,7 @@ from deepfake_contract import DEFAULT_MODEL, NATIVE, OIP, oip_request
 from handler.checkpoint import build_model
 from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
 from scripts import REPO_ROOT, options
-from scripts.bench.benchmark.crowd import clients_in_processes, clients_in_threads
+from scripts.bench.benchmark.crowd import clients
 from scripts.operations.torchserve import Ports, TorchServe, observed_batches
 from scripts.synthetic.clips import write_h264
 from scripts.synthetic.faces import photo
@@ -258,7 +258,6 @@ def load(
         url, bodies, content_type = f"{ts.inference_url}/predictions/{MODEL_NAME}", payloads, "image/jpeg"
     headers = {"Authorization": f"Bearer {ts.keys()['inference']}", "Content-Type": content_type}
     shares = processes if sender is None else 1
-    clients = clients_in_processes if shares > 1 else clients_in_threads
     with clients(url, bodies, headers, concurrency, total, warm_up, shares, sender) as crowd:
         offset = log_size(ts)
         cpu_before = cpu_seconds(ts)

@@ -271,7 +271,7 @@ def load(
     return {
         "concurrency": concurrency,
         "requests": total,
-        "answered": len(latencies),
+        "answered": len(ids) if sender is None else len(latencies),  # HTTP: distinct request ids answered
         "images_per_s": total * per_request / elapsed,
         "per_request": per_request,
         "processes": shares,

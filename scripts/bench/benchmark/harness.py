@@ -267,7 +267,7 @@ def load(
         cpu_after = cpu_seconds(ts)
     ts_log = (ts.log_dir / "ts_log.log").read_text(errors="replace")
     sizes = [len(b & ids) for b in observed_batches(ts_log, MODEL_NAME) if b & ids]
-    cores = {k: (cpu_after[k] - cpu_before[k]) / elapsed for k in ("worker", "frontend")}
+    cores = {k: (cpu_after[k] - cpu_before[k]) / elapsed for k in cpu_after}
     return {
         "concurrency": concurrency,
         "requests": total,
@@ -284,14 +284,13 @@ def load(
 
 
 def cpu_seconds(ts: TorchServe) -> dict[str, float]:
-    """CPU seconds used so far by the model worker, TorchServe's Java frontend and this process (the clients)."""
+    """CPU seconds used so far by the model worker(s) and TorchServe's Java frontend (the clients: crowd.clients)."""
     root = psutil.Process(ts.pid())
     used = {"worker": 0.0, "frontend": 0.0}
     for process in [root, *root.children(recursive=True)]:
         times = process.cpu_times()
         used["frontend" if "java" in process.name() else "worker"] += times.user + times.system
-    own = psutil.Process().cpu_times()
-    return {**used, "clients": own.user + own.system}
+    return used
 
 
 def in_fresh_process(function: Any, *args: Any) -> Any:

@@ -22,7 +22,8 @@ the weights matter for the agreement figures, not for speed). Measured:
 7. agreement of every mode with fp32 on held-out demo images, for the demo ResNet18 and the ResNet50;
 8. face-crop mode beside full mode, and its detector beside facenet-pytorch's own path (faces.py);
 9. analysts: scan and explanations; 10. frames per request; 11. OpenVINO's hints; 12. one worker or two;
-13. gRPC against HTTP to TorchServe's frontend; 14. the GPU, where this machine has one (gpu.py); plus
+13. gRPC against HTTP to TorchServe's frontend; 14. the GPU, where this machine has one (gpu.py); 15. the
+frontend's JIT compiler from a fresh start, config.properties' ``vmargs`` against the JVM's defaults; plus
 maxBatchDelay for the default mode. ``--quick`` runs every section on a random ResNet18 with small counts
 (numbers meaningless, code paths exercised).
 """
@@ -70,6 +71,7 @@ from scripts.bench.benchmark.harness import (
 )
 from scripts.bench.benchmark.hints import hints, hints_markdown
 from scripts.bench.benchmark.inprocess import _ceiling, _jpeg_draft, _original_app
+from scripts.bench.benchmark.jit import frontend_jit, jit_markdown
 from scripts.bench.benchmark.overlap import overlap, overlap_markdown
 from scripts.bench.benchmark.packing import packing, packing_markdown
 from scripts.bench.benchmark.report import checks, markdown, update_readme
@@ -96,6 +98,9 @@ ON_DEFAULT_ARCHIVE: dict[str, Section] = {
     "hints": lambda args, _s, path, _p, work: hints(path, work, 4 if args.quick else 40),
     "overlap": lambda args, _s, path, payloads, work: overlap(path, payloads, work, *_counts(args)),
     "grpc": lambda args, _s, path, payloads, work: grpc_vs_http(path, payloads, work, *_counts(args)),
+    "jit": lambda args, _s, path, payloads, work: frontend_jit(
+        path, payloads, work, 2 if args.quick else JIT_ROUNDS, 48 if args.quick else JIT_PER_ROUND
+    ),
     "faces": lambda args, subject, path, _p, work: face_mode(
         subject, path, work, args.video_seconds, 48 if args.quick else 160, args.quick
     ),
@@ -106,6 +111,8 @@ ON_DEFAULT_ARCHIVE: dict[str, Section] = {
     "gpu": lambda args, subject, _path, payloads, work: gpu(subject, payloads, work, _counts(args)[0], args.quick),
 }
 NEEDS_NO_DEFAULT_ARCHIVE = {"gpu"}
+# Section 15: the JVM's default tiers settled within ~7000 requests of a start here, so 12 rounds of 800
+JIT_ROUNDS, JIT_PER_ROUND = 12, 800
 
 
 TITLES = {
@@ -113,6 +120,7 @@ TITLES = {
     "hints": "11. OpenVINO hints",
     "overlap": "12. one worker or two",
     "grpc": "13. gRPC or HTTP",
+    "jit": "15. the frontend's JIT",
     "faces": "8. face-crop mode",
     "analysts": "9. scan and explanations",
     "gpu": "14. the GPU",
@@ -232,7 +240,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["video"] = {"seconds": args.video_seconds, "ours": video_ours(ts, clip, workdir, halves=True)}
         results["video"]["original"] = video_original(subject, clip, workdir)
 
-        # 10-13, 8, 9: sections on the default mode's archive
+        # 10-13, 15, 8, 9: sections on the default mode's archive
         for name, measure in ON_DEFAULT_ARCHIVE.items():
             print(f"[bench] {TITLES[name]}", flush=True)
             (workdir / name).mkdir()
@@ -300,7 +308,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="measure these sections alone, on one archive, and merge them into the report's JSON (analysts: "
         "scan, explanations; packing: frames per request; hints: OpenVINO's LATENCY against THROUGHPUT "
         "in-process; faces: face-crop mode and its detector; overlap: one worker against two; grpc: gRPC "
-        "against HTTP; gpu: the GPU in-process and served, where CUDA is)",
+        "against HTTP; jit: the frontend's JIT from a fresh start; gpu: the GPU in-process and served, where CUDA is)",
     )
     return parser
 
@@ -325,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         parts += [overlap_markdown(results["overlap"])] if "overlap" in results else []
         parts += [grpc_markdown(results["grpc"])] if "grpc" in results else []
         parts += [gpu_markdown(results["gpu"])] if "gpu" in results else []
+        parts += [jit_markdown(results["jit"])] if "jit" in results else []
         report = "\n\n".join(parts) + "\n"
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)

@@ -30,7 +30,7 @@ from handler.checkpoint import build_model
 from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
 from scripts import REPO_ROOT, options
 from scripts.bench.benchmark.crowd import clients
-from scripts.operations.torchserve import Ports, TorchServe, observed_batches
+from scripts.operations.torchserve import DEFAULT_CONFIG, Ports, TorchServe, observed_batches
 from scripts.synthetic.clips import write_h264
 from scripts.synthetic.faces import photo
 
@@ -188,13 +188,14 @@ def with_model_config(archive: Path, out: Path, handler: dict[str, Any] | None =
 
 
 @contextlib.contextmanager
-def serving(archive: Path, workdir: Path) -> Iterator[tuple[TorchServe, float]]:
-    """TorchServe serving ``archive`` alone; yields it and the seconds from start to worker READY."""
+def serving(archive: Path, workdir: Path, config_file: Path = DEFAULT_CONFIG) -> Iterator[tuple[TorchServe, float]]:
+    """TorchServe serving ``archive`` alone (with the project's config.properties, or ``config_file``);
+    yields it and the seconds from start to worker READY."""
     store = workdir / "store"
     shutil.rmtree(store, ignore_errors=True)
     store.mkdir(parents=True)
     shutil.copy2(archive, store / f"{MODEL_NAME}.mar")
-    ts = TorchServe(workdir / "runtime", store, ports=Ports.free())
+    ts = TorchServe(workdir / "runtime", store, config_file=config_file, ports=Ports.free())
     started = time.perf_counter()
     ts.start(timeout=300)
     try:

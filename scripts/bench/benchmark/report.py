@@ -13,6 +13,7 @@ from scripts.bench.benchmark.gpu import gpu_markdown
 from scripts.bench.benchmark.grpc_wire import grpc_markdown
 from scripts.bench.benchmark.harness import CONCURRENCY, TARGETS
 from scripts.bench.benchmark.hints import hints_markdown
+from scripts.bench.benchmark.jit import jit_markdown
 from scripts.bench.benchmark.overlap import overlap_markdown
 from scripts.bench.benchmark.packing import packing_markdown
 from scripts.operations.archives import (
@@ -376,6 +377,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", grpc_markdown(results["grpc"]), *_measured_alone(results, "grpc")]
     if "gpu" in results:
         lines += ["", gpu_markdown(results["gpu"]), *_measured_alone(results, "gpu")]
+    if "jit" in results:
+        lines += ["", jit_markdown(results["jit"]), *_measured_alone(results, "jit")]
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from deepfake_client import DEFAULT_FRAMES_PER_REQUEST
 from scripts.bench.benchmark.cli import main
+from scripts.bench.benchmark.jit import jit_summary, project_vmargs
 from scripts.bench.benchmark.report import checks, markdown
 
 TIER = "unit"
@@ -129,3 +130,27 @@ def test_the_gpu_section_renders_its_measurement_or_says_why_there_is_none():
     text = markdown(results)
     assert "Not measured: no CUDA device on this machine. The GPU path is tested" in text
     assert "Measured on one" not in text
+
+
+def test_the_jit_section_keeps_the_vmargs_only_while_its_figures_support_them():
+    """Section 15 from the committed run: every round of both configurations, measured with the JVM options
+    config.properties sets today; the same rounds with the project's frontend slower, early or settled, tell
+    the reader to remove them."""
+    results = json.loads(RUN.read_text())
+    jit = results["jit"]
+    assert jit["vmargs"] == project_vmargs()  # the figures are about today's configuration
+    text = markdown(results)
+    assert "## 15. The frontend's JIT compiler, from a fresh start" in text
+    default, project = (jit["configs"][name]["rounds"] for name in ("jvm_default", "project"))
+    for index, (a, b) in enumerate(zip(default, project, strict=True)):
+        assert (
+            f"| {(index + 1) * jit['per_round']} | {a['images_per_s']:.1f} | {a['frontend_ms_per_request']:.2f} | "
+            f"{b['images_per_s']:.1f} | {b['frontend_ms_per_request']:.2f} |"
+        ) in text
+    assert jit_summary(jit)["kept"] and ": kept (as fast from the start" in text
+    half = len(project) // 2
+    for slower in (range(half), range(half, len(project))):  # slower while the JIT warms up, or once it settled
+        changed = copy.deepcopy(results)
+        for index in slower:
+            changed["jit"]["configs"]["project"]["rounds"][index]["images_per_s"] = 0.9 * default[index]["images_per_s"]
+        assert "do not support it" in (text := markdown(changed)) and "remove `vmargs` from config.properties" in text

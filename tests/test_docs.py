@@ -115,6 +115,7 @@ def _flat(text: str) -> str:
 def test_the_readmes_figures_are_the_last_benchmark_runs():
     """The README's benchmark block is generated from docs/benchmark.json (make benchmark rewrites it), and
     the figures quoted in its prose are that run's."""
+    from scripts.bench.benchmark.jit import jit_summary
     from scripts.bench.benchmark.report import README_END, README_START, readme_headline
 
     results = json.loads((REPO_ROOT / "docs" / "benchmark.json").read_text())
@@ -164,6 +165,19 @@ def test_the_readmes_figures_are_the_last_benchmark_runs():
     quoted.append(
         f"{gain['1']:.2f}x the crowd's rate with 1 frame per request, {gain['8']:.2f}x with 8, the clip "
         f"{wires['grpc']['video_s']:.2f} s against {wires['http']['video_s']:.2f} s"
+    )
+    jit, summary = results["jit"], jit_summary(results["jit"])
+    rounds = len(jit["configs"]["project"]["rounds"])
+    first, second = summary["half"] * jit["per_round"], (rounds - summary["half"]) * jit["per_round"]
+    spread = {
+        name: [r["frontend_ms_per_request"] for r in config["rounds"][: summary["half"]]]
+        for name, config in jit["configs"].items()
+    }
+    quoted.append(
+        f"the frontend took {min(spread['project']):.1f}-{max(spread['project']):.1f} ms of CPU per request against "
+        f"{min(spread['jvm_default']):.1f}-{max(spread['jvm_default']):.1f} ms with the default tiers, and served "
+        f"{summary['early']:.2f}x the images/s over the first {first:,} requests, {summary['late']:.2f}x over the next "
+        f"{second:,}"
     )
     flat = _flat(readme)
     for figure in quoted:

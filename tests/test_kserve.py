@@ -20,6 +20,7 @@ from requests.adapters import HTTPAdapter
 
 from deepfake_client import DeepfakeClient, SampledFrame
 from deepfake_client.contract import oip_request, predictions_from_oip
+from scripts.bench.benchmark.jit import project_vmargs
 from scripts.bench.loadtest import distinct_images
 from scripts.operations import kserve_bundle
 from scripts.operations.kserve_bundle import KSERVE_ENVIRONMENT, MOUNT, read_archive
@@ -27,6 +28,7 @@ from scripts.operations.torchserve import Ports
 from tests.conftest import REPO_ROOT, ServedModel, archive_service, finished_batches
 from tests.kserve_front import KServeTorchServe
 from tests.media import constant_rate, write_video
+from tests.test_serve_lifecycle import frontend_command_line
 
 TIER = "integration"
 
@@ -113,6 +115,15 @@ def test_started_like_kserve_it_answers_oip_in_batches(replicas: list[KServeTorc
     assert bad.status_code == 400 and "datatype 'FP32'" in bad.json()["error"]
     metrics = requests.get(f"{ts.metrics_url}/metrics", timeout=30).text
     assert re.search(r'^deepfake_predictions_total\{model_name="deepfake",label="\w+",', metrics, re.MULTILINE)
+
+
+def test_the_bundles_frontend_runs_with_the_projects_jvm_options(bundle: Path, replicas: list[KServeTorchServe]):
+    """The bundle's config.properties sets the project's ``vmargs`` (docs/benchmark.md section 15), and a
+    replica's JVM runs with them."""
+    vmargs = project_vmargs()
+    assert vmargs and project_vmargs(bundle / "config" / "config.properties") == vmargs
+    for replica in replicas:
+        assert all(option in frontend_command_line(replica) for option in vmargs.split())
 
 
 def test_readiness_probe_reads_the_worker_state(replicas: list[KServeTorchServe]):

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from handler.settings import ModelSettings
+from scripts.bench.benchmark.jit import project_vmargs
 from scripts.operations.archives import build_archive, pack_archive
 from scripts.operations.torchserve import (
     Ports,
@@ -24,7 +25,7 @@ from scripts.operations.torchserve import (
     observed_batches,
     render_config,
 )
-from tests.conftest import REPO_ROOT, constant_checkpoint
+from tests.conftest import REPO_ROOT, Server, constant_checkpoint
 
 TIER = "integration"
 
@@ -162,3 +163,19 @@ def test_restart_keeps_a_server_that_serves_the_archive_as_built(tmp_path: Path)
         assert not server.serves_current()
     finally:
         server.stop()
+
+
+def frontend_command_line(ts: TorchServe) -> list[str]:
+    root = psutil.Process(ts.pid())
+    (java,) = [p for p in [root, *root.children(recursive=True)] if "java" in p.name()]
+    return java.cmdline()
+
+
+def test_the_frontend_runs_with_the_jvm_options_config_properties_sets(server: Server):
+    """config.properties' ``vmargs`` (the JIT stops at C1 code, docs/benchmark.md section 15) reach the JVM of a
+    server started with it: TorchServe's launcher reads them from the rendered configuration."""
+    vmargs = project_vmargs().split()
+    assert "-XX:TieredStopAtLevel=1" in vmargs
+    command = frontend_command_line(server.ts)
+    assert all(option in command for option in vmargs)
+    assert command.index(vmargs[0]) < command.index("org.pytorch.serve.ModelServer")  # a JVM option, not an argument

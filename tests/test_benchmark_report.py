@@ -154,3 +154,13 @@ def test_the_jit_section_keeps_the_vmargs_only_while_its_figures_support_them():
         for index in slower:
             changed["jit"]["configs"]["project"]["rounds"][index]["images_per_s"] = 0.9 * default[index]["images_per_s"]
         assert "do not support it" in (text := markdown(changed)) and "remove `vmargs` from config.properties" in text
+
+
+def test_the_served_section_says_how_many_requests_each_server_answered_before_its_crowd():
+    """Sections 2-4 measure a running service (``RUNNING_SERVICE_WARM_UP`` requests first); a run from before
+    that warm-up renders without the sentence."""
+    results = json.loads(RUN.read_text())
+    results["served_warm_up"] = 800
+    assert "Each server answered 800 requests before its crowd was measured: a running service" in markdown(results)
+    del results["served_warm_up"]
+    assert "before its crowd was measured" not in markdown(results)

@@ -68,6 +68,10 @@ TARGETS = {
 
 
 ADOPT_GAIN = 1.05  # what an alternative (a hint, a worker layout) must gain over the default to be adopted
+# Requests a served mode (and the stock handler) gets before its crowd is measured: a running service, as the
+# in-process ceilings are measured after warm-up too. Section 15: the frontend's CPU per request settles after its
+# first ~800 requests (C1 compiling the request path); the first seconds after a start are sections 6 and 15.
+RUNNING_SERVICE_WARM_UP = 800
 
 
 BATCH_LINE = re.compile(r"Batch of (\d+): decode ([\d.]+) ms, inference ([\d.]+) ms")

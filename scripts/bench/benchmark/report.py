@@ -245,7 +245,13 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"## 2-4. Served ({CONCURRENCY} concurrent clients, distinct frames), the stock handler, the original app",
         "",
-        "p50/p99 per request; RSS of the worker process(es).",
+        "p50/p99 per request; RSS of the worker process(es)."
+        + (
+            f" Each server answered {results['served_warm_up']} requests before its crowd was measured: a running "
+            "service (the first seconds after a start: sections 6 and 15)."
+            if "served_warm_up" in results
+            else ""
+        ),
         "",
         header,
     ]

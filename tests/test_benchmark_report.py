@@ -164,3 +164,17 @@ def test_the_served_section_says_how_many_requests_each_server_answered_before_i
     assert "Each server answered 800 requests before its crowd was measured: a running service" in markdown(results)
     del results["served_warm_up"]
     assert "before its crowd was measured" not in markdown(results)
+
+
+def test_the_scan_check_gives_its_rounds_against_the_crowds_measured_in_turn():
+    """Section 9 measures the crowd and a scan pass in turn (SCAN_ROUNDS); its check and its text give the
+    ratio over all rounds and each round's; a run from before the rounds renders the ratio alone."""
+    results = json.loads(RUN.read_text())
+    analysts = results["analysts"]
+    scans, crowds = analysts["scan"]["rounds"], analysts["crowd"]["rounds"]
+    ratios = [scan / crowd for scan, crowd in zip(scans, crowds, strict=True)]
+    explained = {name: measured for name, _, measured in checks(results)}["scan >= 90% of the crowd's images/s"]
+    assert f"{min(ratios):.2f}x-{max(ratios):.2f}x round by round" in explained
+    assert f"{len(ratios)} rounds of the crowd and a scan pass in turn" in markdown(results)
+    del analysts["scan"]["rounds"], analysts["crowd"]["rounds"]
+    assert "round by round" not in {name: m for name, _, m in checks(results)}["scan >= 90% of the crowd's images/s"]

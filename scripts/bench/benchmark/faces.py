@@ -26,6 +26,7 @@ from scripts.bench.benchmark.harness import (
     Subject,
     cpu_seconds,
     load,
+    merged_rounds,
     serving,
     with_model_config,
     write_video,
@@ -179,24 +180,6 @@ ROUNDS = 4  # full and face mode measured in turn, both served meanwhile: this V
 CLIP_RUNS = 2  # the clip, each mode in turn
 
 
-def _rounds(measured: list[dict[str, Any]]) -> dict[str, Any]:
-    """One mode's load rounds as one measurement: its images over its time, the median round's latency,
-    the worst p99, and each round's images/s (``rounds``)."""
-    seconds = sum(r["requests"] * r["per_request"] / r["images_per_s"] for r in measured)
-    images = sum(r["requests"] * r["per_request"] for r in measured)
-    return {
-        **measured[0],
-        "requests": sum(r["requests"] for r in measured),
-        "images_per_s": images / seconds,
-        "p50_ms": statistics.median(r["p50_ms"] for r in measured),
-        "p99_ms": max(r["p99_ms"] for r in measured),
-        "max_batch": max(r["max_batch"] for r in measured),
-        "mean_batch": statistics.mean(r.get("mean_batch", float("nan")) for r in measured),
-        "rounds": [r["images_per_s"] for r in measured],
-        "idle_cores": max(r["idle_cores"] for r in measured),
-    }
-
-
 def _side_by_side(
     servers: dict[str, TorchServe], payloads: list[bytes], requests_total: int, clip: Path, workdir: Path, quick: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -218,7 +201,7 @@ def _side_by_side(
     for _ in range(1 if quick else CLIP_RUNS):
         for mode, ts in servers.items():
             clips[mode].append(video_ours(ts, clip, workdir))
-    images = {mode: _rounds(rounds_of_mode) for mode, rounds_of_mode in measured.items()}
+    images = {mode: merged_rounds(rounds_of_mode) for mode, rounds_of_mode in measured.items()}
     video = {
         mode: {**runs[-1], "end_to_end_s": statistics.mean(r["end_to_end_s"] for r in runs),
                "runs": [r["end_to_end_s"] for r in runs]}

@@ -288,6 +288,25 @@ def load(
     }
 
 
+def merged_rounds(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of ``load`` on one server as one measurement (rounds measured in turn with another's, so that
+    this VM's drift weighs on both alike): images over time, the median round's latency, the worst p99, and
+    each round's images/s (``rounds``)."""
+    seconds = sum(r["requests"] * r["per_request"] / r["images_per_s"] for r in measured)
+    images = sum(r["requests"] * r["per_request"] for r in measured)
+    return {
+        **measured[0],
+        "requests": sum(r["requests"] for r in measured),
+        "images_per_s": images / seconds,
+        "p50_ms": statistics.median(r["p50_ms"] for r in measured),
+        "p99_ms": max(r["p99_ms"] for r in measured),
+        "max_batch": max(r["max_batch"] for r in measured),
+        "mean_batch": statistics.mean(r.get("mean_batch", float("nan")) for r in measured),
+        "rounds": [r["images_per_s"] for r in measured],
+        **({"idle_cores": max(r["idle_cores"] for r in measured)} if all("idle_cores" in r for r in measured) else {}),
+    }
+
+
 def cpu_seconds(ts: TorchServe) -> dict[str, float]:
     """CPU seconds used so far by the model worker(s) and TorchServe's Java frontend (the clients: crowd.clients)."""
     root = psutil.Process(ts.pid())

@@ -7,7 +7,7 @@ from typing import Any
 
 from deepfake_client import DEFAULT_FRAMES_PER_REQUEST
 from handler.settings import PRECISIONS
-from scripts.bench.benchmark.analysts import analysts_markdown
+from scripts.bench.benchmark.analysts import analysts_markdown, scan_rounds_text
 from scripts.bench.benchmark.faces import FACE_MODES, faces_markdown, round_ratios
 from scripts.bench.benchmark.gpu import gpu_markdown
 from scripts.bench.benchmark.grpc_wire import grpc_markdown
@@ -198,7 +198,7 @@ def checks(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
             (
                 f"scan >= {TARGETS['scan_vs_crowd']:.0%} of the crowd's images/s",
                 ratio >= TARGETS["scan_vs_crowd"],
-                f"{a['scan']['images_per_s']:.1f} images/s, {ratio:.2f}x",
+                f"{a['scan']['images_per_s']:.1f} images/s, {ratio:.2f}x{scan_rounds_text(a)}",
             )
         )
     return rows

@@ -208,11 +208,22 @@ def serving(archive: Path, workdir: Path, config_file: Path = DEFAULT_CONFIG) ->
         ts.stop()
 
 
-def worker_rss_mb(ts: TorchServe) -> float:
-    """Resident memory of the model worker processes (not the Java frontend)."""
+def server_processes(ts: TorchServe) -> dict[str, list[psutil.Process]]:
+    """TorchServe's processes by part: its Java ``frontend`` and its model ``worker`` processes."""
     root = psutil.Process(ts.pid())
-    workers = [p for p in root.children(recursive=True) if "java" not in p.name()]
-    return sum(p.memory_info().rss for p in workers) / 2**20
+    parts: dict[str, list[psutil.Process]] = {"worker": [], "frontend": []}
+    for process in [root, *root.children(recursive=True)]:
+        parts["frontend" if "java" in process.name() else "worker"].append(process)
+    return parts
+
+
+def rss_mb(ts: TorchServe, part: str) -> float:
+    """Resident memory of one part of ``server_processes``: the model ``worker`` processes or the ``frontend``."""
+    return sum(p.memory_info().rss for p in server_processes(ts)[part]) / 2**20
+
+
+def worker_rss_mb(ts: TorchServe) -> float:
+    return rss_mb(ts, "worker")
 
 
 def batch_times(ts: TorchServe, offset: int) -> dict[str, float]:
@@ -309,12 +320,10 @@ def merged_rounds(measured: list[dict[str, Any]]) -> dict[str, Any]:
 
 def cpu_seconds(ts: TorchServe) -> dict[str, float]:
     """CPU seconds used so far by the model worker(s) and TorchServe's Java frontend (the clients: crowd.clients)."""
-    root = psutil.Process(ts.pid())
-    used = {"worker": 0.0, "frontend": 0.0}
-    for process in [root, *root.children(recursive=True)]:
-        times = process.cpu_times()
-        used["frontend" if "java" in process.name() else "worker"] += times.user + times.system
-    return used
+    return {
+        part: sum(times.user + times.system for times in (p.cpu_times() for p in processes))
+        for part, processes in server_processes(ts).items()
+    }
 
 
 def in_fresh_process(function: Any, *args: Any) -> Any:

@@ -16,11 +16,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from scripts.bench.benchmark.harness import CONCURRENCY, load, serving
+from scripts.bench.benchmark.harness import CONCURRENCY, load, rss_mb, serving
 from scripts.operations.precision import DEFAULT_PRECISION
-from scripts.operations.torchserve import DEFAULT_CONFIG, TorchServe
+from scripts.operations.torchserve import DEFAULT_CONFIG, Ports, render_config
 
 VMARGS = re.compile(r"^vmargs=(.*)$\n?", re.MULTILINE)
 JVM_DEFAULT, PROJECT = "jvm_default", "project"
@@ -35,21 +33,13 @@ def project_vmargs(config: Path = DEFAULT_CONFIG) -> str:
 
 
 def config_files(workdir: Path, config: Path = DEFAULT_CONFIG) -> dict[str, Path]:
-    """The project's configuration as is, and the same without its ``vmargs`` (the JVM's default tiers)."""
-    text = config.read_text()
-    metrics = re.search(r"^metrics_config=(.+)$", text, re.MULTILINE)
-    if metrics and not Path(metrics.group(1)).is_absolute():  # read from the template's folder, wherever this is
-        text = text.replace(metrics.group(0), f"metrics_config={(config.parent / metrics.group(1)).resolve()}")
+    """The project's configuration as is, and the same without its ``vmargs`` (the JVM's default tiers), written
+    in ``workdir`` (its relative paths made absolute from the template's folder; each server sets its ports)."""
+    text = render_config(config.read_text(), Ports.from_config(config.read_text()), config.parent)
     files = {JVM_DEFAULT: workdir / "jvm_default.properties", PROJECT: workdir / "project.properties"}
     files[JVM_DEFAULT].write_text(VMARGS.sub("", text))
     files[PROJECT].write_text(text)
     return files
-
-
-def java_rss_mb(ts: TorchServe) -> float:
-    """Resident memory of TorchServe's Java frontend."""
-    root = psutil.Process(ts.pid())
-    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)] if "java" in p.name()) / 2**20
 
 
 def _round(measured: dict[str, Any]) -> dict[str, float]:
@@ -78,7 +68,7 @@ def frontend_jit(archive: Path, payloads: list[bytes], workdir: Path, rounds: in
                 measured = load(ts, payloads, CONCURRENCY, per_round, warm_up=index == 0)
                 results["configs"][name]["rounds"].append(_round(measured))
         for name, ts in servers.items():
-            results["configs"][name]["java_rss_mb"] = java_rss_mb(ts)
+            results["configs"][name]["java_rss_mb"] = rss_mb(ts, "frontend")
     return results
 
 

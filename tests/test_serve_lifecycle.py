@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from handler.settings import ModelSettings
+from scripts.bench.benchmark.harness import server_processes
 from scripts.bench.benchmark.jit import project_vmargs
 from scripts.operations.archives import build_archive, pack_archive
 from scripts.operations.torchserve import (
@@ -166,8 +167,7 @@ def test_restart_keeps_a_server_that_serves_the_archive_as_built(tmp_path: Path)
 
 
 def frontend_command_line(ts: TorchServe) -> list[str]:
-    root = psutil.Process(ts.pid())
-    (java,) = [p for p in [root, *root.children(recursive=True)] if "java" in p.name()]
+    (java,) = server_processes(ts)["frontend"]
     return java.cmdline()
 
 

@@ -35,7 +35,8 @@ def project_vmargs(config: Path = DEFAULT_CONFIG) -> str:
 def config_files(workdir: Path, config: Path = DEFAULT_CONFIG) -> dict[str, Path]:
     """The project's configuration as is, and the same without its ``vmargs`` (the JVM's default tiers), written
     in ``workdir`` (its relative paths made absolute from the template's folder; each server sets its ports)."""
-    text = render_config(config.read_text(), Ports.from_config(config.read_text()), config.parent)
+    template = config.read_text()
+    text = render_config(template, Ports.from_config(template), config.parent)
     files = {JVM_DEFAULT: workdir / "jvm_default.properties", PROJECT: workdir / "project.properties"}
     files[JVM_DEFAULT].write_text(VMARGS.sub("", text))
     files[PROJECT].write_text(text)

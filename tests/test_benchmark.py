@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from scripts.bench.benchmark.cli import main
+from scripts.bench.benchmark.crowd import CrowdError, _Crowd
 from scripts.bench.benchmark.faces import FACE_MODES
-from scripts.bench.benchmark.harness import load
+from scripts.bench.benchmark.harness import MODEL_NAME, load
 from tests.conftest import Server, frame_bytes
 
 TIER = "integration"
@@ -104,3 +106,22 @@ def test_a_crowd_split_over_processes_sends_each_request_once(server: Server):
     assert 1 <= split["max_batch"] <= 6  # each answer's request id found in TorchServe's batches
     alone = load(server.ts, payloads, concurrency=6, total=30)
     assert alone["processes"] == 1 and alone["answered"] == 30
+
+
+def test_the_crowd_keeps_its_connections_and_stops_at_an_error_answer(server: Server):
+    """The crowd's clients stand for remote ones, so they cost the shared cores as little as they can: a
+    keep-alive connection per request in flight, kept from the warm-up to the measured run. An error
+    answer is not counted as served: it stops the crowd with the status."""
+    url = f"{server.ts.inference_url}/predictions/{MODEL_NAME}"
+    headers = {"Authorization": f"Bearer {server.ts.keys()['inference']}", "Content-Type": "image/jpeg"}
+    crowd = _Crowd(url, [frame_bytes(seed) for seed in range(9)], headers, concurrency=3)
+    try:
+        _, warm_ids = crowd.run(range(6))
+        latencies, ids = crowd.run(range(30))
+        assert len(latencies) == 30 and len(ids) == 30 and not ids & warm_ids  # every request answered once
+        assert 1 <= crowd.connections_opened <= 3
+        with pytest.raises(CrowdError, match=r"HTTP 4\d\d"):
+            crowd.post(b"not an image")
+        assert len(crowd.run(range(3))[1]) == 3  # the connection an error answer came on still serves
+    finally:
+        crowd.close()

@@ -178,3 +178,29 @@ def test_the_scan_check_gives_its_rounds_against_the_crowds_measured_in_turn():
     assert f"{len(ratios)} rounds of the crowd and a scan pass in turn" in markdown(results)
     del analysts["scan"]["rounds"], analysts["crowd"]["rounds"]
     assert "round by round" not in {name: m for name, _, m in checks(results)}["scan >= 90% of the crowd's images/s"]
+
+
+def test_the_served_ratios_compare_each_crowd_with_the_ceiling_measured_in_turn_with_it():
+    """Sections 2-4 measure each mode's crowd in rounds, each after its in-process ceiling again
+    (SERVED_ROUNDS): the served/in-process check divides by that ceiling, not section 1's measured minutes
+    earlier, and gives the ratio round by round; a run from before the rounds uses section 1's."""
+    results = json.loads(RUN.read_text())
+    name = "bf16 served >= 90% of in-process, one image per request"
+    crowd = results["served"]["bf16"]["crowd"]
+    crowd["rounds"] = [100.0, 98.0, 96.0]
+    crowd["images_per_s"] = 98.0
+    results["ceiling"]["openvino bf16"]["images_per_s"] = 120.0  # section 1: 98 / 120 = 82%, a FAIL
+    results["served"]["bf16"]["ceiling_in_turn"] = {"images_per_s": 105.0, "rounds": [110.0, 105.0, 100.0]}
+    ok, measured = {row: (ok, m) for row, ok, m in checks(results)}[name]
+    assert ok and measured.startswith("98.0 / 105.0 = 93%, 3 rounds of in-process and served in turn, 91%-96% round")
+    for mode, served in results["served"].items():
+        served["crowd"].setdefault("rounds", [served["crowd"]["images_per_s"]])
+        served.setdefault("ceiling_in_turn", {"images_per_s": 50.0, "rounds": [50.0]})
+    assert "In-process in turn, images/s: " in markdown(results) and "bf16 105.0 (110.0, 105.0, 100.0)" in markdown(
+        results
+    )
+    for mode in results["served"]:
+        del results["served"][mode]["ceiling_in_turn"]
+    ok, measured = {row: (ok, m) for row, ok, m in checks(results)}[name]
+    assert not ok and measured.startswith("98.0 / 120.0 = 82% (the worker")
+    assert "In-process in turn" not in markdown(results)

@@ -318,6 +318,15 @@ def merged_rounds(measured: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def merged_ceilings(measured: list[dict[str, float]]) -> dict[str, Any]:
+    """Rounds of the in-process ceiling (``inprocess._ceiling``, the same batches each) as one: images over
+    time, and each round's images/s (``rounds``)."""
+    return {
+        "images_per_s": len(measured) / sum(1 / r["images_per_s"] for r in measured),
+        "rounds": [r["images_per_s"] for r in measured],
+    }
+
+
 def cpu_seconds(ts: TorchServe) -> dict[str, float]:
     """CPU seconds used so far by the model worker(s) and TorchServe's Java frontend (the clients: crowd.clients)."""
     return {

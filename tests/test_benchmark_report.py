@@ -191,9 +191,12 @@ def test_the_served_ratios_compare_each_crowd_with_the_ceiling_measured_in_turn_
     crowd["images_per_s"] = 98.0
     results["ceiling"]["openvino bf16"]["images_per_s"] = 120.0  # section 1: 98 / 120 = 82%, a FAIL
     results["served"]["bf16"]["ceiling_in_turn"] = {"images_per_s": 105.0, "rounds": [110.0, 105.0, 100.0]}
+    crowd.update(mean_batch=8.0, decode_ms_per_batch=4.0, inference_ms_per_batch=68.0)  # the worker's log
     ok, measured = {row: (ok, m) for row, ok, m in checks(results)}[name]
     assert ok and measured.startswith("98.0 / 105.0 = 93%, 3 rounds of in-process and served in turn, 91%-96% round")
-    for mode, served in results["served"].items():
+    assert measured.endswith("per batch of 8.0 the worker decoded 4.0 ms, then inferred 68.0 ms: 111 images/s with "
+                             "batches back to back)")  # fmt: skip
+    for served in results["served"].values():
         served["crowd"].setdefault("rounds", [served["crowd"]["images_per_s"]])
         served.setdefault("ceiling_in_turn", {"images_per_s": 50.0, "rounds": [50.0]})
     assert "In-process in turn, images/s: " in markdown(results) and "bf16 105.0 (110.0, 105.0, 100.0)" in markdown(
@@ -204,3 +207,32 @@ def test_the_served_ratios_compare_each_crowd_with_the_ceiling_measured_in_turn_
     ok, measured = {row: (ok, m) for row, ok, m in checks(results)}[name]
     assert not ok and measured.startswith("98.0 / 120.0 = 82% (the worker")
     assert "In-process in turn" not in markdown(results)
+
+
+def test_the_face_section_says_how_many_requests_each_server_answered_before_its_rounds():
+    """Section 8's servers answer RUNNING_SERVICE_WARM_UP requests before the rounds (a face worker's first
+    requests run its detector on new shapes); a run from before that warm-up renders without the clause."""
+    results = json.loads(RUN.read_text())
+    results["faces"]["warm_up"] = 800
+    text = markdown(results)
+    assert "were served at once, each answered 800 requests first (a running service), and measured in turn" in text
+    del results["faces"]["warm_up"]
+    assert "were served at once and measured in turn" in markdown(results)
+
+
+def test_rounds_measured_in_turn_merge_into_one_measurement():
+    """``merged_rounds`` (a server's crowd rounds) and ``merged_ceilings`` (in-process rounds) weigh each round
+    by its time, keep each round's rate, and merge the worker's per-batch times round by round."""
+    from scripts.bench.benchmark.harness import merged_ceilings, merged_rounds
+
+    def crowd(rate: float, decode: float, p99: float) -> dict:
+        return {"requests": 100, "per_request": 1, "images_per_s": rate, "p50_ms": 10.0, "p99_ms": p99,
+                "max_batch": 8, "mean_batch": 8.0, "decode_ms_per_batch": decode, "inference_ms_per_batch": 40.0,
+                "inference_ms_total": 500.0}  # fmt: skip
+
+    merged = merged_rounds([crowd(100.0, 4.0, 30.0), crowd(50.0, 6.0, 90.0)])
+    assert merged["images_per_s"] == 200 / 3 and merged["rounds"] == [100.0, 50.0]  # 200 images in 3 s
+    assert merged["requests"] == 200 and merged["p99_ms"] == 90.0
+    assert merged["decode_ms_per_batch"] == 5.0 and merged["inference_ms_total"] == 1000.0
+    ceilings = merged_ceilings([{"images_per_s": 100.0}, {"images_per_s": 50.0}])
+    assert ceilings == {"images_per_s": 200 / 3, "rounds": [100.0, 50.0]}

@@ -313,6 +313,16 @@ def merged_rounds(measured: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_ms": max(r["p99_ms"] for r in measured),
         "max_batch": max(r["max_batch"] for r in measured),
         "mean_batch": statistics.mean(r.get("mean_batch", float("nan")) for r in measured),
+        **{  # the worker's log, round by round
+            key: statistics.mean(r[key] for r in measured)
+            for key in ("decode_ms_per_batch", "inference_ms_per_batch")
+            if all(key in r for r in measured)
+        },
+        **(
+            {"inference_ms_total": sum(r["inference_ms_total"] for r in measured)}
+            if all("inference_ms_total" in r for r in measured)
+            else {}
+        ),
         "rounds": [r["images_per_s"] for r in measured],
         **({"idle_cores": max(r["idle_cores"] for r in measured)} if all("idle_cores" in r for r in measured) else {}),
     }

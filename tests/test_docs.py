@@ -116,7 +116,7 @@ def test_the_readmes_figures_are_the_last_benchmark_runs():
     """The README's benchmark block is generated from docs/benchmark.json (make benchmark rewrites it), and
     the figures quoted in its prose are that run's."""
     from scripts.bench.benchmark.jit import jit_summary
-    from scripts.bench.benchmark.report import README_END, README_START, readme_headline
+    from scripts.bench.benchmark.report import README_END, README_START, clients_ms_per_request, readme_headline
 
     results = json.loads((REPO_ROOT / "docs" / "benchmark.json").read_text())
     readme = (REPO_ROOT / "README.md").read_text()
@@ -179,6 +179,7 @@ def test_the_readmes_figures_are_the_last_benchmark_runs():
         f"{summary['early']:.2f}x the images/s over the first {first:,} requests, {summary['late']:.2f}x over the next "
         f"{second:,}"
     )
+    quoted.append(f"keep-alive `http.client` connections ({clients_ms_per_request(results):.2f} ms of CPU per request")
     flat = _flat(readme)
     for figure in quoted:
         assert _flat(figure) in flat, figure

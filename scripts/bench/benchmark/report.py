@@ -66,6 +66,12 @@ def _clip_explanation(faces: dict[str, Any], frames: int, cpus: int, detect_ms: 
     )
 
 
+def clients_ms_per_request(results: dict[str, Any]) -> float:
+    """The crowd's own CPU per request under the default mode's crowd (one image per request), in ms."""
+    crowd = results["served"][DEFAULT_PRECISION]["crowd"]
+    return crowd["cores"]["clients"] / crowd["images_per_s"] * 1e3
+
+
 def _serial_bound(crowd: dict[str, Any]) -> str:
     """What the worker's own steps allow a crowd: it decodes a batch, then infers it, one after the other (it
     gets the next batch only once it has answered), so batches back to back would give at most this rate."""
@@ -327,7 +333,8 @@ def markdown(results: dict[str, Any]) -> str:
         "CPU cores used during the crowd load (2 in all): the worker cannot have the whole machine that the "
         "in-process ceiling has, because TorchServe's Java frontend and the clients share it. The clients stand "
         "for callers on other machines, so they cost as little as they can: keep-alive `http.client` connections, "
-        "~0.2 ms of CPU per request (through `requests`, ~0.9 ms: 0.12-0.17 cores of these 2).",
+        f"{clients_ms_per_request(results):.2f} ms of CPU per request under the {DEFAULT_PRECISION} crowd (the "
+        "crowd used `requests` before 2026-12-01: ~0.9 ms, 0.12-0.17 cores of these 2).",
         "",
         "| path | worker | Java frontend | clients (this process) |",
         "| --- | --- | --- | --- |",

@@ -84,7 +84,7 @@ def test_sections_alone_merge_into_an_existing_report(tmp_path: Path):
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and results["analysts"]["scan"]["answered"] == 48
     assert report.read_text().startswith("## 9. Analysts")
-    others = ["packing", "hints", "overlap", "faces", "grpc", "gpu"]
+    others = ["packing", "hints", "overlap", "faces", "grpc", "jit", "gpu"]
     assert main(["--quick", "--only", *others, "--report", str(report), "--requests", "24"]) == 0
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and {"analysts", *others} <= set(results)
@@ -92,7 +92,8 @@ def test_sections_alone_merge_into_an_existing_report(tmp_path: Path):
     assert set(results["packing"]["rows"]) == {"1", "4", "8"} and set(results["grpc"]["rows"]) == {"http", "grpc"}
     text = report.read_text()
     headings = ("## 9. Analysts", "## 10. Packed frames", "## 11. OpenVINO performance hints", "## 8. Face-crop mode",
-                "## 12. Decode beside inference", "## 13. gRPC instead of HTTP", "## 14. The GPU")  # fmt: skip
+                "## 12. Decode beside inference", "## 13. gRPC instead of HTTP", "## 14. The GPU",
+                "## 15. The frontend's JIT compiler")  # fmt: skip
     assert all(heading in text for heading in headings)
 
 

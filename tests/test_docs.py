@@ -183,3 +183,16 @@ def test_the_readmes_figures_are_the_last_benchmark_runs():
     flat = _flat(readme)
     for figure in quoted:
         assert _flat(figure) in flat, figure
+
+
+def test_the_readme_names_every_section_the_benchmark_measures_alone():
+    """The README's list of ``--only`` names is the benchmark's: a section added to one and not the other
+    fails here."""
+    import re
+
+    from scripts.bench.benchmark.cli import ON_DEFAULT_ARCHIVE
+
+    flat = _flat((REPO_ROOT / "README.md").read_text())
+    listed = re.search(r"measures sections alone, one archive for all of them \(([^;]*);", flat)
+    assert listed is not None
+    assert set(re.findall(r"`(\w+)`", listed.group(1))) == set(ON_DEFAULT_ARCHIVE)

@@ -57,7 +57,6 @@ from scripts.bench.benchmark.harness import (
     CONCURRENCY,
     DEMO_R18,
     MODEL_NAME,
-    RUNNING_SERVICE_WARM_UP,
     Subject,
     demo_settings,
     ensure_demo,
@@ -69,6 +68,7 @@ from scripts.bench.benchmark.harness import (
     merged_rounds,
     quick_subject,
     random_resnet50,
+    running_service_warm_up,
     serving,
     test_images,
     with_model_config,
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["model"] = subject.arch
         payloads = frame_payloads(16 if quick else 64, quick)
         requests_total = _counts(args)[0]
-        warm_up = 48 if quick else RUNNING_SERVICE_WARM_UP
+        warm_up = running_service_warm_up(quick)
         print(f"[bench] {subject.arch}: building one archive per mode", flush=True)
         archives = {}
         for mode in PRECISIONS:

@@ -23,11 +23,11 @@ from handler.runtimes import openvino_core, share_cores
 from handler.settings import ModelSettings
 from scripts.bench.benchmark.harness import (
     CONCURRENCY,
-    RUNNING_SERVICE_WARM_UP,
     Subject,
     cpu_seconds,
     load,
     merged_rounds,
+    running_service_warm_up,
     serving,
     with_model_config,
     write_video,
@@ -177,13 +177,6 @@ def clip_frame_costs(clip: Path, settings: ModelSettings) -> dict[str, float]:
     return {f"{name}_ms": statistics.mean(values) * 1e3 for name, values in times.items()}
 
 
-def running_service_warm_up(quick: bool) -> int:
-    """Requests each face-section server answers before it is measured, as in sections 2-4: a face worker's
-    first requests also run its detector's networks on shapes new to them (OpenVINO prepares each shape on
-    first use; the first round after 32 requests measured 25 images/s, the next three ~50)."""
-    return 48 if quick else RUNNING_SERVICE_WARM_UP
-
-
 ROUNDS = 4  # full and face mode measured in turn, both served meanwhile: this VM's speed drifts within minutes
 CLIP_RUNS = 2  # the clip, each mode in turn
 
@@ -196,6 +189,9 @@ def _side_by_side(
     after the other, full mode's 720p rate was 63 and 93 images/s in two runs an hour apart). Each mode's
     ``idle_cores``: the most the other server used while it was measured."""
     rounds = 2 if quick else ROUNDS
+    # a running service, as in sections 2-4: a face worker's first requests also run its detector's networks on
+    # shapes new to them (OpenVINO prepares each on first use; after 32 requests, the first round measured 25
+    # images/s, the next three ~50)
     for ts in servers.values():
         load(ts, payloads, CONCURRENCY, running_service_warm_up(quick))
     measured: dict[str, list[dict[str, Any]]] = {mode: [] for mode in servers}

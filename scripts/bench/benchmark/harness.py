@@ -74,6 +74,12 @@ ADOPT_GAIN = 1.05  # what an alternative (a hint, a worker layout) must gain ove
 RUNNING_SERVICE_WARM_UP = 800
 
 
+def running_service_warm_up(quick: bool) -> int:
+    """Requests a server answers before it is measured as a running service (sections 2-4 and 8); a smoke
+    run's few."""
+    return 48 if quick else RUNNING_SERVICE_WARM_UP
+
+
 BATCH_LINE = re.compile(r"Batch of (\d+): decode ([\d.]+) ms, inference ([\d.]+) ms")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from handler.runtimes import cpu_capabilities, plan_precision
 from scripts.bench.benchmark.cli import main
 from scripts.bench.benchmark.crowd import CrowdError, _Crowd
 from scripts.bench.benchmark.faces import FACE_MODES
@@ -30,6 +31,11 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
         assert served["crowd"]["images_per_s"] > 0 and served["cold_start_s"] > 0, mode
         assert served["crowd"]["max_batch"] > 1, f"{mode}: TorchServe never batched under 16 concurrent clients"
         assert served["crowd"]["inference_ms_per_batch"] > 0  # read back from the worker's own log
+    ran_bf16 = plan_precision("bf16", cpu_capabilities())[0]  # fp32 on a CPU without BF16
+    for mode, served in results["served"].items():  # what each worker ran, as its describe told the benchmark
+        assert served["runtime"]["precision"] == plan_precision(mode, cpu_capabilities())[0], mode
+    assert ("| bf16 served, its targets | N/A | not measured on this CPU" in text) is (ran_bf16 != "bf16")
+    assert results["machine"]["cpu"]["model"] and "FP32" in results["machine"]["openvino_capabilities"]
     oip = results["served"]["int8"]["crowd_oip"]  # the default mode over the Open Inference Protocol too
     assert oip["images_per_s"] > 0 and oip["max_batch"] > 1
     assert "ours, int8, Open Inference Protocol" in text

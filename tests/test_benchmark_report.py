@@ -236,3 +236,64 @@ def test_rounds_measured_in_turn_merge_into_one_measurement():
     assert merged["decode_ms_per_batch"] == 5.0 and merged["inference_ms_total"] == 1000.0
     ceilings = merged_ceilings([{"images_per_s": 100.0}, {"images_per_s": 50.0}])
     assert ceilings == {"images_per_s": 200 / 3, "rounds": [100.0, 50.0]}
+
+
+NO_BF16 = "bf16 needs the CPU capability BF16, which this CPU lacks"  # handler.runtimes.plan_precision's words
+
+
+def test_a_mode_this_cpu_cannot_run_is_not_checked_and_every_row_says_what_ran():
+    """On a CPU without BF16 the bf16 archive's worker runs fp32 (its describe says so): the report checks no bf16
+    target on those figures (N/A, not PASS or FAIL) and names the rows by what ran; the CPU is in the header."""
+    from scripts.bench.benchmark.report import readme_headline
+
+    results = json.loads(RUN.read_text())
+    served = results["served"]["bf16"]
+    served["runtime"] = {"engine": "openvino", "precision": "fp32", "requested": "bf16", "fallback": NO_BF16}
+    served["crowd"]["images_per_s"] = 1.0  # under every bf16 target: they would FAIL, were they checked
+    results["ceiling"]["openvino bf16"]["precision"] = "fp32"
+    results["agreement"]["ResNet18 demo"]["bf16"]["ran_as"] = "fp32"
+    results["machine"]["cpu"] = {"model": "AMD EPYC 7B13", "instruction_sets": ["avx2"]}
+    results["machine"]["openvino_capabilities"] = ["FP32", "INT8"]
+    checked = {name: (ok, measured) for name, ok, measured in checks(results)}
+    why = f"not measured on this CPU: the bf16 archive ran as fp32: {NO_BF16}"
+    assert checked["bf16 served, its targets"] == (None, why)
+    assert not [name for name in checked if name.startswith("bf16 served >=")]
+    assert checked["int8 served >= 90 images/s"][0] is not None  # the modes that ran as themselves are checked
+    text = markdown(results)
+    assert f"| bf16 served, its targets | N/A | {why} |" in text
+    assert "in one run on 2 CPU cores (AMD EPYC 7B13; avx2; no AVX-512 BF16 or AMX: bf16 runs as fp32)" in text
+    ran = "(ran as fp32: this CPU cannot run bf16)"
+    emulated = "| torch eager bf16 (this CPU has no BF16 instructions) |"
+    for row in (f"| openvino bf16 {ran} |", f"| ours, bf16 {ran} |", f"| ours, bf16 {ran}, lone request |",
+                f"| ResNet18 demo | bf16 {ran} |", emulated):  # fmt: skip
+        assert row in text, row
+    assert "| openvino int8 |" in text and "| ResNet50 demo-trained | bf16 |" in text  # those ran as asked
+    headline = readme_headline(results)
+    assert f"| ours, bf16 {ran} | 1 |" in headline and "bf16 served" not in headline  # not among the targets missed
+
+
+def test_a_target_not_measurable_here_does_not_fail_the_run(tmp_path: Path, monkeypatch):
+    import scripts.bench.benchmark.cli as cli
+
+    path = tmp_path / "run.json"
+    path.write_text(RUN.read_text())
+    for verdicts, exit_code in (((True, None), 0), ((True, None, False), 1)):
+        rows = [(f"target {i}", ok, "") for i, ok in enumerate(verdicts)]
+        monkeypatch.setattr(cli, "checks", lambda _results, rows=rows: rows)
+        assert main(["--render", str(path)]) == exit_code
+
+
+def test_the_run_records_its_cpu_from_proc_cpuinfo(tmp_path: Path):
+    from scripts.bench.benchmark.harness import cpu_description
+
+    cpuinfo = tmp_path / "cpuinfo"
+    core = "model name\t: AMD EPYC 9R14 96-Core Processor\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+    cpuinfo.write_text(f"processor\t: 0\n{core}\nprocessor\t: 1\n{core}")
+    described = cpu_description(cpuinfo)
+    assert described["model"] == "AMD EPYC 9R14 96-Core Processor"
+    assert described["instruction_sets"] == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
+    missing = cpu_description(tmp_path / "absent")
+    assert missing["instruction_sets"] is None and missing["model"]
+    results = json.loads(RUN.read_text())
+    results["machine"]["cpu"] = {"model": "AMD EPYC 9R14", "instruction_sets": ["avx2", "avx512f", "avx512_bf16"]}
+    assert "on 2 CPU cores (AMD EPYC 9R14; avx2, avx512f, avx512_bf16), Python" in markdown(results)

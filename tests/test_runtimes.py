@@ -166,6 +166,26 @@ def test_an_explicit_mode_is_kept_with_a_warning(calibration_folder: Path, tmp_p
     assert any(line.startswith("WARNING") and "misses the bar" in line for line in lines)
 
 
+@pytest.mark.parametrize("capabilities", [{"FP32", "INT8"}, {"FP32", "INT8", "BF16"}])
+def test_a_bf16_check_on_a_cpu_without_bf16_says_it_checked_nothing(
+    r18: torch.nn.Module, calibration_folder: Path, tmp_path: Path, monkeypatch, capabilities: set[str]
+):
+    """OpenVINO runs a bf16 hint in f32 on a CPU without BF16, silently: there the archive's bf16 check compares fp32
+    with fp32. The build says so, in its log and its record, instead of reporting a bf16 agreement it never saw."""
+    import scripts.operations.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_capabilities", lambda: capabilities)
+    lines: list[str] = []
+    build = build_runtime(r18, SETTINGS, tmp_path, "bf16", calibration_folder, log=lines.append)
+    checked = build.report["agreement"]["bf16"]
+    lacking = "BF16" not in capabilities
+    assert (checked.get("ran_as") == "fp32") is lacking and ("ran_as" in checked) is lacking
+    said = [line for line in lines if line.startswith("bf16 could not be checked on this CPU")]
+    assert len(said) == lacking and said == [n for n in build.report["notes"] if n.startswith("bf16 could not")]
+    if lacking:
+        assert "the CPU capability BF16, which this CPU lacks" in said[0] and "the check ran in fp32" in said[0]
+
+
 @pytest.mark.slow  # NNCF quantisation
 def test_a_worker_on_a_cpu_without_the_feature_falls_back_and_says_so(
     r18: torch.nn.Module, calibration_folder: Path, tmp_path: Path, caplog

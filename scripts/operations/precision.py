@@ -195,6 +195,15 @@ def build_runtime(
             runtime = OpenVINORuntime(chosen_model, RuntimeInfo("openvino", candidate, requested))
             measured = agreement(reference, DetectorService(runtime, settings), images.held_out)
             report["agreement"][candidate] = measured
+            ran, lacking = plan_precision(candidate, cpu_capabilities())
+            if ran != candidate:  # OpenVINO runs a bf16 hint in f32 on a CPU without BF16, silently
+                measured["ran_as"] = ran
+                note = (
+                    f"{candidate} could not be checked on this CPU ({lacking}): the check ran in {ran}. Workers on a "
+                    f"CPU without it run {ran}; on one with it, {candidate} runs unchecked: build there to check it"
+                )
+                report["notes"].append(note)
+                log(note)
             summary = (
                 f"{candidate} vs fp32 on {measured['images']} held-out images: labels agree "
                 f"{measured['label_agreement']:.2%}, mean |fake probability diff| "

@@ -32,12 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepfake_client import DeepfakeClient
 from handler.checkpoint import load_model, read_state_dict
 from handler.preprocessing import decode_frames, decode_image, to_model_input
 from handler.runtimes import AUTOCAST_DTYPES, GPU_PRECISION, CudaRuntime, RuntimeInfo
 from handler.service import DetectorService
-from scripts.bench.benchmark.harness import MODEL_NAME, Subject, load, serving, timed
+from scripts.bench.benchmark.harness import MODEL_NAME, Subject, load, served_runtime, serving, timed
 from scripts.operations.archives import DEFAULT_MAX_BATCH_DELAY_MS, model_config, pack_archive
 from scripts.operations.precision import DEFAULT_PRECISION
 
@@ -150,8 +149,7 @@ def served(subject: Subject, payloads: list[bytes], workdir: Path, total: int) -
         name = f"b{batch}w{workers}"
         archive = gpu_archive(subject, workdir / f"mar_{name}", DEFAULT_PRECISION, batch, workers)
         with serving(archive, workdir / f"ts_{name}") as (ts, cold_start):
-            with DeepfakeClient(ts.client_config()) as client:
-                runtime = (client.describe(MODEL_NAME).get("customizedMetadata") or {}).get("runtime", {})
+            runtime = served_runtime(ts)
             rows.append(
                 {
                     "batch_size": batch,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import platform
 import re
 import shutil
 import statistics
@@ -24,7 +25,7 @@ import torch
 import yaml
 from PIL import Image
 
-from deepfake_client import encode_frame
+from deepfake_client import DeepfakeClient, encode_frame
 from deepfake_contract import DEFAULT_MODEL, NATIVE, OIP, oip_request
 from handler.checkpoint import build_model
 from handler.settings import HALF_MEAN, HALF_STD, ModelSettings
@@ -81,6 +82,29 @@ def running_service_warm_up(quick: bool) -> int:
 
 
 BATCH_LINE = re.compile(r"Batch of (\d+): decode ([\d.]+) ms, inference ([\d.]+) ms")
+
+
+# the instruction sets this CPU's int8 and bf16 speed turn on (VNNI: int8 dot products; AVX-512 BF16 or AMX: bf16)
+SPEED_INSTRUCTION_SETS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """The CPU a run measured on: its model name and which of SPEED_INSTRUCTION_SETS it has (the first core's
+    entry in Linux's /proc/cpuinfo; elsewhere the platform's processor name alone). Without VNNI int8 runs on slower
+    instructions, and without BF16 a bf16 archive runs as fp32 (handler.runtimes.plan_precision)."""
+    name, flags = platform.processor() or platform.machine(), None
+    with contextlib.suppress(OSError):
+        fields = dict(
+            (key.strip(), value.strip())
+            for key, _, value in (line.partition(":") for line in cpuinfo.read_text().split("\n\n")[0].splitlines())
+            if key.strip() in ("model name", "flags")
+        )
+        name = fields.get("model name") or name
+        flags = set(fields["flags"].split()) if "flags" in fields else None
+    return {
+        "model": name,
+        "instruction_sets": None if flags is None else [s for s in SPEED_INSTRUCTION_SETS if s in flags],
+    }
 
 
 def write_video(
@@ -226,6 +250,13 @@ def server_processes(ts: TorchServe) -> dict[str, list[psutil.Process]]:
 def rss_mb(ts: TorchServe, part: str) -> float:
     """Resident memory of one part of ``server_processes``: the model ``worker`` processes or the ``frontend``."""
     return sum(p.memory_info().rss for p in server_processes(ts)[part]) / 2**20
+
+
+def served_runtime(ts: TorchServe) -> dict[str, Any]:
+    """What the served model's worker runs (its ``describe``): engine, the precision that runs and the one
+    asked for, why they differ, the device. A bf16 archive runs as fp32 on a CPU without BF16."""
+    with DeepfakeClient(ts.client_config()) as client:
+        return (client.describe(MODEL_NAME).get("customizedMetadata") or {}).get("runtime", {})
 
 
 def worker_rss_mb(ts: TorchServe) -> float:

@@ -29,8 +29,10 @@ from scripts.operations.archives import (
 def _ceiling(kind: str, source: str, batch: int, iterations: int) -> dict[str, float]:
     torch.set_num_threads(os.cpu_count() or 1)
     inputs = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    precision = {"torch-fp32": "fp32", "torch-bf16": "bf16"}.get(kind)
     if kind == "archive":
         run = load_archive(Path(source)).runtime
+        precision = run.info.precision  # what runs: a bf16 archive runs as fp32 on a CPU without BF16
     else:
         model = load_model(source)[0].to(memory_format=torch.channels_last)
         tensor = torch.from_numpy(inputs).contiguous(memory_format=torch.channels_last)
@@ -45,6 +47,7 @@ def _ceiling(kind: str, source: str, batch: int, iterations: int) -> dict[str, f
         "p50_ms": percentile(times, 50) * 1e3,
         "p99_ms": percentile(times, 99) * 1e3,
         "rss_mb": psutil.Process().memory_info().rss / 2**20,
+        "precision": precision,
     }
 
 

@@ -72,6 +72,39 @@ def clients_ms_per_request(results: dict[str, Any]) -> float:
     return crowd["cores"]["clients"] / crowd["images_per_s"] * 1e3
 
 
+Check = tuple[str, bool | None, str]  # a target, PASS (True), FAIL (False) or not measurable here (None), and why
+STATUS = {True: "PASS", False: "FAIL", None: "N/A"}
+
+
+def ran_as(served_mode: dict[str, Any], mode: str) -> str | None:
+    """Why the served ``mode`` did not run as itself, from its worker's ``describe``: a bf16 archive runs as fp32
+    on a CPU without BF16 (handler.runtimes.plan_precision); None when it ran as asked (or an older run)."""
+    runtime = served_mode.get("runtime") or {}
+    precision = runtime.get("precision", mode)
+    if precision == mode:
+        return None
+    return f"the {mode} archive ran as {precision}" + (f": {runtime['fallback']}" if runtime.get("fallback") else "")
+
+
+def _cpu(machine: dict[str, Any]) -> str:
+    """The run's CPU, when the run recorded it: its model and the instruction sets its int8 and bf16 speed need."""
+    cpu = machine.get("cpu")
+    if not cpu:
+        return machine["processor"]
+    sets = cpu.get("instruction_sets")
+    if sets is None:
+        return cpu["model"]
+    missing = "no AVX-512 BF16 or AMX: bf16 runs as fp32" if not {"avx512_bf16", "amx_bf16"} & set(sets) else ""
+    return f"{cpu['model']}; {', '.join(sets) or 'none of AVX2, AVX-512, VNNI'}" + (f"; {missing}" if missing else "")
+
+
+def _mode_label(mode: str, measured: dict[str, Any]) -> str:
+    """A mode's row name, saying so where it ran as another precision (``precision``: in-process; ``runtime``:
+    the served worker's)."""
+    precision = measured.get("precision") or (measured.get("runtime") or {}).get("precision") or mode
+    return mode if precision == mode else f"{mode} (ran as {precision}: this CPU cannot run {mode})"
+
+
 def _serial_bound(crowd: dict[str, Any]) -> str:
     """What the worker's own steps allow a crowd: it decodes a batch, then infers it, one after the other (it
     gets the next batch only once it has answered), so batches back to back would give at most this rate."""
@@ -84,12 +117,15 @@ def _serial_bound(crowd: dict[str, Any]) -> str:
     )
 
 
-def checks(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
+def checks(results: dict[str, Any]) -> list[Check]:
     served, ceiling, stock = results["served"], results["ceiling"], results["stock"]
     cpus = results["machine"]["cpus"]  # the run's machine, not the one rendering the report
     default = served[DEFAULT_PRECISION]
-    rows = []
+    rows: list[Check] = []
     for mode in PRECISIONS:
+        if (why := ran_as(served[mode], mode)) is not None:  # its figures are another mode's: nothing to check
+            rows.append((f"{mode} served, its targets", None, f"not measured on this CPU: {why}"))
+            continue
         rate, target = served[mode]["crowd"]["images_per_s"], TARGETS["served_images_per_s"][mode]
         in_turn = served[mode].get("ceiling_in_turn")  # measured in turn with the crowd (older runs: section 1's)
         inproc = (in_turn or ceiling[f"openvino {mode}"])["images_per_s"]
@@ -124,7 +160,12 @@ def checks(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
         ("fp32", "fp32", TARGETS["fp32_vs_stock"]),
     ):
         ratio = served[mode]["crowd"]["images_per_s"] / stock_rate
-        rows.append((f"{name} >= {target:g}x the stock handler", ratio >= target, f"{ratio:.2f}x"))
+        why = ran_as(served[mode], mode)
+        rows.append(
+            (f"{name} >= {target:g}x the stock handler", None, f"not measured on this CPU: {why}")
+            if why
+            else (f"{name} >= {target:g}x the stock handler", ratio >= target, f"{ratio:.2f}x")
+        )
     lone, stock_lone = default["lone"]["p50_ms"], stock["lone"]["p50_ms"]
     rows.append(
         ("lone request p50, default mode < stock's", lone < stock_lone, f"{lone:.0f} ms vs {stock_lone:.0f} ms")
@@ -238,6 +279,17 @@ def _row(name: str, r: dict[str, Any], rss: float | None = None, ratio: float | 
     return "| " + " | ".join(cells) + " |"
 
 
+def _ceiling_label(name: str, measured: dict[str, Any], machine: dict[str, Any]) -> str:
+    """Section 1's row name: an archive's mode as it ran; torch's bf16 autocast on a CPU without BF16 said so."""
+    engine, _, mode = name.rpartition(" ")
+    if engine == "openvino":
+        return f"{engine} {_mode_label(mode, measured)}"
+    capabilities = machine.get("openvino_capabilities")
+    if mode == "bf16" and capabilities is not None and "BF16" not in capabilities:
+        return f"{name} (this CPU has no BF16 instructions)"
+    return name
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     stock_rate = results["stock"]["crowd"]["images_per_s"]
@@ -246,7 +298,7 @@ def markdown(results: dict[str, Any]) -> str:
         "# Benchmark",
         "",
         f"Measured by `make benchmark` (`python -m scripts.bench.benchmark`) in one run on {m['cpus']} CPU cores "
-        f"({m['processor']}), Python {m['python']}, torch {m['torch']}, TorchServe {m.get('torchserve', '0.12.0')}; "
+        f"({_cpu(m)}), Python {m['python']}, torch {m['torch']}, TorchServe {m.get('torchserve', '0.12.0')}; "
         f"{results['model']}, "
         f"224x224 JPEG frames, batchSize {DEFAULT_BATCH_SIZE}, maxBatchDelay {DEFAULT_MAX_BATCH_DELAY_MS} ms, "
         f"{results.get('workers', 1)} worker{'s' * (results.get('workers', 1) > 1)}. "
@@ -260,14 +312,17 @@ def markdown(results: dict[str, Any]) -> str:
         "| check | result | measured |",
         "| --- | --- | --- |",
     ]
-    lines += [f"| {name} | {'PASS' if ok else 'FAIL'} | {detail} |" for name, ok, detail in checks(results)]
+    lines += [f"| {name} | {STATUS[ok]} | {detail} |" for name, ok, detail in checks(results)]
     lines += [
         "",
         "## 1. In-process ceiling (batches of 8, a fresh process each; p50/p99 per batch)",
         "",
         header,
     ]
-    lines += [_row(name, r, r["rss_mb"], r["images_per_s"] / stock_rate) for name, r in results["ceiling"].items()]
+    lines += [
+        _row(_ceiling_label(name, r, m), r, r["rss_mb"], r["images_per_s"] / stock_rate)
+        for name, r in results["ceiling"].items()
+    ]
     lines += [
         "",
         f"## 2-4. Served ({CONCURRENCY} concurrent clients, distinct frames), the stock handler, the original app",
@@ -297,14 +352,15 @@ def markdown(results: dict[str, Any]) -> str:
         header,
     ]
     for mode, r in results["served"].items():
-        lines.append(_row(f"ours, {mode}", r["crowd"], r["worker_rss_mb"], r["crowd"]["images_per_s"] / stock_rate))
+        ratio = r["crowd"]["images_per_s"] / stock_rate
+        lines.append(_row(f"ours, {_mode_label(mode, r)}", r["crowd"], r["worker_rss_mb"], ratio))
         if "crowd_oip" in r:
             oip = r["crowd_oip"]
             lines.append(_row(f"ours, {mode}, Open Inference Protocol", oip, None, oip["images_per_s"] / stock_rate))
     stock = results["stock"]
     lines.append(_row("stock ImageClassifier (fp32 eager)", stock["crowd"], stock["worker_rss_mb"], 1.0))
     for mode, r in results["served"].items():
-        lines.append(_row(f"ours, {mode}, lone request", r["lone"], None, None))
+        lines.append(_row(f"ours, {_mode_label(mode, r)}, lone request", r["lone"], None, None))
     lines.append(_row("stock ImageClassifier, lone request", stock["lone"], None, None))
     original = results["original_app"]
     lines.append(
@@ -384,7 +440,8 @@ def markdown(results: dict[str, Any]) -> str:
     for label, modes in results["agreement"].items():
         for mode, a in modes.items():
             lines.append(
-                f"| {label} | {mode} | {a['images']} | {a['label_agreement']:.2%} | "
+                f"| {label} | {_mode_label(mode, {'precision': a.get('ran_as')})} | {a['images']} | "
+                f"{a['label_agreement']:.2%} | "
                 f"{a['mean_abs_fake_probability_diff']:.4f} | {a['max_abs_fake_probability_diff']:.4f} | "
                 f"{'yes' if a['passes'] else 'no'} |"
             )
@@ -459,7 +516,10 @@ def readme_headline(results: dict[str, Any]) -> str:
         rows.append(
             row(f"ours, {DEFAULT_PRECISION}, Open Inference Protocol", served[DEFAULT_PRECISION]["crowd_oip"], None)
         )
-    rows += [row(f"ours, {mode}", served[mode]["crowd"], served[mode]["lone"]) for mode in ("bf16", "fp32")]
+    rows += [
+        row(f"ours, {_mode_label(mode, served[mode])}", served[mode]["crowd"], served[mode]["lone"])
+        for mode in ("bf16", "fp32")
+    ]
     rows.append(row("TorchServe's stock ImageClassifier, fp32", stock["crowd"], stock["lone"]))
     video, faces = results["video"], results["faces"]
     detection, face_video = faces["detection"], faces["video"]
@@ -475,7 +535,7 @@ def readme_headline(results: dict[str, Any]) -> str:
         f"in full mode; the clip with a face in {face_video['face']['end_to_end_s']:.1f} s against "
         f"{face_video['full']['end_to_end_s']:.1f} s.",
     ]
-    missed = [f"{name} ({measured})" for name, ok, measured in checks(results) if not ok]
+    missed = [f"{name} ({measured})" for name, ok, measured in checks(results) if ok is False]
     if missed:
         text += ["", f"Targets not met ({len(missed)}; docs/benchmark.md says why): " + "; ".join(missed) + "."]
     return "\n".join([README_START, *rows, *text, README_END])

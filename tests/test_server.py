@@ -14,7 +14,7 @@ import torch
 
 from handler.checkpoint import load_model
 from handler.preprocessing import decode_image, to_model_input
-from handler.runtimes import available_cores
+from handler.runtimes import available_cores, cpu_capabilities, plan_precision
 from scripts.bench.loadtest import distinct_images
 from scripts.operations.archives import DEFAULT_FACE_WORKERS, DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_WORKERS
 from tests.conftest import CONSTANT_LOGITS, SERVED_MODELS, ServedModel, Server, archive_service, image_bytes
@@ -65,8 +65,10 @@ def test_each_archive_runs_the_mode_it_was_built_for(server: Server):
         runtime = entry["customizedMetadata"]["runtime"]
         threads = runtime.pop("threads")
         assert runtime.pop("frames_decoded_on") == "cpu"  # no GPU here: every image is decoded on the CPU
-        expected = precision or server.models[name].settings.precision
-        assert runtime == {"engine": "openvino", "precision": expected, "requested": expected, "device": "cpu"}
+        requested = precision or server.models[name].settings.precision
+        ran, fallback = plan_precision(requested, cpu_capabilities())  # bf16 runs as fp32 on a CPU without BF16
+        expected = {"engine": "openvino", "precision": ran, "requested": requested, "device": "cpu"}
+        assert runtime == (expected if fallback is None else {**expected, "fallback": fallback})
         workers = len(entry["workers"])
         assert workers == (DEFAULT_FACE_WORKERS if name == "faces" else DEFAULT_WORKERS)  # the crop mode's default
         if workers > 1:  # the workers share the cores instead of each taking all of them

@@ -26,7 +26,7 @@ from scripts.operations.archives import (
 )
 
 
-def _ceiling(kind: str, source: str, batch: int, iterations: int) -> dict[str, float]:
+def _ceiling(kind: str, source: str, batch: int, iterations: int) -> dict[str, Any]:
     torch.set_num_threads(os.cpu_count() or 1)
     inputs = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
     precision = {"torch-fp32": "fp32", "torch-bf16": "bf16"}.get(kind)

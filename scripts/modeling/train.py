@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from handler.calibration import calibration_metrics, softmax_with_temperature
 from handler.checkpoint import SUPPORTED_ARCHS, build_model, infer_architecture, read_state_dict
-from handler.runtimes import cpu_capabilities
+from handler.runtimes import cpu_capabilities, plan_precision
 from handler.settings import CROPS, ModelSettings, SettingsError
 from scripts.modeling.data import LabelledImages, collect_logits, labelled_files
 from scripts.modeling.metrics import roc_auc
@@ -143,9 +143,9 @@ def validation_metrics(
 
 def bf16_training(requested: bool, capabilities: Collection[str]) -> tuple[bool, str | None]:
     """Whether to train under bfloat16 autocast, and why not when ``--bf16`` was asked for: only on a CPU with
-    BF16 instructions (AVX512-BF16 or AMX; OpenVINO's capabilities, as for serving). Elsewhere torch emulates
+    BF16 instructions (AVX512-BF16 or AMX: serving's rule, ``plan_precision``). Elsewhere torch emulates
     bfloat16: a ResNet18 step took 15x fp32's time on an AVX2 CPU, so the demo build would take hours."""
-    if not requested or "BF16" in capabilities:
+    if not requested or plan_precision("bf16", capabilities)[0] == "bf16":
         return requested, None
     return False, "--bf16: this CPU has no BF16 instructions (emulated bfloat16, ~15x slower): training in fp32"
 

@@ -86,6 +86,13 @@ def ran_as(served_mode: dict[str, Any], mode: str) -> str | None:
     return f"the {mode} archive ran as {precision}" + (f": {runtime['fallback']}" if runtime.get("fallback") else "")
 
 
+def _lacks_bf16(machine: dict[str, Any]) -> bool:
+    """Whether the run's CPU had no BF16, as OpenVINO saw it (serving's rule: handler.runtimes.plan_precision);
+    False for a run that did not record it."""
+    capabilities = machine.get("openvino_capabilities")
+    return capabilities is not None and "BF16" not in capabilities
+
+
 def _cpu(machine: dict[str, Any]) -> str:
     """The run's CPU, when the run recorded it: its model and the instruction sets its int8 and bf16 speed need."""
     cpu = machine.get("cpu")
@@ -94,7 +101,7 @@ def _cpu(machine: dict[str, Any]) -> str:
     sets = cpu.get("instruction_sets")
     if sets is None:
         return cpu["model"]
-    missing = "no AVX-512 BF16 or AMX: bf16 runs as fp32" if not {"avx512_bf16", "amx_bf16"} & set(sets) else ""
+    missing = "no AVX-512 BF16 or AMX: bf16 runs as fp32" if _lacks_bf16(machine) else ""
     return f"{cpu['model']}; {', '.join(sets) or 'none of AVX2, AVX-512, VNNI'}" + (f"; {missing}" if missing else "")
 
 
@@ -284,8 +291,7 @@ def _ceiling_label(name: str, measured: dict[str, Any], machine: dict[str, Any])
     engine, _, mode = name.rpartition(" ")
     if engine == "openvino":
         return f"{engine} {_mode_label(mode, measured)}"
-    capabilities = machine.get("openvino_capabilities")
-    if mode == "bf16" and capabilities is not None and "BF16" not in capabilities:
+    if mode == "bf16" and _lacks_bf16(machine):
         return f"{name} (this CPU has no BF16 instructions)"
     return name
 

@@ -53,8 +53,8 @@ def test_the_video_verdict_on_held_out_partly_manipulated_videos(demo: Path):
 
 def test_explanations_point_at_the_manipulated_region_and_depend_on_the_weights(demo: Path, tmp_path: Path):
     """On held-out demo fakes, with the masks make_demo_data records: the Grad-CAM peak falls inside the
-    manipulated region far more often than chance, and maps from a model whose top layers are randomised
-    differ from the trained model's (Adebayo et al., 2018)."""
+    manipulated region far more often than chance, and maps from models whose top layers are randomised
+    (three seeds, averaged) differ from the trained model's (Adebayo et al., 2018)."""
     weights = next((demo / "model").glob("best_*.pth"))
     data = demo / "data"
     run("scripts.modeling.evaluate", "--weights", str(weights), "--images", str(data / "images" / "test"),
@@ -112,5 +112,9 @@ def test_calibration_repairs_a_deliberately_overconfident_model(demo: Path, tmp_
     assert temperature == pytest.approx(SCALE * demo_temperature, rel=0.02), calibration  # the expected range
     assert calibration["settings"]["alpha"] == temperature
     assert after["accuracy"] == before["accuracy"]  # scaling never changes a label
-    assert before["nll"] > 2 * after["nll"], (before, after)  # confidently wrong before
+    # the refit undoes the scaling exactly: held-out NLL is the demo model's own, with its own calibration
+    demo_nll = json.loads((demo / "evaluation.json").read_text())["images"]["nll"]
+    assert after["nll"] == pytest.approx(demo_nll, rel=0.01), (after, demo_nll)
+    # confidently wrong before: x4 logits on a model whose own T is ~0.5 is ~2x over-confident (measured 1.9x NLL)
+    assert before["nll"] > 1.25 * after["nll"], (before, after)
     assert after["ece"] <= 0.03 and after["ece"] < before["ece"], (before, after)

@@ -65,7 +65,7 @@ def test_quick_benchmark_measures_every_section(tmp_path: Path):
     assert set(workers) == {"1", "2"} and all(r["video"]["frames"] == 8 for r in workers.values())
     assert workers["2"]["worker_rss_mb"] > workers["1"]["worker_rss_mb"]  # two models in memory
     assert "## 12. Decode beside inference" in text
-    assert "## 10. Packed frames" in text
+    assert "## 10. Packed frames" in text and "## 15. The frontend's JIT compiler" in text
     wires = results["grpc"]["rows"]  # the same OIP bodies through TorchServe's gRPC frontend and its HTTP one
     assert set(wires) == {"http", "grpc"} and "## 13. gRPC instead of HTTP" in text
     for wire, row in wires.items():
@@ -90,16 +90,15 @@ def test_sections_alone_merge_into_an_existing_report(tmp_path: Path):
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and results["analysts"]["scan"]["answered"] == 48
     assert report.read_text().startswith("## 9. Analysts")
-    others = ["packing", "hints", "overlap", "faces", "grpc", "jit", "gpu"]
+    # one section on the archive, one without it; every section goes through the same code alone, and the quick
+    # run above measures them all (measuring them all again alone took 7 of the suite's minutes on a Zen 3 CPU)
+    others = ["hints", "gpu"]
     assert main(["--quick", "--only", *others, "--report", str(report), "--requests", "24"]) == 0
     results = json.loads(report.with_suffix(".json").read_text())
     assert results["kept"] is True and {"analysts", *others} <= set(results)
     assert all(results[name]["measured_alone"] for name in others)  # the full report notes each under its section
-    assert set(results["packing"]["rows"]) == {"1", "4", "8"} and set(results["grpc"]["rows"]) == {"http", "grpc"}
     text = report.read_text()
-    headings = ("## 9. Analysts", "## 10. Packed frames", "## 11. OpenVINO performance hints", "## 8. Face-crop mode",
-                "## 12. Decode beside inference", "## 13. gRPC instead of HTTP", "## 14. The GPU",
-                "## 15. The frontend's JIT compiler")  # fmt: skip
+    headings = ("## 9. Analysts", "## 11. OpenVINO performance hints", "## 14. The GPU")
     assert all(heading in text for heading in headings)
 
 

@@ -223,7 +223,7 @@ def test_the_face_section_says_how_many_requests_each_server_answered_before_its
 def test_rounds_measured_in_turn_merge_into_one_measurement():
     """``merged_rounds`` (a server's crowd rounds) and ``merged_ceilings`` (in-process rounds) weigh each round
     by its time, keep each round's rate, and merge the worker's per-batch times round by round."""
-    from scripts.bench.benchmark.harness import merged_ceilings, merged_rounds
+    from scripts.bench.benchmark.harness import BATCH_TIMES, merged_ceilings, merged_rounds
 
     def crowd(rate: float, decode: float, p99: float) -> dict:
         return {"requests": 100, "per_request": 1, "images_per_s": rate, "p50_ms": 10.0, "p99_ms": p99,
@@ -234,6 +234,11 @@ def test_rounds_measured_in_turn_merge_into_one_measurement():
     assert merged["images_per_s"] == 200 / 3 and merged["rounds"] == [100.0, 50.0]  # 200 images in 3 s
     assert merged["requests"] == 200 and merged["p99_ms"] == 90.0
     assert merged["decode_ms_per_batch"] == 5.0 and merged["inference_ms_total"] == 1000.0
+    # a short round can end before the worker's log has its batches: the log's figures come from the others
+    unlogged = {key: value for key, value in crowd(50.0, 0.0, 90.0).items() if key not in BATCH_TIMES}
+    merged = merged_rounds([unlogged, crowd(100.0, 4.0, 30.0)])
+    assert merged["decode_ms_per_batch"] == 4.0 and merged["mean_batch"] == 8.0 and merged["rounds"] == [50.0, 100.0]
+    assert not set(BATCH_TIMES) & set(merged_rounds([unlogged, unlogged]))  # no figure the log did not give
     ceilings = merged_ceilings([{"images_per_s": 100.0}, {"images_per_s": 50.0}])
     assert ceilings == {"images_per_s": 200 / 3, "rounds": [100.0, 50.0]}
 

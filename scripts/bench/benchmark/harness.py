@@ -82,6 +82,8 @@ def running_service_warm_up(quick: bool) -> int:
 
 
 BATCH_LINE = re.compile(r"Batch of (\d+): decode ([\d.]+) ms, inference ([\d.]+) ms")
+# what batch_times reads from the worker's log for a load
+BATCH_TIMES = ("mean_batch", "decode_ms_per_batch", "inference_ms_per_batch", "inference_ms_total")
 
 
 # the instruction sets this CPU's int8 and bf16 speed turn on (VNNI: int8 dot products; AVX-512 BF16 or AMX: bf16)
@@ -342,22 +344,23 @@ def merged_rounds(measured: list[dict[str, Any]]) -> dict[str, Any]:
     each round's images/s (``rounds``)."""
     seconds = sum(r["requests"] * r["per_request"] / r["images_per_s"] for r in measured)
     images = sum(r["requests"] * r["per_request"] for r in measured)
+    # the worker's log, over the rounds whose batches it had written when the round ended: its lines reach the
+    # file after the answers, so a short round can end before any (they then count in the next round's)
+    logged = [r for r in measured if all(key in r for key in BATCH_TIMES)]
+    first = {key: value for key, value in measured[0].items() if key not in BATCH_TIMES}
     return {
-        **measured[0],
+        **first,
         "requests": sum(r["requests"] for r in measured),
         "images_per_s": images / seconds,
         "p50_ms": statistics.median(r["p50_ms"] for r in measured),
         "p99_ms": max(r["p99_ms"] for r in measured),
         "max_batch": max(r["max_batch"] for r in measured),
-        "mean_batch": statistics.mean(r.get("mean_batch", float("nan")) for r in measured),
-        **{  # the worker's log, round by round
-            key: statistics.mean(r[key] for r in measured)
-            for key in ("decode_ms_per_batch", "inference_ms_per_batch")
-            if all(key in r for r in measured)
-        },
         **(
-            {"inference_ms_total": sum(r["inference_ms_total"] for r in measured)}
-            if all("inference_ms_total" in r for r in measured)
+            {
+                **{key: statistics.mean(r[key] for r in logged) for key in BATCH_TIMES if key != "inference_ms_total"},
+                "inference_ms_total": sum(r["inference_ms_total"] for r in logged),
+            }
+            if logged
             else {}
         ),
         "rounds": [r["images_per_s"] for r in measured],

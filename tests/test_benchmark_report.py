@@ -87,7 +87,16 @@ def test_a_section_measured_alone_says_so_and_the_face_checks_explain_themselves
     results["faces"]["measured_alone"] = "2026-01-02"
     results["packing"].pop("measured_alone", None)
     text = markdown(results)
-    assert "measured alone (`--only faces`, 2026-01-02)" in text and "`--only packing`" not in text
+    assert "measured alone (`--only faces`, 2026-01-02), not in the run" in text and "`--only packing`" not in text
+    # measured alone on another CPU than the run's: the note names it (a run that recorded no CPU: only this one's)
+    xeon = {"model": "Intel(R) Xeon(R) Processor", "instruction_sets": ["avx2", "avx512f", "amx_bf16"]}
+    results["faces"]["measured_on"] = xeon
+    results["machine"]["cpu"] = {"model": "AMD EPYC 9B14", "instruction_sets": ["avx2", "avx512f", "avx512_bf16"]}
+    assert "2026-01-02) on another CPU, Intel(R) Xeon(R) Processor; avx2, avx512f, amx_bf16, not" in markdown(results)
+    results["machine"].pop("cpu")
+    assert "2026-01-02) on Intel(R) Xeon(R) Processor; avx2, avx512f, amx_bf16, not" in markdown(results)
+    results["machine"]["cpu"] = xeon
+    assert "measured alone (`--only faces`, 2026-01-02), not in the run" in markdown(results)
     results["faces"].pop("measured_alone")
     assert "(`--only faces`" not in markdown(results)
     explained = {name: measured for name, _, measured in checks(results)}

@@ -307,7 +307,12 @@ def sections_alone(args: argparse.Namespace, names: list[str]) -> dict[str, Any]
             (workdir / name).mkdir()
             measure = ON_DEFAULT_ARCHIVE[name]
             measured = measure(args, subject, path, payloads, workdir / name)
-            results[name] = {"model": subject.arch, "measured_alone": time.strftime("%Y-%m-%d"), **measured}
+            results[name] = {
+                "model": subject.arch,
+                "measured_alone": time.strftime("%Y-%m-%d"),
+                "measured_on": cpu_description(),  # the run's CPU may have been another: the report says so
+                **measured,
+            }
     return results
 
 

@@ -30,7 +30,13 @@ def _measured_alone(results: dict[str, Any], name: str) -> list[str]:
     when = results[name].get("measured_alone")
     if when is None:
         return []
-    where = " on the machine named above" if name == "gpu" else ""
+    cpu, run_cpu = results[name].get("measured_on"), results.get("machine", {}).get("cpu")
+    if name == "gpu":
+        where = " on the machine named above"
+    elif cpu is not None and cpu != run_cpu:  # the run's CPU, where it recorded one, was another
+        where = f" on {'another CPU, ' if run_cpu else ''}{_cpu({'processor': cpu['model'], 'cpu': cpu})}"
+    else:
+        where = ""
     return [
         "",
         f"_This section was measured alone (`--only {name}`, {when}){where}, not in the run the rest of this "

@@ -34,9 +34,9 @@ def test_a_served_explanation_is_the_model_cores_from_the_fp32_weights(server: S
     assert response.status_code == 200, response.text
     served = Explanation.from_json(response.json())
     reference = archive_service(server.models["deepfake"].archive).explain(payload)
-    assert (served.method, served.layer, served.target) == (EXPLANATION_METHOD, "layer4", "Fake")
+    assert (served.method, served.layer, served.target) == (EXPLANATION_METHOD, "layer3", "Fake")
     assert len(served.heatmaps) == 1 and served.heatmaps[0].region == [0.0, 0.0, 160.0, 160.0]
-    assert np.asarray(served.heatmaps[0].values).shape == (7, 7)
+    assert np.asarray(served.heatmaps[0].values).shape == (14, 14)
     assert np.asarray(served.heatmaps[0].values) == pytest.approx(np.asarray(reference.heatmaps[0].values), abs=2e-3)
     assert max(max(row) for row in served.heatmaps[0].values) == pytest.approx(1.0)
     assert served.prediction.logits == pytest.approx(reference.prediction.logits, abs=1e-4)

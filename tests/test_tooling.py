@@ -233,3 +233,31 @@ def test_tools_call_each_other_with_options_not_argv_lists(tmp_path: Path):
         options(parser, data=tmp_path, colour="red")
     with pytest.raises(TypeError, match="--data required"):
         options(parser, epochs=1)
+
+
+def test_explanations_are_taken_on_layer3_and_the_sanity_check_randomises_from_there_up():
+    """A ResNet is explained on layer3 (handler.explain says why); the model-randomisation check re-initialises
+    that layer and everything above it, and nothing below. Another model: its last convolution, and from it up."""
+    from torchvision.models import mobilenet_v3_small, resnet18
+
+    from handler.explain import GradCam, target_layer
+    from scripts.modeling.evaluate import randomised_copy
+
+    def unchanged(model: torch.nn.Module, copy: torch.nn.Module, part: str) -> bool:
+        before, after = (m.get_submodule(part).state_dict().values() for m in (model, copy))
+        return all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+    torch.manual_seed(0)
+    model = resnet18(num_classes=2).eval()
+    assert target_layer(model) == ("layer3", model.layer3)
+    assert GradCam(model, 1)(torch.randn(1, 3, 224, 224)).shape == (1, 14, 14)
+    copy = randomised_copy(model, seed=0)
+    assert [unchanged(model, copy, part) for part in ("conv1", "layer2", "layer3", "layer4", "fc")] == [
+        True, True, False, False, False
+    ]  # fmt: skip
+    other = mobilenet_v3_small(num_classes=2).eval()
+    assert target_layer(other)[0] == "features.12.0"
+    copy = randomised_copy(other, seed=0)
+    assert [unchanged(other, copy, part) for part in ("features.11", "features.12", "classifier")] == [
+        True, False, False
+    ]  # fmt: skip

@@ -93,7 +93,7 @@ def test_the_page_in_headless_chromium(demo_site, browser, demo: Path, tmp_path:
     plain = preview.get_attribute("src")
     browser.find_element(By.ID, "image-overlay").click()
     assert preview.get_attribute("src").startswith("data:image/jpeg;base64,") and preview.get_attribute("src") != plain
-    assert "Heatmap of the fake score (grad-cam on layer4)" in browser.find_element(By.ID, "image-overlay-caption").text
+    assert "Heatmap of the fake score (grad-cam on layer3)" in browser.find_element(By.ID, "image-overlay-caption").text
     browser.save_screenshot(str(tmp_path / "web_image.png"))
     browser.find_element(By.ID, "image-overlay").click()
     assert preview.get_attribute("src") == plain

@@ -1,6 +1,6 @@
 """Explanation overlays: the server's heatmaps (handler.explain) drawn over the image they explain.
 
-A heatmap is a small grid (7x7 for a ResNet at 224 px) spread over the region the classifier saw
+A heatmap is a small grid (14x14 for a ResNet at 224 px) spread over the region the classifier saw
 (the whole image, or one face's crop): it is resized bilinearly to the region's pixels and blended
 in, hot (red, opaque) where the map is high and transparent where it is zero, so the picture stays
 readable. Pillow only: no plotting library needed.

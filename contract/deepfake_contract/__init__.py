@@ -231,7 +231,7 @@ class FaceAnswer:
 # --- explanations (TorchServe's explanations API: POST /explanations/<model>, native format only) ---
 EXPLANATION_METHOD = "grad-cam"  # handler.explain says why
 MAX_EXPLANATIONS_PER_BATCH = 2  # images explained per TorchServe batch; the others get 503 BatchFull
-MAX_HEATMAP_CELLS = 64  # rows and columns of a heatmap at most (ResNets at 224 px give 7x7)
+MAX_HEATMAP_CELLS = 64  # rows and columns of a heatmap at most (ResNets at 224 px give 14x14)
 
 
 @dataclass(frozen=True)

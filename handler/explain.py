@@ -7,7 +7,7 @@ attributions (Integrated Gradients, SmoothGrad) for three reasons measured or re
 * cost: one forward and one backward pass per image; Integrated Gradients needs ~50 of each
   (docs/benchmark.md has the measured cost);
 * it is class-discriminative and passes the model-randomisation sanity check of Adebayo et al.
-  (2018), where plain gradients and guided back-propagation fail it (tests/test_explain.py runs the
+  (2018), where plain gradients and guided back-propagation fail it (tests/test_demo.py runs the
   check on the demo model);
 * its map is small (14x14 cells for a ResNet at 224 px): a couple of KB an answer, drawn over the
   image by the client (``deepfake_client.overlay``).

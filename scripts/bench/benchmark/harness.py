@@ -82,7 +82,7 @@ def running_service_warm_up(quick: bool) -> int:
 
 
 BATCH_LINE = re.compile(r"Batch of (\d+): decode ([\d.]+) ms, inference ([\d.]+) ms")
-# what batch_times reads from the worker's log for a load
+# what batch_times reads from the worker's log for a load: means per batch, and the inference's total
 BATCH_TIMES = ("mean_batch", "decode_ms_per_batch", "inference_ms_per_batch", "inference_ms_total")
 
 
@@ -272,12 +272,9 @@ def batch_times(ts: TorchServe, offset: int) -> dict[str, float]:
     rows = [(int(n), float(d), float(i)) for n, d, i in BATCH_LINE.findall(text) if int(n) > 0]
     if not rows:
         return {}
-    return {
-        "mean_batch": statistics.mean(r[0] for r in rows),
-        "decode_ms_per_batch": statistics.mean(r[1] for r in rows),
-        "inference_ms_per_batch": statistics.mean(r[2] for r in rows),
-        "inference_ms_total": sum(r[2] for r in rows),
-    }
+    sizes, decode, inference = ([r[k] for r in rows] for k in range(3))
+    figures = (statistics.mean(sizes), statistics.mean(decode), statistics.mean(inference), sum(inference))
+    return dict(zip(BATCH_TIMES, figures, strict=True))
 
 
 def log_size(ts: TorchServe) -> int:

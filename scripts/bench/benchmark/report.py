@@ -34,7 +34,7 @@ def _measured_alone(results: dict[str, Any], name: str) -> list[str]:
     if name == "gpu":
         where = " on the machine named above"
     elif cpu is not None and cpu != run_cpu:  # the run's CPU, where it recorded one, was another
-        where = f" on {'another CPU, ' if run_cpu else ''}{_cpu({'processor': cpu['model'], 'cpu': cpu})}"
+        where = f" on {'another CPU, ' if run_cpu else ''}{_cpu_words(cpu)}"
     else:
         where = ""
     return [
@@ -104,10 +104,14 @@ def _cpu(machine: dict[str, Any]) -> str:
     cpu = machine.get("cpu")
     if not cpu:
         return machine["processor"]
+    return _cpu_words(cpu, "no AVX-512 BF16 or AMX: bf16 runs as fp32" if _lacks_bf16(machine) else "")
+
+
+def _cpu_words(cpu: dict[str, Any], missing: str = "") -> str:
+    """A recorded CPU (``harness.cpu_description``): its model, its speed-relevant instruction sets, what it lacks."""
     sets = cpu.get("instruction_sets")
     if sets is None:
         return cpu["model"]
-    missing = "no AVX-512 BF16 or AMX: bf16 runs as fp32" if _lacks_bf16(machine) else ""
     return f"{cpu['model']}; {', '.join(sets) or 'none of AVX2, AVX-512, VNNI'}" + (f"; {missing}" if missing else "")
 
 

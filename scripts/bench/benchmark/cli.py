@@ -123,6 +123,7 @@ NEEDS_NO_DEFAULT_ARCHIVE = {"gpu"}
 # Sections 2-4: a mode's crowd in rounds, each after its in-process ceiling again. Measured minutes apart (section 1,
 # then 2), one run's bf16 ratio came out 91% and the next run's 85%: this VM's speed drifts within minutes.
 SERVED_ROUNDS = 3
+QUICK_SERVED_ROUNDS = 2  # the smoke run: still rounds, each a fresh interpreter fewer
 # Section 15: the JVM's default tiers settled within ~7000 requests of a start here, so 12 rounds of 800
 JIT_ROUNDS, JIT_PER_ROUND = 12, 800
 
@@ -224,14 +225,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # 2 + 6. served per mode: crowd, lone request, cold start, worker memory; each a running service
         results["served"], results["served_warm_up"] = {}, warm_up
+        rounds = QUICK_SERVED_ROUNDS if quick else SERVED_ROUNDS
         for mode in PRECISIONS:
             print(f"[bench] served {mode}", flush=True)
             with serving(archives[mode][0], workdir / f"ts_{mode}") as (ts, cold_start):
                 load(ts, payloads, CONCURRENCY, warm_up)
                 crowds, ceilings = [], []
-                for _ in range(SERVED_ROUNDS):  # in-process (the server idle meanwhile) and served, in turn
+                for _ in range(rounds):  # in-process (the server idle meanwhile) and served, in turn
                     ceilings.append(in_fresh_process(_ceiling, "archive", str(archives[mode][0]), 8, iterations))
-                    crowds.append(load(ts, payloads, CONCURRENCY, requests_total // SERVED_ROUNDS, warm_up=False))
+                    crowds.append(load(ts, payloads, CONCURRENCY, requests_total // rounds, warm_up=False))
                 results["served"][mode] = {
                     "cold_start_s": cold_start,
                     "crowd": merged_rounds(crowds),

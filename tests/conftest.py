@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -14,51 +17,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-import torch
 from PIL import Image, ImageFilter
 
 from deepfake_client import encode_frame
-from handler.checkpoint import build_model
-from handler.settings import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD, ModelSettings
-from scripts.operations.archives import build_archive, load_archive
+from scripts.operations.archives import load_archive
 from scripts.operations.torchserve import Ports, TorchServe, observed_batches
 from tests.reliability_report import reliability  # noqa: F401  (a session fixture)
+from tests.served_models import (  # noqa: F401  (the test modules' names for them)
+    CONSTANT_LOGITS,
+    CONSTANT_SETTINGS,
+    SERVED_MODELS,
+    ServedModel,
+    constant_checkpoint,
+    random_checkpoint,
+    read_store,
+)
 
-# Archives served by the session's TorchServe: name -> (arch, normalisation, precision; None = default).
-SERVED_MODELS = {
-    "deepfake": ("resnet18", "half", "int8"),  # like the original app: ResNet18, mean/std 0.5; int8 as the demo
-    "r18_imagenet": ("resnet18", "imagenet", "fp32"),
-    "r18_bf16": ("resnet18", "imagenet", "bf16"),
-    "r34_half": ("resnet34", "half", "fp32"),
-    "r34_imagenet": ("resnet34", "imagenet", "fp32"),
-    "r50_half": ("resnet50", "half", "fp32"),
-    "r50_imagenet": ("resnet50", "imagenet", "fp32"),
-    "constant": ("resnet18", "half", "fp32"),  # zero weights, fc bias = CONSTANT_LOGITS
-    "faces": ("resnet18", "half", "fp32"),  # crop: face (FACE_MODEL_SETTINGS)
-}
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONSTANT_LOGITS = (0.25, 1.75)
-CONSTANT_SETTINGS = {"temperature": 2.0, "alpha": 3.0}
-EXTRA_SETTINGS = {"constant": CONSTANT_SETTINGS, "faces": {"crop": "face"}}
-NORMALISATIONS = {"half": (HALF_MEAN, HALF_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
-
-
-def random_checkpoint(arch: str, seed: int) -> dict[str, torch.Tensor]:
-    """A randomly initialised 2-class ResNet with non-trivial BatchNorm statistics."""
-    torch.manual_seed(seed)
-    model = build_model(arch, 2)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    return model.state_dict()
-
-
-def constant_checkpoint(logits: tuple[float, float] = CONSTANT_LOGITS) -> dict[str, torch.Tensor]:
-    """A ResNet18 whose output is always ``logits``: exact expectations for every number."""
-    state = {k: torch.zeros_like(v) for k, v in build_model("resnet18", 2).state_dict().items()}
-    state["fc.bias"] = torch.tensor(logits)
-    return state
 
 
 def image_bytes(
@@ -89,14 +64,6 @@ def frame_bytes(seed: int, size: int = 224, **save: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", **save)
     return buffer.getvalue()
-
-
-@dataclass
-class ServedModel:
-    name: str
-    weights: Path
-    settings: ModelSettings
-    archive: Path
 
 
 archive_service = functools.cache(load_archive)  # the core as a worker builds it, once per archive
@@ -154,20 +121,9 @@ def cli(ts: TorchServe, *args: str, token: str | None = None, **kwargs) -> subpr
 
 
 @pytest.fixture(scope="session")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ServedModel]:
-    root = tmp_path_factory.mktemp("models")
-    store = root / "store"
-    served = {}
-    for seed, (name, (arch, norm, precision)) in enumerate(SERVED_MODELS.items()):
-        state = constant_checkpoint() if name == "constant" else random_checkpoint(arch, seed)
-        weights = root / f"{name}.pth"
-        torch.save(state, weights)
-        mean, std = NORMALISATIONS[norm]
-        extra = EXTRA_SETTINGS.get(name, {})
-        settings = ModelSettings(mean=mean, std=std, **extra)
-        archive, settings = build_archive(weights, settings, name, store, precision=precision)
-        served[name] = ServedModel(name, weights, settings, archive)
-    return served
+def model_store(_in_background: dict[str, Background]) -> dict[str, ServedModel]:
+    """The SERVED_MODELS archives, built by ``python -m tests.served_models`` since the session started."""
+    return read_store(_in_background["model_store"].wait(timeout=1800))
 
 
 @pytest.fixture(scope="session")
@@ -183,16 +139,77 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_store: dict[str, Serv
         ts.stop()
 
 
+BACKGROUND_NICENESS = 10  # builds in the background take what the tests running meanwhile leave of the cores
+
+
+@dataclass
+class Background:
+    """A build started with the session in a process of its own (``_in_background``), into ``out``."""
+
+    out: Path
+    log: Path
+    process: subprocess.Popen
+
+    @classmethod
+    def start(cls, command: list[str], out: Path) -> Background:
+        log = out.with_name(f"{out.name}_build.log")
+        nice = shutil.which("nice")
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [nice, "-n", str(BACKGROUND_NICENESS), *command] if nice else command,
+                cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        return cls(out, log, process)
+
+    def wait(self, timeout: float) -> Path:
+        """``out`` once the build has succeeded (else the end of its output, in the failure)."""
+        returncode = self.process.wait(timeout=timeout)
+        tail = self.log.read_text(errors="replace")[-3000:]
+        assert returncode == 0, f"{self.process.args} exited with {returncode}; its output ends ({self.log}):\n{tail}"
+        return self.out
+
+    def stop(self) -> None:
+        if self.process.poll() is None:  # the session ended first (a failure with -x, Ctrl-C): its children too
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+# What the session builds in the background when a selected test uses it: fixture -> (folder, command).
+BACKGROUND_BUILDS = {
+    "demo": ("demo", ["-m", "scripts.demo.build_demo", "--out"]),  # exactly as `make run` builds it
+    "model_store": ("models", ["-m", "tests.served_models"]),
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _in_background(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Background]]:
+    """Starts, with the session's first test, the builds that its selected tests will wait for.
+
+    The demo (~7 min, training included) and the served archives (~2-3 min) used to be built when the
+    first test asked for them, the cores about half idle before (TorchServe's starts, clients waiting on
+    answers): at a lower priority they now take what the tests meanwhile leave of them."""
+    needed = {name for item in request.session.items for name in item.fixturenames} & set(BACKGROUND_BUILDS)
+    builds = {}
+    for name in sorted(needed):
+        folder, command = BACKGROUND_BUILDS[name]
+        out = tmp_path_factory.mktemp(folder)
+        builds[name] = Background.start([sys.executable, *command, str(out)], out)
+    try:
+        yield builds
+    finally:
+        for build in builds.values():
+            build.stop()
+
+
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo(_in_background: dict[str, Background]) -> Path:
     """The demo (data, model, evaluation), built once per test run exactly as `make run` builds it.
 
     In its own process, as `make run` does: training forks DataLoader and generator workers, and
     forking this test process, where OpenVINO's thread pools already run, crashed it (SIGSEGV)."""
-    out = tmp_path_factory.mktemp("demo")
-    command = [sys.executable, "-m", "scripts.demo.build_demo", "--out", str(out)]
-    assert subprocess.run(command, cwd=REPO_ROOT, timeout=1800).returncode == 0
-    return out
+    return _in_background["demo"].wait(timeout=1800)
 
 
 # Test tiers. Every test module says its tier with a module constant, ``TIER = "unit"`` (or integration,

@@ -313,10 +313,17 @@ def test_workers_sharing_the_cores_are_not_pinned_to_the_first(tmp_path: Path):
     script.write_text(PINNING_PROBE)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
+    probes = {  # both at once: each a fresh interpreter loading torch and OpenVINO
+        mode: subprocess.Popen(
+            [sys.executable, str(script), mode], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for mode in ("workers", "threads only")
+    }
+
     def affinities(mode: str) -> list[tuple[int, ...]]:
-        done = subprocess.run([sys.executable, str(script), mode], env=env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr[-2000:]
-        return ast.literal_eval(done.stdout.strip().splitlines()[-1])
+        stdout, stderr = probes[mode].communicate(timeout=120)
+        assert probes[mode].returncode == 0, stderr[-2000:]
+        return ast.literal_eval(stdout.strip().splitlines()[-1])
 
     assert affinities("workers") == [tuple(sorted(os.sched_getaffinity(0)))]
     assert (0,) in affinities("threads only")  # the probe sees pinning where it happens

@@ -139,8 +139,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_store: dict[str, Serv
         ts.stop()
 
 
-# Builds in the background take what the tests running meanwhile leave of the cores. They stay in the
-# session's own process session: with the kernel's autogroup scheduling (Debian's default) a new session
+# Builds in the background take what the tests running meanwhile leave of the cores. They stay in
+# pytest's process session: with the kernel's autogroup scheduling (Debian's default) a new session
 # (setsid) is a group of its own, weighed equally with pytest's whatever its niceness (measured: the quick
 # benchmark test took 599 s beside the two builds started so, 318 s beside them in pytest's session).
 BACKGROUND_NICENESS = 10

@@ -288,7 +288,10 @@ class CompiledNetwork:
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not len(batch):
             return self.empty
-        result = self.request.infer({0: np.ascontiguousarray(batch.numpy(), dtype=np.float32)})
+        # share_inputs: OpenVINO reads the batch where it is instead of copying it first (a 720p frame's
+        # detection 0.5-1 ms faster of ~27 here, same boxes); always: a request once given a shared input
+        # cannot take a copied one of another shape
+        result = self.request.infer({0: np.ascontiguousarray(batch.numpy(), dtype=np.float32)}, share_inputs=True)
         return tuple(
             torch.from_numpy(np.array(result[i])) for i in range(len(self.empty))
         )  # copies: buffers are reused

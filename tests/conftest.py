@@ -121,9 +121,9 @@ def cli(ts: TorchServe, *args: str, token: str | None = None, **kwargs) -> subpr
 
 
 @pytest.fixture(scope="session")
-def model_store(_in_background: dict[str, Background]) -> dict[str, ServedModel]:
+def model_store(_in_background: BackgroundBuilds) -> dict[str, ServedModel]:
     """The SERVED_MODELS archives, built by ``python -m tests.served_models`` since the session started."""
-    return read_store(_in_background["model_store"].wait(timeout=1800))
+    return read_store(_in_background.start("model_store").wait(timeout=1800))
 
 
 @pytest.fixture(scope="session")
@@ -185,35 +185,52 @@ BACKGROUND_BUILDS = {
 }
 
 
+class BackgroundBuilds:
+    """The session's BACKGROUND_BUILDS, each started once: up front, or when first asked for."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
+        self._tmp_path_factory = tmp_path_factory
+        self._started: dict[str, Background] = {}
+
+    def start(self, name: str) -> Background:
+        """The build of ``name``, started now unless it already was."""
+        if name not in self._started:
+            folder, command = BACKGROUND_BUILDS[name]
+            out = self._tmp_path_factory.mktemp(folder)
+            self._started[name] = Background.start([sys.executable, *command, str(out)], out)
+        return self._started[name]
+
+    def stop(self) -> None:
+        for build in self._started.values():
+            build.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _in_background(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Background]]:
+) -> Iterator[BackgroundBuilds]:
     """Starts, with the session's first test, the builds that its selected tests will wait for.
 
     The demo (~7 min, training included) and the served archives (~2-3 min) used to be built when the
     first test asked for them, the cores about half idle before (TorchServe's starts, clients waiting on
     answers): at a lower priority they now take what the tests meanwhile leave of them."""
+    builds = BackgroundBuilds(tmp_path_factory)
     needed = {name for item in request.session.items for name in item.fixturenames} & set(BACKGROUND_BUILDS)
-    builds = {}
-    for name in sorted(needed):
-        folder, command = BACKGROUND_BUILDS[name]
-        out = tmp_path_factory.mktemp(folder)
-        builds[name] = Background.start([sys.executable, *command, str(out)], out)
     try:
+        for name in sorted(needed):
+            builds.start(name)
         yield builds
     finally:
-        for build in builds.values():
-            build.stop()
+        builds.stop()
 
 
 @pytest.fixture(scope="session")
-def demo(_in_background: dict[str, Background]) -> Path:
+def demo(_in_background: BackgroundBuilds) -> Path:
     """The demo (data, model, evaluation), built once per test run exactly as `make run` builds it.
 
     In its own process, as `make run` does: training forks DataLoader and generator workers, and
     forking this test process, where OpenVINO's thread pools already run, crashed it (SIGSEGV)."""
-    return _in_background["demo"].wait(timeout=1800)
+    return _in_background.start("demo").wait(timeout=1800)
 
 
 # Test tiers. Every test module says its tier with a module constant, ``TIER = "unit"`` (or integration,

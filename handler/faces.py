@@ -67,8 +67,8 @@ class FaceDetector:
     a third faster, with every test face still found (measured in docs/benchmark.md).
 
     The same boxes as facenet-pytorch's own ``MTCNN.detect`` (to 1e-3 px), faster on a 720p frame:
-    ``handler.mtcnn`` resamples the pyramid and the crops from running sums of the frame's rows and runs
-    the three networks compiled by OpenVINO (measured in docs/benchmark.md, section 8).
+    ``handler.mtcnn`` resamples the pyramid and the crops from the frame's integral image (compiled by
+    numba) and runs the three networks compiled by OpenVINO (measured in docs/benchmark.md, section 8).
     """
 
     def __init__(self, threshold: float, max_faces: int, min_face_size: int = DEFAULT_MIN_FACE_SIZE):

@@ -4,10 +4,9 @@ facenet-pytorch's ``detect_face`` resamples the whole (C, H, W) frame once per p
 candidate's crop separately (``interpolate(mode="area")``, adaptive average pooling), and runs its
 networks in torch. On a 720p frame on one core that was most of the detector's time, so here:
 
-* the frame's rows are summed once into running sums; a level's or a crop's row windows then cost two
-  rows each (``Pyramid``), its column windows a pooling along a leading axis (levels) or one sparse
-  matrix product over all of a stage's crops side by side (``Pyramid.regions``): the same averages to
-  float rounding (< 1e-4 of a pixel value); every level is made before PNet runs on any;
+* the frame's integral image is made once (one compiled pass, numba); every level's and crop's pixel is
+  then the mean of a rectangle read from four of its values (``Pyramid``): the same averages to float
+  rounding (< 1e-5 of a pixel value); every level is made before PNet runs on any;
 * the three networks run compiled by OpenVINO in float32 (``CompiledNetwork``) in a worker of one
   thread, in torch with more threads or without OpenVINO;
 * the first stage's candidates come from numpy, not ~10 small torch steps per level.
@@ -19,14 +18,13 @@ its path within 0.01 px and the scores within 1e-4 (docs/benchmark.md, section 8
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numba
 import numpy as np
 import torch
-import torch.nn.functional as F
 from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg, pad, rerec
 from torchvision.ops import nms
 
@@ -36,8 +34,6 @@ RNET_SIZE, ONET_SIZE = 24, 48
 NMS_WITHIN_LEVEL, NMS_ACROSS, NMS_LAST = 0.5, 0.7, 0.7
 MTCNN_MEAN, MTCNN_SCALE = 127.5, 0.0078125  # its input is (pixel - 127.5) / 128
 REUSED_FRAME_PIXELS = 1920 * 1080  # frames up to 1080p reuse the detector's arrays; larger ones get their own
-FLOAT32_INTEGERS = 2**24  # float32 holds every integer below this exactly
-WORK_ELEMENTS = 2**22  # the most values a step's temporary holds (32 MB in float64), whatever the frame's size
 
 
 def pyramid_scales(height: int, width: int, min_face_size: int) -> list[float]:
@@ -53,29 +49,75 @@ def pyramid_scales(height: int, width: int, min_face_size: int) -> list[float]:
     return scales
 
 
-@functools.lru_cache(maxsize=4096)  # the frame's and the regions' sizes x a few outputs: a few MB at most
-def pooling_windows(size: int, pooled: int) -> tuple[np.ndarray, np.ndarray]:
-    """Adaptive average pooling's windows along one axis, as torch computes them: output i averages
-    inputs [floor(i * size / pooled), ceil((i + 1) * size / pooled)); cached, so read-only."""
-    starts, ends = (bounds[0] for bounds in windows(np.array([size]), pooled))
-    starts.flags.writeable = ends.flags.writeable = False
-    return starts, ends
+def _readable(dtype: Any, dimensions: int) -> Any:
+    """A C-contiguous numba array type that writable and read-only arrays (a decoded image's) both pass as."""
+    return numba.types.Array(dtype, dimensions, "C", readonly=True)
 
 
-def _pool_leading_axis(values: torch.Tensor, size: int) -> torch.Tensor:
-    """Adaptive average pooling of a contiguous (R, K) tensor along R to ``size``: (size, K).
+# Both loops are compiled when this module is imported (face mode only: ~0.8 s, a face worker's load),
+# for the one signature every caller passes, so that no request waits for numba.
+@numba.njit([numba.types.void(_readable(numba.types.uint8, 3), numba.types.uint32[:, :, ::1])], nogil=True)
+def _integral_image(pixels: np.ndarray, out: np.ndarray) -> None:
+    """``out[y, x, c]``: the sum of ``pixels[:y, :x, c]`` modulo 2**32 (``out`` is uint32, (H + 1, W + 1, C)).
+    A window's sum taken from four corners in the same arithmetic is exact while the window holds fewer
+    than 2**32 / 255 (16.8 M) pixels: MTCNN's windows span at most ~1/12 of the frame each way (its
+    levels and crops are 12 px or more), under 0.5 M pixels for frames up to MAX_IMAGE_PIXELS (64 MP)."""
+    height, width, channels = pixels.shape
+    out[0] = 0
+    for y in range(height):
+        above, below, row = out[y], out[y + 1], pixels[y]
+        below[0] = 0
+        for c in range(channels):  # a channel at a time, its running sum in a register: ~2.5x faster
+            running = np.uint32(0)
+            for x in range(width):
+                running += row[x, c]
+                below[x + 1, c] = above[x + 1, c] + running
 
-    Viewed as one image of K channels, R rows and 1 column with the channels innermost, it runs on
-    pooling's channels-last kernel, vectorised over the K values of each row."""
-    rows, width = values.shape
-    channels_last = values.view(1, rows, 1, width).permute(0, 3, 1, 2)
-    pooled = F.adaptive_avg_pool2d(channels_last, (size, 1))
-    return pooled.permute(0, 2, 3, 1).reshape(size, width)
+
+_INDICES, _WINDOWS = _readable(numba.types.int64, 1), _readable(numba.types.int64, 2)
+
+
+_WINDOW_MEANS = numba.types.void(
+    _readable(numba.types.uint32, 3), _INDICES, _INDICES, _WINDOWS, _WINDOWS, _WINDOWS, _WINDOWS,
+    numba.types.float64, numba.types.float64, numba.types.float32[:, :, :, ::1],
+)  # fmt: skip
+
+
+@numba.njit([_WINDOW_MEANS], nogil=True)
+def _window_means(
+    integral: np.ndarray,
+    tops: np.ndarray,
+    lefts: np.ndarray,
+    row_starts: np.ndarray,
+    row_ends: np.ndarray,
+    column_starts: np.ndarray,
+    column_ends: np.ndarray,
+    scale: float,
+    offset: float,
+    out: np.ndarray,
+) -> None:
+    """``out[k, c, i, j]``: the mean of region k's window (i, j) (rows ``tops[k]`` + [row_starts[k, i],
+    row_ends[k, i]), columns likewise) of the frame whose ``_integral_image`` is ``integral``, times
+    ``scale`` minus ``offset``."""
+    for k in range(out.shape[0]):
+        for i in range(out.shape[2]):
+            top, bottom = tops[k] + row_starts[k, i], tops[k] + row_ends[k, i]
+            for j in range(out.shape[3]):
+                left, right = lefts[k] + column_starts[k, j], lefts[k] + column_ends[k, j]
+                factor = scale / ((bottom - top) * (right - left))
+                for c in range(out.shape[1]):
+                    total = (
+                        integral[bottom, right, c]
+                        - integral[top, right, c]
+                        - integral[bottom, left, c]
+                        + integral[top, left, c]
+                    ) & 0xFFFFFFFF  # modulo 2**32, as the integral image holds it
+                    out[k, c, i, j] = total * factor - offset
 
 
 class Scratch:
-    """Arrays reused from one frame to the next: a fresh multi-MB array costs page faults
-    (~4 ms for a 720p frame's level sums, measured here), more than the work done in it."""
+    """Arrays reused from one frame to the next: fresh multi-MB arrays cost page faults (a 720p frame's
+    pyramid took 3.2-3.8 ms with them against 2.8-3.1 ms reusing them, measured here)."""
 
     def __init__(self) -> None:
         self._arrays: dict[str, np.ndarray] = {}
@@ -89,15 +131,14 @@ class Scratch:
 
 class Pyramid:
     """MTCNN's image pyramid of one (H, W, C) uint8 frame: each level is ``interpolate(mode="area")`` of
-    the whole frame, as facenet-pytorch makes it, normalised as MTCNN's networks expect.
+    the whole frame, as facenet-pytorch makes it, normalised as MTCNN's networks expect; and the later
+    stages' crops, resampled the same way.
 
-    Adaptive average pooling is separable: a level's pixel is the average, over its window of columns,
-    of the averages over its window of rows. The frame's rows are summed once into running sums
-    (integers, exact in float32), so a level's row windows cost two rows each instead of reading the
-    whole frame per level. Their differences are written transposed, columns first, and the columns
-    pooled along that leading axis on vectorised rows. facenet-pytorch's path pooled the whole
-    (C, H, W) frame once per level: ~2.5x slower on a 720p frame; the levels agree to float rounding
-    (< 1e-4 of a pixel value).
+    Adaptive average pooling averages a rectangle of the frame per output pixel. The frame's integral
+    image (one pass) gives any rectangle's sum from four of its values, so a level or a crop costs
+    four reads per output value, whatever its windows' size, in one compiled loop (numba):
+    facenet-pytorch's path pooled the whole (C, H, W) frame once per level and once per crop. The
+    levels and crops agree with it to float rounding (< 1e-5 of a pixel value).
     """
 
     def __init__(self, pixels: np.ndarray, scales: list[float], scratch: Scratch | None = None):
@@ -106,22 +147,12 @@ class Pyramid:
         height, width, channels = pixels.shape
         self.height, self.width, self.channels = height, width, channels
         self.sizes = [(int(height * scale + 1), int(width * scale + 1)) for scale in scales]
-        dtype = np.float32 if height * 255 < FLOAT32_INTEGERS else np.float64  # integer sums stay exact
-        running_sums = scratch.array("running sums", (height + 1, width * channels), dtype)
-        running_sums[0] = 0
-        np.copyto(running_sums[1:], pixels.reshape(height, width * channels))
-        for row in range(1, height + 1):  # one vectorised add per row: faster here than cumsum along axis 0
-            np.add(running_sums[row], running_sums[row - 1], out=running_sums[row])
-        self._sums = torch.from_numpy(running_sums)
-        largest = self.sizes[0][0] if self.sizes else 0  # the first scale is the largest
-        self._rows_at_once = max(1, min(largest, WORK_ELEMENTS // (width * channels)))
-        window_sums = scratch.array("window sums", (2 * self._rows_at_once, width * channels), dtype)
-        self._window_sums = torch.from_numpy(window_sums)
-        self._by_column = torch.from_numpy(scratch.array("by column", (width * largest * channels,), dtype))
+        self._integral = scratch.array("integral", (height + 1, width + 1, channels), np.uint32)
+        _integral_image(pixels, self._integral)
         level_sizes = [channels * level_height * level_width for level_height, level_width in self.sizes]
         self._level_offsets = np.concatenate([[0], np.cumsum(level_sizes, dtype=np.int64)]).tolist()
         self._levels = (  # every level at once for the detector's reused arrays (up to 1080p), else one by one
-            None if own_arrays else torch.from_numpy(scratch.array("levels", (self._level_offsets[-1],), np.float32))
+            None if own_arrays else scratch.array("levels", (self._level_offsets[-1],), np.float32)
         )
 
     def levels(self) -> Iterator[torch.Tensor]:
@@ -135,96 +166,31 @@ class Pyramid:
         """Level ``index`` normalised, as a contiguous (1, C, h, w) tensor (with reused arrays, its own
         part of them: valid until the next frame's pyramid reuses them)."""
         height, width = self.sizes[index]
-        starts, ends = pooling_windows(self.height, height)
-        frame_width, channels = self.width, self.channels
-        by_column = self._by_column[: frame_width * height * channels].view(frame_width, height, channels)
-        for first in range(0, height, self._rows_at_once):  # the rows' window sums, stored (W, h, C)
-            last = min(height, first + self._rows_at_once)
-            count = last - first
-            window_sums = self._window_sums[: 2 * count]
-            rows = torch.from_numpy(np.concatenate([ends[first:last], starts[first:last]]))
-            torch.index_select(self._sums, 0, rows, out=window_sums)
-            ending, starting = (
-                window_sums[part].view(count, frame_width, channels) for part in (slice(0, count), slice(count, None))
-            )
-            torch.sub(ending, starting, out=by_column[:, first:last].transpose(0, 1))
-        pooled = _pool_leading_axis(by_column.view(frame_width, height * channels), width).float()
-        row_factors = torch.from_numpy((MTCNN_SCALE / (ends - starts)).astype(np.float32)).view(1, height, 1)
-        level = pooled.view(width, height, channels).mul_(row_factors).sub_(MTCNN_MEAN * MTCNN_SCALE)
         first, last = self._level_offsets[index], self._level_offsets[index + 1]
-        storage = torch.empty(last - first) if self._levels is None else self._levels[first:last]
-        return storage.view(1, channels, height, width).copy_(level.permute(2, 1, 0).unsqueeze(0))
+        storage = np.empty(last - first, np.float32) if self._levels is None else self._levels[first:last]
+        level = storage.reshape(1, self.channels, height, width)
+        origin = np.zeros(1, dtype=np.int64)
+        rows, columns = windows([self.height], height), windows([self.width], width)
+        _window_means(self._integral, origin, origin, *rows, *columns, MTCNN_SCALE, MTCNN_MEAN * MTCNN_SCALE, level)
+        return torch.from_numpy(level)
 
     def regions(self, boxes: list[tuple[int, int, int, int]], size: int) -> np.ndarray:
         """Each (top, bottom, left, right) region of the frame (rows [top, bottom), columns [left, right))
-        ``interpolate(mode="area")``-resized to (size, size): a (K, C, size, size) float32 batch, made
-        in groups of regions whose side-by-side rows hold at most WORK_ELEMENTS values."""
-        group_width = max(1, WORK_ELEMENTS // (size * self.channels))
-        groups: list[list[tuple[int, int, int, int]]] = [[]]
-        width = 0
-        for box in boxes:
-            if groups[-1] and width + box[3] - box[2] > group_width:
-                groups.append([])
-                width = 0
-            groups[-1].append(box)
-            width += box[3] - box[2]
-        return np.concatenate([self._regions(group, size) for group in groups])
-
-    def _regions(self, boxes: list[tuple[int, int, int, int]], size: int) -> np.ndarray:
-        """``regions`` of one group.
-
-        A region's rows' sums come from the running sums (two rows per output row, whatever its
-        height), written columns first, the regions one after another: (total width, size, C). Each
-        output column then sums a run of those rows: one sparse (K x size, total width) matrix of ones
-        times them (``column_windows``): 0.15 ms for 175 crops of a textured 720p frame, against 3.3 ms
-        for ``add.reduceat`` along their columns. Integer sums, exact in float32 while a window's sum
-        stays below 2**24, else in float64."""
-        channels, sums = self.channels, self._sums.numpy()
-        top, bottom, left, right = np.asarray(boxes, dtype=np.int64).reshape(-1, 4).T
-        row_starts, row_ends = windows(bottom - top, size)  # (K, size) each
-        column_starts, column_ends = windows(right - left, size)
-        offsets = np.concatenate([[0], np.cumsum(right - left)]).tolist()
-        row_counts, column_counts = row_ends - row_starts, column_ends - column_starts
-        largest_window = int((row_counts.max(axis=1) * column_counts.max(axis=1)).max())
-        exact = np.float32 if sums.dtype == np.float32 and largest_window * 255 < FLOAT32_INTEGERS else np.float64
-        by_column = np.empty((offsets[-1], size, channels), dtype=exact)
-        ending_rows, starting_rows = row_ends + top[:, None], row_starts + top[:, None]
-        for k, (first, last) in enumerate(zip((left * channels).tolist(), (right * channels).tolist(), strict=True)):
-            columns = sums[:, first:last]  # plain ints, rows indexed up front: less work per region
-            np.subtract(
-                columns[ending_rows[k]].reshape(size, -1, channels),
-                columns[starting_rows[k]].reshape(size, -1, channels),
-                out=by_column[offsets[k] : offsets[k + 1]].transpose(1, 0, 2),
-            )
-        sparse = column_windows(column_starts + np.array(offsets[:-1])[:, None], column_counts, offsets[-1], exact)
-        window_sums = torch.sparse.mm(sparse, torch.from_numpy(by_column.reshape(offsets[-1], size * channels)))
-        counts = column_counts[:, :, None] * row_counts[:, None, :]  # (K, size columns, size rows)
-        means = window_sums.numpy().reshape(len(top), size, size, channels) / counts[..., None]
-        return np.ascontiguousarray(means.transpose(0, 3, 2, 1), dtype=np.float32)
+        ``interpolate(mode="area")``-resized to (size, size): a (K, C, size, size) float32 batch."""
+        top, bottom, left, right = np.ascontiguousarray(np.asarray(boxes, dtype=np.int64).reshape(-1, 4).T)
+        rows, columns = windows(bottom - top, size), windows(right - left, size)  # (K, size) starts and ends
+        crops = np.empty((len(top), self.channels, size, size), dtype=np.float32)
+        _window_means(self._integral, top, left, *rows, *columns, 1.0, 0.0, crops)
+        return crops
 
 
-def windows(sizes: np.ndarray, pooled: int) -> tuple[np.ndarray, np.ndarray]:
-    """``pooling_windows`` of several sizes at once: (len(sizes), pooled) starts and ends."""
+def windows(sizes: np.ndarray | list[int], pooled: int) -> tuple[np.ndarray, np.ndarray]:
+    """Adaptive average pooling's windows along one axis of each of ``sizes``, as torch computes them:
+    output i averages inputs [floor(i * size / pooled), ceil((i + 1) * size / pooled)); (len(sizes),
+    pooled) starts and ends."""
     index = np.arange(pooled, dtype=np.int64)
     sizes = np.asarray(sizes, dtype=np.int64)[:, None]
     return index * sizes // pooled, ((index + 1) * sizes + pooled - 1) // pooled
-
-
-def column_windows(starts: np.ndarray, counts: np.ndarray, width: int, dtype: type) -> torch.Tensor:
-    """A sparse CSR (starts.size, width) matrix of ones: row i has ``counts.flat[i]`` ones from column
-    ``starts.flat[i]`` on, so that multiplying by it sums each window of rows of the other operand."""
-    counts, starts = counts.ravel(), starts.ravel()
-    row_bounds = np.concatenate([[0], np.cumsum(counts)])
-    columns = np.arange(row_bounds[-1]) - np.repeat(row_bounds[:-1] - starts, counts)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Sparse CSR tensor support is in beta", category=UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(row_bounds),
-            torch.from_numpy(columns),
-            torch.ones(len(columns), dtype=torch.float32 if dtype == np.float32 else torch.float64),
-            size=(len(starts), width),
-            check_invariants=True,  # a few microseconds: an index out of bounds raises instead of reading past
-        )
 
 
 def _normalised(pixels: torch.Tensor) -> torch.Tensor:

@@ -214,7 +214,7 @@ def _area_resampled(pixels, size: tuple[int, int]) -> torch.Tensor:
 
 @pytest.mark.parametrize("size", [(720, 1280), (561, 1100), (97, 45)])
 def test_the_pyramid_levels_are_facenets_area_resampling(size: tuple[int, int]):
-    """handler.mtcnn builds each level from running sums of the frame's rows, then pools its columns:
+    """handler.mtcnn builds each level from the frame's integral image, four values per pixel:
     each level must be facenet-pytorch's ``interpolate(mode="area")`` of the whole frame, normalised,
     at every scale of its pyramid."""
     from handler.mtcnn import Pyramid, pyramid_scales
@@ -230,33 +230,29 @@ def test_the_pyramid_levels_are_facenets_area_resampling(size: tuple[int, int]):
         torch.testing.assert_close(pyramid.level(index), expected, rtol=0, atol=1e-5)
 
 
-def test_the_pyramid_stays_exact_for_tall_frames_and_bounded_work(monkeypatch: pytest.MonkeyPatch):
-    """Row sums past 2**24 switch the running sums to float64 (a 66,000-row frame: float32 would round);
-    and a level's rows are taken a bounded number at a time (WORK_ELEMENTS), with the same result."""
+def test_the_pyramid_stays_exact_where_its_integral_image_wraps_around():
+    """The integral image is held modulo 2**32 (uint32): a frame of 17.6 M white pixels sums past it, and
+    its levels and a crop of the whole frame must still be the exact means; a tall frame too."""
     import handler.mtcnn as mtcnn
 
+    white = np.full((4200, 4200, 3), 255, dtype=np.uint8)
+    assert white.shape[0] * white.shape[1] * 255 >= 2**32
+    scales = mtcnn.pyramid_scales(4200, 4200, 400)
+    pyramid = mtcnn.Pyramid(white, scales)
+    for level in pyramid.levels():
+        torch.testing.assert_close(level, torch.full_like(level, (255 - 127.5) * 0.0078125), rtol=0, atol=1e-6)
+    whole = pyramid.regions([(0, 4200, 0, 4200), (1, 4199, 2, 4197)], 24)
+    np.testing.assert_allclose(whole, 255.0, rtol=0, atol=1e-4)
+
     tall = _frame(66_000, 2, seed=1)
-    assert tall.shape[0] * 255 >= 2**24
-    pyramid = mtcnn.Pyramid(tall, [0.01])
-    assert pyramid._sums.dtype == torch.float64
     expected = (_area_resampled(tall, (661, 1)) - 127.5) * 0.0078125
-    torch.testing.assert_close(pyramid.level(0), expected, rtol=0, atol=1e-5)
-
-    pixels = _frame(300, 200, seed=2)
-    scales = mtcnn.pyramid_scales(300, 200, 20)
-    whole = [mtcnn.Pyramid(pixels, scales).level(index).clone() for index in range(len(scales))]
-    monkeypatch.setattr(mtcnn, "WORK_ELEMENTS", 7 * 200 * 3)  # 7 rows at a time
-    chunked = mtcnn.Pyramid(pixels, scales)
-    assert chunked._rows_at_once == 7
-    for index, level in enumerate(whole):
-        torch.testing.assert_close(chunked.level(index), level, rtol=0, atol=0)
+    torch.testing.assert_close(mtcnn.Pyramid(tall, [0.01]).level(0), expected, rtol=0, atol=1e-5)
 
 
-def test_the_crops_of_the_later_stages_are_facenets_area_resampling(monkeypatch: pytest.MonkeyPatch):
-    """Pyramid.regions resizes every candidate's crop at once (row windows from the running sums, column
-    windows by one sparse matrix product): each crop must be facenet-pytorch's ``imresample`` of that
-    crop, for crops larger and smaller than the output, one pixel wide, the whole frame; in groups too,
-    and in float64 (windows whose sums float32 could not hold exactly)."""
+def test_the_crops_of_the_later_stages_are_facenets_area_resampling():
+    """Pyramid.regions resizes every candidate's crop at once, from the frame's integral image: each crop
+    must be facenet-pytorch's ``imresample`` of that crop, for crops larger and smaller than the output,
+    one pixel wide, the whole frame."""
     import handler.mtcnn as mtcnn
 
     pixels = _frame(200, 300, seed=3)
@@ -267,12 +263,6 @@ def test_the_crops_of_the_later_stages_are_facenets_area_resampling(monkeypatch:
             [_area_resampled(pixels[top:bottom, left:right], (size, size)) for top, bottom, left, right in boxes]
         )
         torch.testing.assert_close(torch.from_numpy(pyramid.regions(boxes, size)), expected, rtol=0, atol=1e-4)
-        monkeypatch.setattr(mtcnn, "WORK_ELEMENTS", 60 * size * 3)  # groups of regions up to 60 columns wide
-        torch.testing.assert_close(torch.from_numpy(pyramid.regions(boxes, size)), expected, rtol=0, atol=1e-4)
-        monkeypatch.undo()
-        monkeypatch.setattr(mtcnn, "FLOAT32_INTEGERS", 255)  # as if every window held too many pixels
-        torch.testing.assert_close(torch.from_numpy(pyramid.regions(boxes, size)), expected, rtol=0, atol=1e-4)
-        monkeypatch.undo()
 
 
 def test_the_first_stages_candidates_are_facenets():
@@ -368,7 +358,7 @@ def test_a_frame_larger_than_1080p_leaves_no_buffer_behind():
     assert all(isinstance(network, CompiledNetwork) for network in mtcnn.networks)
     detector.detect(pasted((1280, 720), (photo("astronaut"), (700, 150))))
     kept = {name: array.shape for name, array in mtcnn.scratch._arrays.items()}
-    assert kept["running sums"] == (721, 1280 * 3) and "levels" in kept  # a 720p frame's levels made at once
+    assert kept["integral"] == (721, 1281, 3) and "levels" in kept  # a 720p frame's levels made at once
     large = pasted((2200, 1200), (photo("astronaut"), (1500, 700)))
     assert large.width * large.height > REUSED_FRAME_PIXELS
     pyramid, networks = mtcnn._pyramid(_frame(1200, 2200), [0.3, 0.2])

@@ -277,8 +277,8 @@ def faces_markdown(faces: dict[str, Any], seconds: float) -> str:
         "frame in-process on one core (a face worker's share), against "
         f"{d['facenet_ms_per_720p_frame']:.0f} ms for facenet-pytorch's own `MTCNN.detect` on the same frames "
         f"(boxes at most {d['max_box_gap_px']:.3f} px and scores {d['max_score_gap']:.5f} apart). `handler.mtcnn` "
-        "resamples the pyramid and the candidates' crops from running sums of the frame's rows and runs the three "
-        "networks compiled by OpenVINO; of a frame's time, PNet over the ~9 pyramid levels takes "
+        "resamples the pyramid and the candidates' crops from the frame's integral image (compiled by numba) and "
+        "runs the three networks compiled by OpenVINO; of a frame's time, PNet over the ~9 pyramid levels takes "
         f"{d['pnet_ms']:.1f} ms, RNet and ONet on the crops {d['rnet_onet_ms']:.1f} ms, the rest (pyramid, crops, "
         f"candidates, NMS) {d['pixels_ms']:.1f} ms.",
         "",

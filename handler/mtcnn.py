@@ -18,11 +18,11 @@ its path within 0.01 px and the scores within 1e-4 (docs/benchmark.md, section 8
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
-import numba
 import numpy as np
 import torch
 from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg, pad, rerec
@@ -49,14 +49,6 @@ def pyramid_scales(height: int, width: int, min_face_size: int) -> list[float]:
     return scales
 
 
-def _readable(dtype: Any, dimensions: int) -> Any:
-    """A C-contiguous numba array type that writable and read-only arrays (a decoded image's) both pass as."""
-    return numba.types.Array(dtype, dimensions, "C", readonly=True)
-
-
-# Both loops are compiled when this module is imported (face mode only: ~0.8 s, a face worker's load),
-# for the one signature every caller passes, so that no request waits for numba.
-@numba.njit([numba.types.void(_readable(numba.types.uint8, 3), numba.types.uint32[:, :, ::1])], nogil=True)
 def _integral_image(pixels: np.ndarray, out: np.ndarray) -> None:
     """``out[y, x, c]``: the sum of ``pixels[:y, :x, c]`` modulo 2**32 (``out`` is uint32, (H + 1, W + 1, C)).
     A window's sum taken from four corners in the same arithmetic is exact while the window holds fewer
@@ -74,16 +66,6 @@ def _integral_image(pixels: np.ndarray, out: np.ndarray) -> None:
                 below[x + 1, c] = above[x + 1, c] + running
 
 
-_INDICES, _WINDOWS = _readable(numba.types.int64, 1), _readable(numba.types.int64, 2)
-
-
-_WINDOW_MEANS = numba.types.void(
-    _readable(numba.types.uint32, 3), _INDICES, _INDICES, _WINDOWS, _WINDOWS, _WINDOWS, _WINDOWS,
-    numba.types.float64, numba.types.float64, numba.types.float32[:, :, :, ::1],
-)  # fmt: skip
-
-
-@numba.njit([_WINDOW_MEANS], nogil=True)
 def _window_means(
     integral: np.ndarray,
     tops: np.ndarray,
@@ -113,6 +95,33 @@ def _window_means(
                         + integral[top, left, c]
                     ) & 0xFFFFFFFF  # modulo 2**32, as the integral image holds it
                     out[k, c, i, j] = total * factor - offset
+
+
+class _Loops(NamedTuple):
+    integral_image: Callable[..., None]
+    window_means: Callable[..., None]
+
+
+@functools.cache
+def _loops() -> _Loops:
+    """``_integral_image`` and ``_window_means`` compiled by numba on first use (a face worker's warm-up:
+    ~1 s with numba's import, so that no request waits for it; only the detector imports numba), for the
+    one signature every caller passes: C-contiguous arrays, read-only ones (a decoded image's) too."""
+    import numba
+    from numba import types
+
+    def readable(dtype: Any, dimensions: int) -> Any:
+        return types.Array(dtype, dimensions, "C", readonly=True)
+
+    indices, bounds = readable(types.int64, 1), readable(types.int64, 2)
+    window_means = types.void(
+        readable(types.uint32, 3), indices, indices, bounds, bounds, bounds, bounds, types.float64,
+        types.float64, types.float32[:, :, :, ::1],
+    )  # fmt: skip
+    return _Loops(
+        numba.njit([types.void(readable(types.uint8, 3), types.uint32[:, :, ::1])], nogil=True)(_integral_image),
+        numba.njit([window_means], nogil=True)(_window_means),
+    )
 
 
 class Scratch:
@@ -148,7 +157,7 @@ class Pyramid:
         self.height, self.width, self.channels = height, width, channels
         self.sizes = [(int(height * scale + 1), int(width * scale + 1)) for scale in scales]
         self._integral = scratch.array("integral", (height + 1, width + 1, channels), np.uint32)
-        _integral_image(pixels, self._integral)
+        _loops().integral_image(pixels, self._integral)
         level_sizes = [channels * level_height * level_width for level_height, level_width in self.sizes]
         self._level_offsets = np.concatenate([[0], np.cumsum(level_sizes, dtype=np.int64)]).tolist()
         self._levels = (  # every level at once for the detector's reused arrays (up to 1080p), else one by one
@@ -171,7 +180,9 @@ class Pyramid:
         level = storage.reshape(1, self.channels, height, width)
         origin = np.zeros(1, dtype=np.int64)
         rows, columns = windows([self.height], height), windows([self.width], width)
-        _window_means(self._integral, origin, origin, *rows, *columns, MTCNN_SCALE, MTCNN_MEAN * MTCNN_SCALE, level)
+        _loops().window_means(
+            self._integral, origin, origin, *rows, *columns, MTCNN_SCALE, MTCNN_MEAN * MTCNN_SCALE, level
+        )
         return torch.from_numpy(level)
 
     def regions(self, boxes: list[tuple[int, int, int, int]], size: int) -> np.ndarray:
@@ -180,7 +191,7 @@ class Pyramid:
         top, bottom, left, right = np.ascontiguousarray(np.asarray(boxes, dtype=np.int64).reshape(-1, 4).T)
         rows, columns = windows(bottom - top, size), windows(right - left, size)  # (K, size) starts and ends
         crops = np.empty((len(top), self.channels, size, size), dtype=np.float32)
-        _window_means(self._integral, top, left, *rows, *columns, 1.0, 0.0, crops)
+        _loops().window_means(self._integral, top, left, *rows, *columns, 1.0, 0.0, crops)
         return crops
 
 

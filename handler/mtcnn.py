@@ -33,6 +33,7 @@ PYRAMID_FACTOR = 0.709  # MTCNN's (and facenet-pytorch's) pyramid step
 RNET_SIZE, ONET_SIZE = 24, 48
 NMS_WITHIN_LEVEL, NMS_ACROSS, NMS_LAST = 0.5, 0.7, 0.7
 MTCNN_MEAN, MTCNN_SCALE = 127.5, 0.0078125  # its input is (pixel - 127.5) / 128
+NORMALISED = (MTCNN_SCALE, MTCNN_MEAN * MTCNN_SCALE)  # that scaling as _window_means' scale and offset
 REUSED_FRAME_PIXELS = 1920 * 1080  # frames up to 1080p reuse the detector's arrays; larger ones get their own
 
 
@@ -180,18 +181,19 @@ class Pyramid:
         level = storage.reshape(1, self.channels, height, width)
         origin = np.zeros(1, dtype=np.int64)
         rows, columns = windows([self.height], height), windows([self.width], width)
-        _loops().window_means(
-            self._integral, origin, origin, *rows, *columns, MTCNN_SCALE, MTCNN_MEAN * MTCNN_SCALE, level
-        )
+        _loops().window_means(self._integral, origin, origin, *rows, *columns, *NORMALISED, level)
         return torch.from_numpy(level)
 
-    def regions(self, boxes: list[tuple[int, int, int, int]], size: int) -> np.ndarray:
+    def regions(self, boxes: list[tuple[int, int, int, int]], size: int, normalised: bool = False) -> np.ndarray:
         """Each (top, bottom, left, right) region of the frame (rows [top, bottom), columns [left, right))
-        ``interpolate(mode="area")``-resized to (size, size): a (K, C, size, size) float32 batch."""
+        ``interpolate(mode="area")``-resized to (size, size): a (K, C, size, size) float32 batch, scaled as
+        MTCNN's networks expect if ``normalised``."""
         top, bottom, left, right = np.ascontiguousarray(np.asarray(boxes, dtype=np.int64).reshape(-1, 4).T)
         rows, columns = windows(bottom - top, size), windows(right - left, size)  # (K, size) starts and ends
         crops = np.empty((len(top), self.channels, size, size), dtype=np.float32)
-        _loops().window_means(self._integral, top, left, *rows, *columns, 1.0, 0.0, crops)
+        _loops().window_means(
+            self._integral, top, left, *rows, *columns, *(NORMALISED if normalised else (1.0, 0.0)), crops
+        )
         return crops
 
 
@@ -204,10 +206,6 @@ def windows(sizes: np.ndarray | list[int], pooled: int) -> tuple[np.ndarray, np.
     return index * sizes // pooled, ((index + 1) * sizes + pooled - 1) // pooled
 
 
-def _normalised(pixels: torch.Tensor) -> torch.Tensor:
-    return (pixels - MTCNN_MEAN) * MTCNN_SCALE  # MTCNN's input scaling, as facenet-pytorch applies it
-
-
 def _stage_input(pyramid: Pyramid, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The next stage's inputs for ``boxes``: facenet-pytorch's crops (its ``pad``, then rows [y - 1, ey)
     and columns [x - 1, ex) of the frame resized to ``size``), and which boxes had any pixels."""
@@ -215,8 +213,8 @@ def _stage_input(pyramid: Pyramid, boxes: torch.Tensor, size: int) -> tuple[torc
     kept = [k for k in range(len(y)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]
     if not kept:
         return torch.zeros((0, pyramid.channels, size, size)), torch.zeros(0, dtype=torch.int64)
-    crops = pyramid.regions([(y[k] - 1, ey[k], x[k] - 1, ex[k]) for k in kept], size)
-    return _normalised(torch.from_numpy(crops)), torch.as_tensor(kept, dtype=torch.int64)
+    crops = pyramid.regions([(y[k] - 1, ey[k], x[k] - 1, ex[k]) for k in kept], size, normalised=True)
+    return torch.from_numpy(crops), torch.as_tensor(kept, dtype=torch.int64)
 
 
 def _candidates(regression: np.ndarray, probabilities: np.ndarray, scale: float, threshold: float) -> torch.Tensor:

@@ -189,6 +189,9 @@ class Pyramid:
         ``interpolate(mode="area")``-resized to (size, size): a (K, C, size, size) float32 batch, scaled as
         MTCNN's networks expect if ``normalised``."""
         top, bottom, left, right = np.ascontiguousarray(np.asarray(boxes, dtype=np.int64).reshape(-1, 4).T)
+        inside = (top >= 0) & (top < bottom) & (bottom <= self.height) & (left >= 0) & (left < right)
+        if not (inside & (right <= self.width)).all():  # the compiled loop reads without bounds checks
+            raise ValueError(f"regions must be non-empty and inside the {self.width}x{self.height} frame")
         rows, columns = windows(bottom - top, size), windows(right - left, size)  # (K, size) starts and ends
         crops = np.empty((len(top), self.channels, size, size), dtype=np.float32)
         _loops().window_means(

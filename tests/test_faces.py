@@ -252,7 +252,7 @@ def test_the_pyramid_stays_exact_where_its_integral_image_wraps_around():
 def test_the_crops_of_the_later_stages_are_facenets_area_resampling():
     """Pyramid.regions resizes every candidate's crop at once, from the frame's integral image: each crop
     must be facenet-pytorch's ``imresample`` of that crop, for crops larger and smaller than the output,
-    one pixel wide, the whole frame."""
+    one pixel wide, the whole frame; an empty region or one reaching outside the frame is refused."""
     import handler.mtcnn as mtcnn
 
     pixels = _frame(200, 300, seed=3)
@@ -263,6 +263,9 @@ def test_the_crops_of_the_later_stages_are_facenets_area_resampling():
             [_area_resampled(pixels[top:bottom, left:right], (size, size)) for top, bottom, left, right in boxes]
         )
         torch.testing.assert_close(torch.from_numpy(pyramid.regions(boxes, size)), expected, rtol=0, atol=1e-4)
+    for outside in [(0, 201, 0, 10), (-1, 5, 0, 10), (0, 5, 290, 301), (0, 5, -2, 3), (5, 5, 0, 10), (0, 5, 7, 6)]:
+        with pytest.raises(ValueError, match="inside the 300x200 frame"):  # never read past the integral image
+            pyramid.regions([boxes[0], outside], 24)
 
 
 def test_the_first_stages_candidates_are_facenets():

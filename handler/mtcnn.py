@@ -4,9 +4,12 @@ facenet-pytorch's ``detect_face`` resamples the whole (C, H, W) frame once per p
 candidate's crop separately (``interpolate(mode="area")``, adaptive average pooling), and runs its
 networks in torch. On a 720p frame on one core that was most of the detector's time, so here:
 
-* the frame's integral image is made once (one compiled pass, numba); every level's and crop's pixel is
-  then the mean of a rectangle read from four of its values (``Pyramid``): the same averages to float
-  rounding (< 1e-5 of a pixel value); every level is made before PNet runs on any;
+* the frame's integral image is made once (one compiled pass, numba; a frame over 1080p's in bands of
+  rows); every level's and crop's pixel is then the mean of a rectangle read from four of its values
+  (``Pyramid``): the same averages to float rounding (< 1e-5 of a pixel value); every level is made
+  before PNet runs on any;
+* the pyramid starts at the first level of at most 1080p's pixel count (``pyramid_scales``), so that
+  a 64 MP upload costs about what a 1080p frame does (0.3 GB; it took 10 GB at min_face_size 12 before);
 * the three networks run compiled by OpenVINO in float32 (``CompiledNetwork``) in a worker of one
   thread, in torch with more threads or without OpenVINO;
 * the first stage's candidates come from numpy, not ~10 small torch steps per level.
@@ -35,26 +38,38 @@ NMS_WITHIN_LEVEL, NMS_ACROSS, NMS_LAST = 0.5, 0.7, 0.7
 MTCNN_MEAN, MTCNN_SCALE = 127.5, 0.0078125  # its input is (pixel - 127.5) / 128
 NORMALISED = (MTCNN_SCALE, MTCNN_MEAN * MTCNN_SCALE)  # that scaling as _window_means' scale and offset
 REUSED_FRAME_PIXELS = 1920 * 1080  # frames up to 1080p reuse the detector's arrays; larger ones get their own
+MAX_LEVEL_PIXELS = REUSED_FRAME_PIXELS  # the pyramid starts at the first of MTCNN's levels this size or smaller
+INTEGRAL_BAND_BYTES = 32 << 20  # the integral image is made in bands of rows of about this size (1080p: one band)
 
 
-def pyramid_scales(height: int, width: int, min_face_size: int) -> list[float]:
+def pyramid_scales(
+    height: int, width: int, min_face_size: int, max_level_pixels: float = MAX_LEVEL_PIXELS
+) -> list[float]:
     """facenet-pytorch's scales: the first maps ``min_face_size`` to PNet's 12 px, each next x0.709,
-    down to a 12 px short side."""
+    down to a 12 px short side; less those whose level would hold more than ``max_level_pixels``.
+
+    That bound touches only frames larger than 1080p (at the default min_face_size 40, over ~23 MP):
+    in a 64 MP upload the smallest face looked for is then ~67 px, not 40, and the detector's memory
+    stays that of a 1080p frame's pyramid instead of growing with the frame (PNet's first layer alone
+    holds 40 bytes per level pixel: 2.5 GB for a 64 MP level at min_face_size 12). The levels kept
+    are facenet-pytorch's own."""
     scale = PNET_CELL / min_face_size
     shortest = min(height, width) * scale
     scales = []
     while shortest >= PNET_CELL:
-        scales.append(scale)
+        if height * width * scale * scale <= max_level_pixels:
+            scales.append(scale)
         scale *= PYRAMID_FACTOR
         shortest *= PYRAMID_FACTOR
     return scales
 
 
 def _integral_image(pixels: np.ndarray, out: np.ndarray) -> None:
-    """``out[y, x, c]``: the sum of ``pixels[:y, :x, c]`` modulo 2**32 (``out`` is uint32, (H + 1, W + 1, C)).
-    A window's sum taken from four corners in the same arithmetic is exact while the window holds fewer
-    than 2**32 / 255 (16.8 M) pixels: MTCNN's windows span at most ~1/12 of the frame each way (its
-    levels and crops are 12 px or more), under 0.5 M pixels for frames up to MAX_IMAGE_PIXELS (64 MP)."""
+    """``out[y, x, c]``: the sum of ``pixels[:y, :x, c]`` modulo 2**32 (``out`` is uint32, (H + 1, W + 1, C));
+    of a band of a frame's rows, that band's own integral image. A window's sum taken from four corners in
+    the same arithmetic is exact while the window holds fewer than 2**32 / 255 (16.8 M) pixels: MTCNN's
+    windows span at most ~1/12 of the frame each way (its levels and crops are 12 px or more), under
+    0.5 M pixels for frames up to MAX_IMAGE_PIXELS (64 MP)."""
     height, width, channels = pixels.shape
     out[0] = 0
     for y in range(height):
@@ -75,15 +90,17 @@ def _window_means(
     row_ends: np.ndarray,
     column_starts: np.ndarray,
     column_ends: np.ndarray,
+    first_rows: np.ndarray,
+    last_rows: np.ndarray,
     scale: float,
     offset: float,
     out: np.ndarray,
 ) -> None:
-    """``out[k, c, i, j]``: the mean of region k's window (i, j) (rows ``tops[k]`` + [row_starts[k, i],
-    row_ends[k, i]), columns likewise) of the frame whose ``_integral_image`` is ``integral``, times
-    ``scale`` minus ``offset``."""
+    """``out[k, c, i, j]`` for rows i in [first_rows[k], last_rows[k]): the mean of region k's window (i, j)
+    (rows ``tops[k]`` + [row_starts[k, i], row_ends[k, i]), columns likewise) of the frame, or band of
+    rows, whose ``_integral_image`` is ``integral``, times ``scale`` minus ``offset``."""
     for k in range(out.shape[0]):
-        for i in range(out.shape[2]):
+        for i in range(first_rows[k], last_rows[k]):
             top, bottom = tops[k] + row_starts[k, i], tops[k] + row_ends[k, i]
             for j in range(out.shape[3]):
                 left, right = lefts[k] + column_starts[k, j], lefts[k] + column_ends[k, j]
@@ -116,8 +133,8 @@ def _loops() -> _Loops:
 
     indices, bounds = readable(types.int64, 1), readable(types.int64, 2)
     window_means = types.void(
-        readable(types.uint32, 3), indices, indices, bounds, bounds, bounds, bounds, types.float64,
-        types.float64, types.float32[:, :, :, ::1],
+        readable(types.uint32, 3), indices, indices, bounds, bounds, bounds, bounds, indices, indices,
+        types.float64, types.float64, types.float32[:, :, :, ::1],
     )  # fmt: skip
     return _Loops(
         numba.njit([types.void(readable(types.uint8, 3), types.uint32[:, :, ::1])], nogil=True)(_integral_image),
@@ -149,40 +166,54 @@ class Pyramid:
     four reads per output value, whatever its windows' size, in one compiled loop (numba):
     facenet-pytorch's path pooled the whole (C, H, W) frame once per level and once per crop. The
     levels and crops agree with it to float rounding (< 1e-5 of a pixel value).
+
+    The integral image takes 12 bytes per pixel: a frame up to ``band_bytes`` of it (1080p) has it
+    whole, made once; a larger one in bands of rows, each band's own integral image, made anew for
+    the levels and for each stage's crops, every output row from the first band that holds its
+    windows: two bands' worth of the tallest window at most, ~2 bytes per pixel (a 64 MP frame: 128 MB,
+    not 768) for ~2 passes per sweep instead of one.
     """
 
-    def __init__(self, pixels: np.ndarray, scales: list[float], scratch: Scratch | None = None):
-        own_arrays = scratch is None
-        scratch = scratch or Scratch()
+    def __init__(
+        self,
+        pixels: np.ndarray,
+        scales: list[float],
+        scratch: Scratch | None = None,
+        band_bytes: int = INTEGRAL_BAND_BYTES,
+    ):
+        self._scratch = scratch or Scratch()
+        self.pixels = pixels
         height, width, channels = pixels.shape
         self.height, self.width, self.channels = height, width, channels
         self.sizes = [(int(height * scale + 1), int(width * scale + 1)) for scale in scales]
-        self._integral = scratch.array("integral", (height + 1, width + 1, channels), np.uint32)
-        _loops().integral_image(pixels, self._integral)
+        self._row_bytes = (width + 1) * channels * np.dtype(np.uint32).itemsize
+        self._band_rows = max(band_bytes // self._row_bytes - 1, 1)
+        self._whole = None  # the whole frame's integral image, where it fits in one band
+        if height <= self._band_rows:
+            self._whole = self._integral_band(0, height, height)
         level_sizes = [channels * level_height * level_width for level_height, level_width in self.sizes]
-        self._level_offsets = np.concatenate([[0], np.cumsum(level_sizes, dtype=np.int64)]).tolist()
-        self._levels = (  # every level at once for the detector's reused arrays (up to 1080p), else one by one
-            None if own_arrays else scratch.array("levels", (self._level_offsets[-1],), np.float32)
-        )
+        offsets = np.concatenate([[0], np.cumsum(level_sizes, dtype=np.int64)]).tolist()
+        storage = self._scratch.array("levels", (offsets[-1],), np.float32)
+        self._levels = [
+            storage[first:last].reshape(1, channels, level_height, level_width)
+            for first, last, (level_height, level_width) in zip(offsets[:-1], offsets[1:], self.sizes, strict=True)
+        ]
+        origin = np.zeros(1, dtype=np.int64)
+        self._resample(
+            [(origin, origin, windows([height], level_height), windows([width], level_width), level)
+             for (level_height, level_width), level in zip(self.sizes, self._levels, strict=True)],
+            NORMALISED,
+        )  # fmt: skip
 
     def levels(self) -> Iterator[torch.Tensor]:
-        """Every level, in order. With the detector's reused arrays all are made before PNet runs on any:
-        made between PNet's runs, each evicted the other's data from the caches (a 720p frame's detection
-        ~10% faster). A larger frame's levels are made one at a time, so that it holds one level's memory."""
-        made = (self.level(index) for index in range(len(self.sizes)))
-        return made if self._levels is None else iter(list(made))
+        """Every level, in order. All are made before PNet runs on any: made between PNet's runs, each
+        evicted the other's data from the caches (a 720p frame's detection ~10% faster)."""
+        return (torch.from_numpy(level) for level in self._levels)
 
     def level(self, index: int) -> torch.Tensor:
-        """Level ``index`` normalised, as a contiguous (1, C, h, w) tensor (with reused arrays, its own
-        part of them: valid until the next frame's pyramid reuses them)."""
-        height, width = self.sizes[index]
-        first, last = self._level_offsets[index], self._level_offsets[index + 1]
-        storage = np.empty(last - first, np.float32) if self._levels is None else self._levels[first:last]
-        level = storage.reshape(1, self.channels, height, width)
-        origin = np.zeros(1, dtype=np.int64)
-        rows, columns = windows([self.height], height), windows([self.width], width)
-        _loops().window_means(self._integral, origin, origin, *rows, *columns, *NORMALISED, level)
-        return torch.from_numpy(level)
+        """Level ``index`` normalised, as a contiguous (1, C, h, w) tensor (part of the scratch arrays when
+        the detector's: valid until the next frame's pyramid reuses them)."""
+        return torch.from_numpy(self._levels[index])
 
     def regions(self, boxes: list[tuple[int, int, int, int]], size: int, normalised: bool = False) -> np.ndarray:
         """Each (top, bottom, left, right) region of the frame (rows [top, bottom), columns [left, right))
@@ -192,12 +223,48 @@ class Pyramid:
         inside = (top >= 0) & (top < bottom) & (bottom <= self.height) & (left >= 0) & (left < right)
         if not (inside & (right <= self.width)).all():  # the compiled loop reads without bounds checks
             raise ValueError(f"regions must be non-empty and inside the {self.width}x{self.height} frame")
-        rows, columns = windows(bottom - top, size), windows(right - left, size)  # (K, size) starts and ends
         crops = np.empty((len(top), self.channels, size, size), dtype=np.float32)
-        _loops().window_means(
-            self._integral, top, left, *rows, *columns, *(NORMALISED if normalised else (1.0, 0.0)), crops
+        self._resample(
+            [(top, left, windows(bottom - top, size), windows(right - left, size), crops)],
+            NORMALISED if normalised else (1.0, 0.0),
         )
         return crops
+
+    def _integral_band(self, first: int, last: int, rows: int) -> np.ndarray:
+        """The integral image of the frame's rows [first, last) (at most ``rows``), in the scratch arrays."""
+        band = self._scratch.array("integral", (rows + 1, self.width + 1, self.channels), np.uint32)
+        _loops().integral_image(self.pixels[first:last], band[: last - first + 1])
+        return band
+
+    def _resample(self, targets: list[tuple[np.ndarray, ...]], scaling: tuple[float, float]) -> None:
+        """Fill each target (tops, lefts, row windows, column windows, out) with ``_window_means``: from the
+        whole frame's integral image, or band by band, each band starting at the first frame row that
+        an unfilled output row needs and reaching as far as the budget, and twice the tallest window,
+        allow; each output row is filled from the first band that holds all of its windows."""
+        if self._whole is not None:
+            for tops, lefts, rows, columns, out in targets:
+                first, last = np.zeros(len(tops), dtype=np.int64), np.full(len(tops), out.shape[2], dtype=np.int64)
+                _loops().window_means(self._whole, tops, lefts, *rows, *columns, first, last, *scaling, out)
+            return
+        starts = [tops[:, None] + rows[0] for tops, _, rows, _, _ in targets]  # frame rows of each output row
+        ends = [tops[:, None] + rows[1] for tops, _, rows, _, _ in targets]
+        tallest = max(int((end - start).max()) for start, end in zip(starts, ends, strict=True))
+        band_rows = max(self._band_rows, 2 * tallest)
+        done = [np.zeros(len(tops), dtype=np.int64) for tops, *_ in targets]
+        while True:
+            waiting = [
+                start[filled < start.shape[1], filled[filled < start.shape[1]]]
+                for start, filled in zip(starts, done, strict=True)
+            ]
+            if not any(len(rows) for rows in waiting):
+                return
+            first = int(min(rows.min() for rows in waiting if len(rows)))
+            last = min(first + band_rows, self.height)
+            integral = self._integral_band(first, last, band_rows)
+            for (tops, lefts, rows, columns, out), end, filled in zip(targets, ends, done, strict=True):
+                reach = np.maximum((end <= last).sum(axis=1), filled)  # each region's rows ending by the band's
+                _loops().window_means(integral, tops - first, lefts, *rows, *columns, filled, reach, *scaling, out)
+                filled[:] = reach
 
 
 def windows(sizes: np.ndarray | list[int], pooled: int) -> tuple[np.ndarray, np.ndarray]:

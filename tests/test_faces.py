@@ -352,22 +352,73 @@ def test_openvino_runs_the_networks_in_a_worker_of_one_thread_only(monkeypatch: 
 
 def test_a_frame_larger_than_1080p_leaves_no_buffer_behind():
     """The detector keeps its arrays for frames up to 1080p; a larger upload (the server decodes up to
-    64 MP) gets arrays of its own, freed with the request, and runs on the torch modules (OpenVINO would
-    keep memory sized for it), and is still searched whole."""
-    from handler.mtcnn import REUSED_FRAME_PIXELS, CompiledNetwork
+    64 MP) gets arrays of its own, freed with the request, its integral image in bands of rows, and
+    runs on the torch modules (OpenVINO would keep memory sized for it), and is still searched whole."""
+    from handler.mtcnn import INTEGRAL_BAND_BYTES, REUSED_FRAME_PIXELS, CompiledNetwork
 
     detector = FaceDetector(FACE_SETTINGS.face_threshold, FACE_SETTINGS.max_faces, min_face_size=41)  # its own
     mtcnn = one_thread(lambda: detector._mtcnn(detector.min_face_size, detector.threshold))
     assert all(isinstance(network, CompiledNetwork) for network in mtcnn.networks)
     detector.detect(pasted((1280, 720), (photo("astronaut"), (700, 150))))
     kept = {name: array.shape for name, array in mtcnn.scratch._arrays.items()}
-    assert kept["integral"] == (721, 1281, 3) and "levels" in kept  # a 720p frame's levels made at once
-    large = pasted((2200, 1200), (photo("astronaut"), (1500, 700)))
-    assert large.width * large.height > REUSED_FRAME_PIXELS
-    pyramid, networks = mtcnn._pyramid(_frame(1200, 2200), [0.3, 0.2])
+    assert kept["integral"] == (721, 1281, 3) and "levels" in kept  # a 720p frame's integral image made whole
+    large = pasted((2600, 1500), (photo("astronaut"), (1900, 1000)))
+    assert large.width * large.height > REUSED_FRAME_PIXELS and INTEGRAL_BAND_BYTES < 1501 * 2601 * 12
+    pyramid, networks = mtcnn._pyramid(_frame(1500, 2600), [0.3, 0.2])
     assert all(isinstance(network, torch.nn.Module) for network in networks)
-    levels = pyramid.levels()  # made one at a time, each in memory of its own: no array for all of them
-    assert next(levels).shape == (1, 3, 361, 661) and pyramid._levels is None and next(levels).is_contiguous()
+    assert pyramid._whole is None and pyramid._scratch is not mtcnn.scratch
+    assert pyramid._scratch._arrays["integral"].nbytes <= INTEGRAL_BAND_BYTES  # bands of rows, not the whole
     [face] = detector.detect(large)
-    assert close(face.box, shifted(ASTRONAUT_FACE, (1500, 700)))
+    assert close(face.box, shifted(ASTRONAUT_FACE, (1900, 1000)))
     assert {name: array.shape for name, array in mtcnn.scratch._arrays.items()} == kept
+
+
+@pytest.mark.parametrize("band_bytes", [1, 20_000, 150_000])
+def test_the_pyramid_made_in_bands_of_rows_is_the_same(band_bytes: int):
+    """A frame whose integral image exceeds the band budget is resampled band by band, each band's own
+    integral image: the levels and crops must be the very values of the whole integral image's (and so
+    facenet-pytorch's), and no band larger than the budget or twice the tallest window."""
+    import handler.mtcnn as mtcnn
+
+    pixels = _frame(700, 180, seed=5)
+    scales = mtcnn.pyramid_scales(700, 180, 14)
+    whole, banded = mtcnn.Pyramid(pixels, scales), mtcnn.Pyramid(pixels, scales, band_bytes=band_bytes)
+    assert whole._whole is not None and banded._whole is None
+    for index in range(len(scales)):
+        torch.testing.assert_close(banded.level(index), whole.level(index), rtol=0, atol=0)
+    boxes = [(0, 700, 0, 180), (10, 12, 3, 170), (650, 700, 0, 1), (300, 420, 20, 140), (0, 699, 100, 101)]
+    for size in (24, 48):
+        np.testing.assert_array_equal(banded.regions(boxes, size, normalised=True), whole.regions(boxes, size, True))
+        tallest = 700 // size + 2
+        assert banded._scratch._arrays["integral"].nbytes <= max(band_bytes, (2 * tallest + 1) * 181 * 3 * 4)
+    expected = (_area_resampled(pixels, banded.sizes[0]) - 127.5) * 0.0078125
+    torch.testing.assert_close(banded.level(0), expected, rtol=0, atol=1e-5)
+
+
+def test_a_large_frames_pyramid_holds_a_bounded_memory():
+    """The memory a frame's pyramid takes beside the frame: a 1080p frame's integral image whole
+    (12 bytes per pixel), a larger frame's in bands (here under 3 bytes per pixel), and MTCNN's levels
+    from the first one of 1080p's pixel count or fewer: at min_face_size 12 a 12 MP frame's first
+    level would be the whole frame, 144 MB of floats, and PNet's first layer 480 MB."""
+    import tracemalloc
+
+    import handler.mtcnn as mtcnn
+
+    assert mtcnn.pyramid_scales(1080, 1920, 12)[0] == 1.0  # up to 1080p: MTCNN's own pyramid
+    height, width = 3000, 4000
+    scales = mtcnn.pyramid_scales(height, width, 12)
+    unbounded = mtcnn.pyramid_scales(height, width, 12, max_level_pixels=float("inf"))
+    assert scales == unbounded[-len(scales) :] and len(unbounded) - len(scales) == 3  # its smaller levels
+    assert height * width * scales[0] ** 2 <= mtcnn.MAX_LEVEL_PIXELS < height * width * unbounded[2] ** 2
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        pyramid = mtcnn.Pyramid(pixels, scales)
+        pyramid.regions([(0, height, 0, width), (100, 2000, 40, 3000)], 48, normalised=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    levels = sum(3 * 4 * level_height * level_width for level_height, level_width in pyramid.sizes)
+    assert levels < 2 * 12 * mtcnn.MAX_LEVEL_PIXELS
+    bands = max(mtcnn.INTEGRAL_BAND_BYTES, 2 * (height // 12 + 2) * (width + 1) * 3 * 4)  # two of the tallest window
+    assert peak < levels + bands + 2**20 and bands < 3 * height * width  # whole: 12 bytes per pixel

@@ -156,6 +156,22 @@ class Scratch:
         return array
 
 
+class _Target(NamedTuple):
+    """Regions of the frame to resample into ``out`` (K, C, h, w): their top rows and left columns (K,),
+    and their windows' (starts, ends) along each axis ((K, h) and (K, w), as ``windows`` gives them)."""
+
+    tops: np.ndarray
+    lefts: np.ndarray
+    rows: tuple[np.ndarray, np.ndarray]
+    columns: tuple[np.ndarray, np.ndarray]
+    out: np.ndarray
+
+    @property
+    def windows(self) -> tuple[np.ndarray, ...]:
+        """``_window_means``' arguments from ``tops`` to the column windows."""
+        return self.tops, self.lefts, *self.rows, *self.columns
+
+
 class Pyramid:
     """MTCNN's image pyramid of one (H, W, C) uint8 frame: each level is ``interpolate(mode="area")`` of
     the whole frame, as facenet-pytorch makes it, normalised as MTCNN's networks expect; and the later
@@ -200,7 +216,7 @@ class Pyramid:
         ]
         origin = np.zeros(1, dtype=np.int64)
         self._resample(
-            [(origin, origin, windows([height], level_height), windows([width], level_width), level)
+            [_Target(origin, origin, windows([height], level_height), windows([width], level_width), level)
              for (level_height, level_width), level in zip(self.sizes, self._levels, strict=True)],
             NORMALISED,
         )  # fmt: skip
@@ -225,7 +241,7 @@ class Pyramid:
             raise ValueError(f"regions must be non-empty and inside the {self.width}x{self.height} frame")
         crops = np.empty((len(top), self.channels, size, size), dtype=np.float32)
         self._resample(
-            [(top, left, windows(bottom - top, size), windows(right - left, size), crops)],
+            [_Target(top, left, windows(bottom - top, size), windows(right - left, size), crops)],
             NORMALISED if normalised else (1.0, 0.0),
         )
         return crops
@@ -236,35 +252,38 @@ class Pyramid:
         _loops().integral_image(self.pixels[first:last], band[: last - first + 1])
         return band
 
-    def _resample(self, targets: list[tuple[np.ndarray, ...]], scaling: tuple[float, float]) -> None:
-        """Fill each target (tops, lefts, row windows, column windows, out) with ``_window_means``: from the
-        whole frame's integral image, or band by band, each band starting at the first frame row that
-        an unfilled output row needs and reaching as far as the budget, and twice the tallest window,
-        allow; each output row is filled from the first band that holds all of its windows."""
+    def _resample(self, targets: list[_Target], scaling: tuple[float, float]) -> None:
+        """Fill each target's ``out`` with ``_window_means``: from the whole frame's integral image, or band
+        by band, each band starting at the first frame row that an unfilled output row needs and reaching
+        as far as the budget, and twice the tallest window, allow; each output row is filled from the
+        first band that holds all of its windows."""
         if self._whole is not None:
-            for tops, lefts, rows, columns, out in targets:
-                first, last = np.zeros(len(tops), dtype=np.int64), np.full(len(tops), out.shape[2], dtype=np.int64)
-                _loops().window_means(self._whole, tops, lefts, *rows, *columns, first, last, *scaling, out)
+            for target in targets:
+                regions = len(target.tops)
+                every_row = np.zeros(regions, dtype=np.int64), np.full(regions, target.out.shape[2], dtype=np.int64)
+                _loops().window_means(self._whole, *target.windows, *every_row, *scaling, target.out)
             return
-        starts = [tops[:, None] + rows[0] for tops, _, rows, _, _ in targets]  # frame rows of each output row
-        ends = [tops[:, None] + rows[1] for tops, _, rows, _, _ in targets]
+        starts = [target.tops[:, None] + target.rows[0] for target in targets]  # frame rows of each output row
+        ends = [target.tops[:, None] + target.rows[1] for target in targets]
         tallest = max(int((end - start).max()) for start, end in zip(starts, ends, strict=True))
         band_rows = max(self._band_rows, 2 * tallest)
-        done = [np.zeros(len(tops), dtype=np.int64) for tops, *_ in targets]
+        filled = [np.zeros(len(target.tops), dtype=np.int64) for target in targets]  # each region's rows so far
         while True:
-            waiting = [
-                start[filled < start.shape[1], filled[filled < start.shape[1]]]
-                for start, filled in zip(starts, done, strict=True)
+            first_needed = [  # by each region still to fill: the frame row its next output row starts at
+                start[waiting, done[waiting]]
+                for start, done in zip(starts, filled, strict=True)
+                if (waiting := done < start.shape[1]).any()
             ]
-            if not any(len(rows) for rows in waiting):
+            if not first_needed:
                 return
-            first = int(min(rows.min() for rows in waiting if len(rows)))
+            first = int(min(rows.min() for rows in first_needed))
             last = min(first + band_rows, self.height)
             integral = self._integral_band(first, last, band_rows)
-            for (tops, lefts, rows, columns, out), end, filled in zip(targets, ends, done, strict=True):
-                reach = np.maximum((end <= last).sum(axis=1), filled)  # each region's rows ending by the band's
-                _loops().window_means(integral, tops - first, lefts, *rows, *columns, filled, reach, *scaling, out)
-                filled[:] = reach
+            for target, end, done in zip(targets, ends, filled, strict=True):
+                reach = np.maximum((end <= last).sum(axis=1), done)  # each region's rows ending within the band
+                tops, *lefts_and_windows = target.windows
+                _loops().window_means(integral, tops - first, *lefts_and_windows, done, reach, *scaling, target.out)
+                done[:] = reach
 
 
 def windows(sizes: np.ndarray | list[int], pooled: int) -> tuple[np.ndarray, np.ndarray]:

@@ -40,6 +40,11 @@ NORMALISED = (MTCNN_SCALE, MTCNN_MEAN * MTCNN_SCALE)  # that scaling as _window_
 REUSED_FRAME_PIXELS = 1920 * 1080  # frames up to 1080p reuse the detector's arrays; larger ones get their own
 MAX_LEVEL_PIXELS = REUSED_FRAME_PIXELS  # the pyramid starts at the first of MTCNN's levels this size or smaller
 INTEGRAL_BAND_BYTES = 32 << 20  # the integral image is made in bands of rows of about this size (1080p: one band)
+# A crafted image (a mosaic of small faces) gives the later stages thousands of candidates: their most
+# likely ones only, a chunk of crops at a time, so that memory (OpenVINO's kept buffers too) and time stay
+# bounded; a 720p frame has ~10-200 (docs/benchmark.md, section 8), a 1920x1920 mosaic of 48 px faces 8,000.
+RNET_CANDIDATES, ONET_CANDIDATES = 2000, 500  # the highest-scoring candidates each of the later stages looks at
+STAGE_CHUNK = 128  # crops resampled and run through RNet or ONet at a time
 
 
 def pyramid_scales(
@@ -295,6 +300,19 @@ def windows(sizes: np.ndarray | list[int], pooled: int) -> tuple[np.ndarray, np.
     return index * sizes // pooled, ((index + 1) * sizes + pooled - 1) // pooled
 
 
+def _stage(
+    network: Network, pyramid: Pyramid, boxes: torch.Tensor, size: int
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """``network``'s outputs on the crops of ``boxes`` (``_stage_input``), STAGE_CHUNK crops at a time, and
+    which boxes had any pixels."""
+    outputs, kept = [], []
+    for first in range(0, len(boxes), STAGE_CHUNK):
+        crops, chunk_kept = _stage_input(pyramid, boxes[first : first + STAGE_CHUNK], size)
+        outputs.append(network(crops))
+        kept.append(chunk_kept + first)
+    return tuple(torch.cat(parts) for parts in zip(*outputs, strict=True)), torch.cat(kept)
+
+
 def _stage_input(pyramid: Pyramid, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The next stage's inputs for ``boxes``: facenet-pytorch's crops (its ``pad``, then rows [y - 1, ey)
     and columns [x - 1, ex) of the frame resized to ``size``), and which boxes had any pixels."""
@@ -435,10 +453,10 @@ class Mtcnn:
         ]
         boxes = rerec(torch.stack(corrected).permute(1, 0))
 
-        # second stage: RNet on 24 px crops
+        # second stage: RNet on 24 px crops of the most likely candidates (NMS leaves them by score, highest first)
+        boxes = boxes[:RNET_CANDIDATES]
         if len(boxes):
-            crops, kept = _stage_input(pyramid, boxes, RNET_SIZE)
-            regression, probabilities = rnet(crops)
+            (regression, probabilities), kept = _stage(rnet, pyramid, boxes, RNET_SIZE)
             score = probabilities[:, 1]
             passed = score > thresholds[1]
             boxes = torch.cat((boxes[kept][passed, :4], score[passed].unsqueeze(1)), dim=1)
@@ -446,10 +464,10 @@ class Mtcnn:
             pick = nms(boxes[:, :4], boxes[:, 4], NMS_ACROSS)
             boxes = rerec(bbreg(boxes[pick], regression[pick]))
 
-        # third stage: ONet on 48 px crops, then NMS by the smaller box's area ("Min")
+        # third stage: ONet on 48 px crops of the most likely, then NMS by the smaller box's area ("Min")
+        boxes = boxes[:ONET_CANDIDATES]
         if len(boxes):
-            crops, kept = _stage_input(pyramid, boxes, ONET_SIZE)
-            regression, _landmarks, probabilities = onet(crops)
+            (regression, _landmarks, probabilities), kept = _stage(onet, pyramid, boxes, ONET_SIZE)
             score = probabilities[:, 1]
             passed = score > thresholds[2]
             found = torch.cat((boxes[kept][passed, :4], score[passed].unsqueeze(1)), dim=1)

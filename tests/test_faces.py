@@ -422,3 +422,59 @@ def test_a_large_frames_pyramid_holds_a_bounded_memory():
     assert levels < 2 * 12 * mtcnn.MAX_LEVEL_PIXELS
     bands = max(mtcnn.INTEGRAL_BAND_BYTES, 2 * (height // 12 + 2) * (width + 1) * 3 * 4)  # two of the tallest window
     assert peak < levels + bands + 2**20 and bands < 3 * height * width  # whole: 12 bytes per pixel
+
+
+class _Batches:
+    """One of the detector's networks, recording the size of every batch it is given."""
+
+    def __init__(self, network):
+        self.network, self.sizes = network, []
+
+    def __call__(self, batch: torch.Tensor):
+        self.sizes.append(len(batch))
+        return self.network(batch)
+
+
+def _spied(mtcnn):
+    from handler.mtcnn import Mtcnn
+
+    spies = [_Batches(network) for network in mtcnn.networks]
+    return Mtcnn(*spies, mtcnn.min_face_size, mtcnn.thresholds), spies
+
+
+def test_the_later_stages_run_a_chunk_at_a_time_as_facenets_path(detector: FaceDetector, compiled_mtcnn):
+    """A textured 720p frame (random 8 px blocks, as the benchmark's clip) gives RNet more candidates than
+    STAGE_CHUNK: run a chunk of crops at a time, the boxes and scores are still facenet-pytorch's own."""
+    from facenet_pytorch import MTCNN
+
+    from handler.mtcnn import STAGE_CHUNK
+
+    blocks = np.random.default_rng(7).integers(0, 256, (90, 160, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    frame = Image.fromarray(blocks)
+    frame.paste(photo("astronaut").resize((384, 384)), (500, 100))
+    mtcnn, (_, rnet, _) = _spied(compiled_mtcnn)
+    faces = detector._keep(*mtcnn.detect(np.asarray(frame)))
+    assert max(rnet.sizes) <= STAGE_CHUNK < sum(rnet.sizes)
+    reference = MTCNN(keep_all=True, post_process=False, min_face_size=detector.min_face_size,
+                      thresholds=list(stage_thresholds(detector.threshold)))  # fmt: skip
+    boxes, scores = reference.detect(frame)
+    expected = sorted(zip(boxes, scores, strict=True), key=lambda item: -item[1])
+    assert faces and len(faces) == len([score for _, score in expected if score >= detector.threshold])
+    for face, (box, score) in zip(faces, expected, strict=False):
+        assert face.box == pytest.approx(box, abs=0.01) and face.score == pytest.approx(score, abs=1e-4)
+
+
+def test_a_mosaic_of_faces_costs_the_later_stages_a_bounded_work(compiled_mtcnn):
+    """A crafted frame, a mosaic of 400 small faces, gives RNet 3,191 candidates and ONet 1,597: they look
+    at the most likely RNET_CANDIDATES and ONET_CANDIDATES, a chunk at a time (in one batch each before,
+    and OpenVINO kept memory for it: the worker grew by 1 GB for good), and still find faces."""
+    from handler.mtcnn import ONET_CANDIDATES, RNET_CANDIDATES, STAGE_CHUNK
+
+    x1, y1, x2, y2 = ASTRONAUT_FACE
+    face = photo("astronaut").crop((x1 - 30, y1 - 30, x2 + 30, y2 + 30)).resize((64, 64))
+    mosaic = np.tile(np.asarray(face), (20, 20, 1))
+    mtcnn, (_, rnet, onet) = _spied(compiled_mtcnn)
+    boxes, scores = mtcnn.detect(mosaic)
+    assert (sum(rnet.sizes), sum(onet.sizes)) == (RNET_CANDIDATES, ONET_CANDIDATES)
+    assert max(rnet.sizes + onet.sizes) <= STAGE_CHUNK
+    assert len(boxes) > 100 and scores.min() >= mtcnn.thresholds[2]

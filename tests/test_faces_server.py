@@ -178,9 +178,12 @@ def _memory_kb(pid: int, field: str) -> int:
 
 def _peak_growth(server: Server, payload: bytes, content_type: str) -> tuple[requests.Response, int]:
     """The face server's answer to ``payload``, and by how many bytes the peak memory of the worker
-    that answered grew above its size before (the largest growth among the workers)."""
+    that answered grew above its size before (the largest growth among the workers; each worker's
+    peak is reset first, so that an earlier request's does not count)."""
     with DeepfakeClient(server.ts.client_config(model=MODEL)) as client:
         pids = [int(worker["pid"]) for worker in client.describe(MODEL)["workers"]]
+    for pid in pids:  # "5": the kernel resets the process's peak (VmHWM) to its present size
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
     before = {pid: _memory_kb(pid, "VmRSS") for pid in pids}
     response = server.predict(MODEL, payload, content_type)
     return response, max(_memory_kb(pid, "VmHWM") - before[pid] for pid in pids) * 1024

@@ -70,21 +70,24 @@ def pyramid_scales(
 
 
 def _integral_image(pixels: np.ndarray, out: np.ndarray) -> None:
-    """``out[y, x, c]``: the sum of ``pixels[:y, :x, c]`` modulo 2**32 (``out`` is uint32, (H + 1, W + 1, C));
-    of a band of a frame's rows, that band's own integral image. A window's sum taken from four corners in
-    the same arithmetic is exact while the window holds fewer than 2**32 / 255 (16.8 M) pixels: MTCNN's
-    windows span at most ~1/12 of the frame each way (its levels and crops are 12 px or more), under
-    0.5 M pixels for frames up to MAX_IMAGE_PIXELS (64 MP)."""
-    height, width, channels = pixels.shape
+    """``out[y, x, c]``: the sum of ``pixels[:y, :x, c]`` modulo 2**32 (``pixels`` (H, W, 3) RGB, ``out`` uint32,
+    (H + 1, W + 1, 3)); of a band of a frame's rows, that band's own integral image. A window's sum taken
+    from four corners in the same arithmetic is exact while the window holds fewer than 2**32 / 255
+    (16.8 M) pixels: MTCNN's windows span at most ~1/12 of the frame each way (its levels and crops are
+    12 px or more), under 0.5 M pixels for frames up to MAX_IMAGE_PIXELS (64 MP). The three channels'
+    running sums side by side in registers: 1.5x faster than a channel at a time (720p: 1.8 ms, 2.7)."""
     out[0] = 0
-    for y in range(height):
+    for y in range(pixels.shape[0]):
         above, below, row = out[y], out[y + 1], pixels[y]
         below[0] = 0
-        for c in range(channels):  # a channel at a time, its running sum in a register: ~2.5x faster
-            running = np.uint32(0)
-            for x in range(width):
-                running += row[x, c]
-                below[x + 1, c] = above[x + 1, c] + running
+        red, green, blue = np.uint32(0), np.uint32(0), np.uint32(0)
+        for x in range(pixels.shape[1]):
+            red += row[x, 0]
+            green += row[x, 1]
+            blue += row[x, 2]
+            below[x + 1, 0] = above[x + 1, 0] + red
+            below[x + 1, 1] = above[x + 1, 1] + green
+            below[x + 1, 2] = above[x + 1, 2] + blue
 
 
 def _window_means(
@@ -178,7 +181,7 @@ class _Target(NamedTuple):
 
 
 class Pyramid:
-    """MTCNN's image pyramid of one (H, W, C) uint8 frame: each level is ``interpolate(mode="area")`` of
+    """MTCNN's image pyramid of one (H, W, 3) uint8 RGB frame: each level is ``interpolate(mode="area")`` of
     the whole frame, as facenet-pytorch makes it, normalised as MTCNN's networks expect; and the later
     stages' crops, resampled the same way.
 
@@ -205,10 +208,12 @@ class Pyramid:
         self._scratch = scratch or Scratch()
         self.pixels = pixels
         height, width, channels = pixels.shape
+        if channels != 3:  # the compiled integral image reads three channels without bounds checks
+            raise ValueError(f"MTCNN's pyramid takes an RGB frame (H, W, 3), got {pixels.shape}")
         self.height, self.width, self.channels = height, width, channels
         self.sizes = [(int(height * scale + 1), int(width * scale + 1)) for scale in scales]
-        self._row_bytes = (width + 1) * channels * np.dtype(np.uint32).itemsize
-        self._band_rows = max(band_bytes // self._row_bytes - 1, 1)
+        row_bytes = (width + 1) * channels * np.dtype(np.uint32).itemsize  # one row of the integral image
+        self._band_rows = max(band_bytes // row_bytes - 1, 1)
         self._whole = None  # the whole frame's integral image, where it fits in one band
         if height <= self._band_rows:
             self._whole = self._integral_band(0, height, height)

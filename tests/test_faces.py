@@ -266,6 +266,9 @@ def test_the_crops_of_the_later_stages_are_facenets_area_resampling():
     for outside in [(0, 201, 0, 10), (-1, 5, 0, 10), (0, 5, 290, 301), (0, 5, -2, 3), (5, 5, 0, 10), (0, 5, 7, 6)]:
         with pytest.raises(ValueError, match="inside the 300x200 frame"):  # never read past the integral image
             pyramid.regions([boxes[0], outside], 24)
+    for channels in (1, 4):  # the integral image is made for three channels
+        with pytest.raises(ValueError, match="RGB frame"):
+            mtcnn.Pyramid(np.zeros((200, 300, channels), np.uint8), mtcnn.pyramid_scales(200, 300, 20))
 
 
 def test_the_first_stages_candidates_are_facenets():

@@ -44,6 +44,10 @@ INTEGRAL_BAND_BYTES = 32 << 20  # the integral image is made in bands of rows of
 # likely ones only, a chunk of crops at a time, so that memory (OpenVINO's kept buffers too) and time stay
 # bounded; a 720p frame has ~10-200 (docs/benchmark.md, section 8), a 1920x1920 mosaic of 48 px faces 8,000.
 RNET_CANDIDATES, ONET_CANDIDATES = 2000, 500  # the highest-scoring candidates each of the later stages looks at
+# The first stage's NMS costs candidates x boxes kept: a 64 MP mosaic of faces gave a level 38,545 candidates
+# (1.2 s) and the levels together 28,562 (1.3 s); the NMS steps take the most likely of a level's, and of the
+# levels', candidates (the clip's textured 720p frames: at most 213).
+PNET_CANDIDATES = 5000
 STAGE_CHUNK = 128  # crops resampled and run through RNet or ONet at a time
 
 
@@ -265,7 +269,8 @@ class Pyramid:
     def _resample(self, targets: list[_Target], scaling: tuple[float, float]) -> None:
         """Fill each target's ``out`` with ``_window_means``: from the whole frame's integral image, or band
         by band, each band starting at the first frame row that an unfilled output row needs and reaching
-        as far as the budget, and twice the tallest window, allow; each output row is filled from the
+        as far as the budget, and twice the tallest window, allow, and no further than the regions need
+        (a chunk of crops in a band of the frame: that band only); each output row is filled from the
         first band that holds all of its windows."""
         if self._whole is not None:
             for target in targets:
@@ -277,6 +282,7 @@ class Pyramid:
         ends = [target.tops[:, None] + target.rows[1] for target in targets]
         tallest = max(int((end - start).max()) for start, end in zip(starts, ends, strict=True))
         band_rows = max(self._band_rows, 2 * tallest)
+        needed = max(int(end.max()) for end in ends)  # the frame's rows below are no region's
         filled = [np.zeros(len(target.tops), dtype=np.int64) for target in targets]  # each region's rows so far
         while True:
             first_needed = [  # by each region still to fill: the frame row its next output row starts at
@@ -287,7 +293,7 @@ class Pyramid:
             if not first_needed:
                 return
             first = int(min(rows.min() for rows in first_needed))
-            last = min(first + band_rows, self.height)
+            last = min(first + band_rows, needed)
             integral = self._integral_band(first, last, band_rows)
             for target, end, done in zip(targets, ends, filled, strict=True):
                 reach = np.maximum((end <= last).sum(axis=1), done)  # each region's rows ending within the band
@@ -308,14 +314,20 @@ def windows(sizes: np.ndarray | list[int], pooled: int) -> tuple[np.ndarray, np.
 def _stage(
     network: Network, pyramid: Pyramid, boxes: torch.Tensor, size: int
 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """``network``'s outputs on the crops of ``boxes`` (``_stage_input``), STAGE_CHUNK crops at a time, and
-    which boxes had any pixels."""
+    """``network``'s outputs on the crops of ``boxes`` (``_stage_input``), and which boxes had any pixels
+    (ascending, the outputs in that order). STAGE_CHUNK crops at a time, taken in the order of their top
+    rows: a frame whose integral image is made in bands of rows (over 1080p) then makes, for each chunk,
+    the bands of the rows its crops span, not the whole frame's (a 64 MP mosaic of faces: 18 of the
+    frame's rows over for the later stages' 20 chunks before)."""
+    order = torch.argsort(boxes[:, 1], stable=True)
     outputs, kept = [], []
     for first in range(0, len(boxes), STAGE_CHUNK):
-        crops, chunk_kept = _stage_input(pyramid, boxes[first : first + STAGE_CHUNK], size)
+        chunk = order[first : first + STAGE_CHUNK]
+        crops, chunk_kept = _stage_input(pyramid, boxes[chunk], size)
         outputs.append(network(crops))
-        kept.append(chunk_kept + first)
-    return tuple(torch.cat(parts) for parts in zip(*outputs, strict=True)), torch.cat(kept)
+        kept.append(chunk[chunk_kept])
+    kept_boxes, restored = torch.sort(torch.cat(kept))
+    return tuple(torch.cat(parts)[restored] for parts in zip(*outputs, strict=True)), kept_boxes
 
 
 def _stage_input(pyramid: Pyramid, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,6 +352,16 @@ def _candidates(regression: np.ndarray, probabilities: np.ndarray, scale: float,
     last = np.floor((2 * cells + PNET_CELL) / np.float32(scale))
     found = [first, last, face[rows, columns][:, None], regression[0][:, rows, columns].T]
     return torch.from_numpy(np.concatenate(found, axis=1, dtype=np.float32))
+
+
+def _most_likely(boxes: torch.Tensor, count: int = PNET_CANDIDATES) -> torch.Tensor:
+    """The ``count`` highest-scoring of the first stage's candidates (rows [x1, y1, x2, y2, score, ...]), all
+    where there are no more. NMS keeps a box unless a higher-scoring one overlaps it, so NMS of these keeps
+    the very boxes NMS of all of them keeps down to the lowest score taken: the later stages, which look at
+    the most likely candidates only, see the same ones while they are fewer than ``count``."""
+    if len(boxes) <= count:
+        return boxes
+    return boxes[torch.topk(boxes[:, 4], count, sorted=False).indices]
 
 
 def _one_image(boxes: torch.Tensor) -> torch.Tensor:
@@ -444,9 +466,9 @@ class Mtcnn:
         pyramid, (pnet, rnet, onet) = self._pyramid(pixels, scales)
         for level, scale in zip(pyramid.levels(), scales, strict=True):
             regression, probabilities = pnet(level)
-            found = _candidates(regression.numpy(), probabilities.numpy(), scale, thresholds[0])
+            found = _most_likely(_candidates(regression.numpy(), probabilities.numpy(), scale, thresholds[0]))
             candidates.append(found[nms(found[:, :4], found[:, 4], NMS_WITHIN_LEVEL)])
-        boxes = torch.cat(candidates)
+        boxes = _most_likely(torch.cat(candidates))
         boxes = boxes[nms(boxes[:, :4], boxes[:, 4], NMS_ACROSS)]
         box_width, box_height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         corrected = [

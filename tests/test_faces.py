@@ -481,3 +481,55 @@ def test_a_mosaic_of_faces_costs_the_later_stages_a_bounded_work(compiled_mtcnn)
     assert (sum(rnet.sizes), sum(onet.sizes)) == (RNET_CANDIDATES, ONET_CANDIDATES)
     assert max(rnet.sizes + onet.sizes) <= STAGE_CHUNK
     assert len(boxes) > 100 and scores.min() >= mtcnn.thresholds[2]
+
+
+def test_nms_of_the_most_likely_candidates_keeps_what_nms_of_all_keeps_down_to_the_cut():
+    """The first stage's NMS steps see the PNET_CANDIDATES highest-scoring candidates only: NMS keeps a
+    box unless a higher-scoring one overlaps it, so the boxes kept from the most likely are exactly
+    those NMS of all of them keeps, down to the lowest score taken."""
+    from torchvision.ops import nms
+
+    from handler.mtcnn import _most_likely
+
+    generator = torch.Generator().manual_seed(8)
+    corners = torch.rand(3000, 2, generator=generator) * 400
+    sides = 10 + torch.rand(3000, 2, generator=generator) * 60
+    boxes = torch.cat([corners, corners + sides, torch.rand(3000, 5, generator=generator)], dim=1)
+    every = boxes[nms(boxes[:, :4], boxes[:, 4], 0.5)]
+    for count in (3000, 5000, 1200, 100):
+        likely = _most_likely(boxes, count)
+        assert len(likely) == min(count, 3000)
+        kept = likely[nms(likely[:, :4], likely[:, 4], 0.5)]
+        lowest = likely[:, 4].min()
+        torch.testing.assert_close(kept, every[every[:, 4] >= lowest], rtol=0, atol=0)
+        assert count >= 3000 or len(kept) < len(every)  # the cut left boxes out
+
+
+def test_a_large_mosaic_of_faces_costs_the_detector_a_bounded_work(compiled_mtcnn, monkeypatch: pytest.MonkeyPatch):
+    """A crafted 16 MP mosaic of 1,024 faces: a pyramid level of it holds ~15,000 candidates, and NMS costs
+    candidates x boxes kept (a 64 MP mosaic: 2.5 s in NMS alone), so the NMS steps see the PNET_CANDIDATES
+    most likely. Its integral image is made in bands of rows, and the later stages' chunks of crops, taken
+    in the order of their rows, make only the bands their crops span: about the frame's rows once for the
+    pyramid and once or twice per stage (each chunk made the whole frame's before: 5x)."""
+    import handler.mtcnn as mtcnn
+
+    x1, y1, x2, y2 = ASTRONAUT_FACE
+    face = photo("astronaut").crop((x1 - 40, y1 - 40, x2 + 40, y2 + 40)).resize((128, 128))
+    mosaic = np.ascontiguousarray(np.tile(np.asarray(face), (32, 32, 1)))
+    nms_inputs, rows_made = [], []
+
+    def nms(boxes, scores, threshold):
+        nms_inputs.append(len(boxes))
+        return mtcnn.nms.__wrapped__(boxes, scores, threshold)
+
+    def integral_band(pyramid, first: int, last: int, rows: int):
+        rows_made.append(last - first)
+        return integral_band.__wrapped__(pyramid, first, last, rows)
+
+    nms.__wrapped__, integral_band.__wrapped__ = mtcnn.nms, mtcnn.Pyramid._integral_band
+    monkeypatch.setattr(mtcnn, "nms", nms)
+    monkeypatch.setattr(mtcnn.Pyramid, "_integral_band", integral_band)
+    boxes, scores = compiled_mtcnn.detect(mosaic)
+    assert max(nms_inputs) == mtcnn.PNET_CANDIDATES  # levels with more were cut
+    assert sum(rows_made) < 4 * len(mosaic) and len(rows_made) > 3  # bands, about once per stage
+    assert len(boxes) > 300 and scores.min() >= compiled_mtcnn.thresholds[2]

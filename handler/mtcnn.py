@@ -317,8 +317,8 @@ def _stage(
     """``network``'s outputs on the crops of ``boxes`` (``_stage_input``), and which boxes had any pixels
     (ascending, the outputs in that order). STAGE_CHUNK crops at a time, taken in the order of their top
     rows: a frame whose integral image is made in bands of rows (over 1080p) then makes, for each chunk,
-    the bands of the rows its crops span, not the whole frame's (a 64 MP mosaic of faces: 18 of the
-    frame's rows over for the later stages' 20 chunks before)."""
+    the bands of the rows its crops span, not the whole frame's (a 64 MP mosaic of faces: bands of 3.3
+    times the frame's rows made in all, pyramid included, against 17.6 times before)."""
     order = torch.argsort(boxes[:, 1], stable=True)
     outputs, kept = [], []
     for first in range(0, len(boxes), STAGE_CHUNK):

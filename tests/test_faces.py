@@ -517,16 +517,16 @@ def test_a_large_mosaic_of_faces_costs_the_detector_a_bounded_work(compiled_mtcn
     face = photo("astronaut").crop((x1 - 40, y1 - 40, x2 + 40, y2 + 40)).resize((128, 128))
     mosaic = np.ascontiguousarray(np.tile(np.asarray(face), (32, 32, 1)))
     nms_inputs, rows_made = [], []
+    original_nms, original_band = mtcnn.nms, mtcnn.Pyramid._integral_band
 
     def nms(boxes, scores, threshold):
         nms_inputs.append(len(boxes))
-        return mtcnn.nms.__wrapped__(boxes, scores, threshold)
+        return original_nms(boxes, scores, threshold)
 
     def integral_band(pyramid, first: int, last: int, rows: int):
         rows_made.append(last - first)
-        return integral_band.__wrapped__(pyramid, first, last, rows)
+        return original_band(pyramid, first, last, rows)
 
-    nms.__wrapped__, integral_band.__wrapped__ = mtcnn.nms, mtcnn.Pyramid._integral_band
     monkeypatch.setattr(mtcnn, "nms", nms)
     monkeypatch.setattr(mtcnn.Pyramid, "_integral_band", integral_band)
     boxes, scores = compiled_mtcnn.detect(mosaic)

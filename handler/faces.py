@@ -54,6 +54,11 @@ def stage_thresholds(threshold: float) -> tuple[float, float, float]:
     return min(0.7, threshold), min(0.8, threshold), threshold
 
 
+# A decoded RGB image, or its (H, W, 3) uint8 pixels (preprocessing.decode_pixels: what a face-crop worker decodes
+# a request's image to, the detector reading the array and the crops cut from it)
+Frame = Image.Image | np.ndarray
+
+
 _MTCNN_LOCK = threading.Lock()  # one MTCNN per process and setting, not meant for concurrent calls
 
 
@@ -86,9 +91,9 @@ class FaceDetector:
         nets = MTCNN(device="cpu")
         return Mtcnn(*compiled_networks(nets.pnet, nets.rnet, nets.onet), min_face_size, stage_thresholds(threshold))
 
-    def detect(self, image: Image.Image) -> list[Face]:
+    def detect(self, image: Frame) -> list[Face]:
         """The faces scoring at least ``threshold``, most certain first, at most ``max_faces``."""
-        pixels = np.asarray(to_rgb(image))  # not convert("RGB"), which copies an RGB image too
+        pixels = image if isinstance(image, np.ndarray) else np.asarray(to_rgb(image))  # not convert("RGB"): a copy
         with _MTCNN_LOCK:  # Mtcnn.detect runs in inference mode
             boxes, scores = self._mtcnn(self.min_face_size, self.threshold).detect(pixels)
         return self._keep(boxes, scores)
@@ -103,6 +108,19 @@ class FaceDetector:
 
 
 Region = tuple[int, int, int, int]  # [left, top, right, bottom] in the image's pixels
+
+
+def frame_size(frame: Frame) -> tuple[int, int]:
+    """(width, height), as PIL's ``size``."""
+    return (frame.shape[1], frame.shape[0]) if isinstance(frame, np.ndarray) else frame.size
+
+
+def crop(frame: Frame, region: Region) -> Image.Image:
+    """``region`` of the frame as an image: ``image.crop(region)``'s pixels, for a region inside the frame."""
+    if isinstance(frame, np.ndarray):
+        left, top, right, bottom = region
+        return Image.fromarray(frame[top:bottom, left:right])
+    return frame.crop(region)
 
 
 def _box4(values: Any) -> tuple[float, float, float, float]:
@@ -124,32 +142,34 @@ def crop_box(box: tuple[float, float, float, float], margin: float, width: int, 
 
 
 def crop_regions(
-    image: Image.Image, settings: ModelSettings, detector: FaceDetector | None = None
+    image: Frame, settings: ModelSettings, detector: FaceDetector | None = None
 ) -> list[tuple[Face | None, Region]]:
     """The regions of ``image`` the classifier sees, as [left, top, right, bottom]: the whole image
     (``crop: full``), or one square per face (``crop: face``; none when there is no face)."""
+    size = frame_size(image)
     if settings.crop == "full":
-        return [(None, (0, 0, image.width, image.height))]
+        return [(None, (0, 0, *size))]
     detector = detector or detector_for(settings)
-    return [(face, crop_box(face.box, settings.face_margin, *image.size)) for face in detector.detect(image)]
+    return [(face, crop_box(face.box, settings.face_margin, *size)) for face in detector.detect(image)]
 
 
 def crop_images(
-    image: Image.Image, settings: ModelSettings, detector: FaceDetector | None = None
+    image: Frame, settings: ModelSettings, detector: FaceDetector | None = None
 ) -> list[tuple[Face | None, Image.Image]]:
     """What the classifier sees of ``image``: the image itself (``crop: full``), or one crop per face
     (``crop: face``; an empty list when there is none)."""
     if settings.crop == "full":
-        return [(None, image)]
-    return [(face, image.crop(region)) for face, region in crop_regions(image, settings, detector)]
+        return [(None, image if isinstance(image, Image.Image) else Image.fromarray(image))]
+    return [(face, crop(image, region)) for face, region in crop_regions(image, settings, detector)]
 
 
 def detector_for(settings: ModelSettings) -> FaceDetector:
     return FaceDetector(settings.face_threshold, settings.max_faces, settings.min_face_size)
 
 
-def no_face_error(settings: ModelSettings, image: Image.Image) -> NoFaceError:
+def no_face_error(settings: ModelSettings, image: Frame) -> NoFaceError:
+    width, height = frame_size(image)
     return NoFaceError(
-        f"no face found in the {image.width}x{image.height} image (detection threshold {settings.face_threshold:g}); "
+        f"no face found in the {width}x{height} image (detection threshold {settings.face_threshold:g}); "
         "this archive classifies faces (crop: face)"
     )

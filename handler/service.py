@@ -43,8 +43,15 @@ from handler.calibration import (
 )
 from handler.checkpoint import load_model
 from handler.explain import LazyGradCam
-from handler.faces import Face, Region, crop_images, crop_regions, detector_for, no_face_error
-from handler.preprocessing import InvalidImageError, decode_frames, decode_image, is_plain_frame, to_model_input
+from handler.faces import Face, Frame, Region, crop, crop_images, crop_regions, detector_for, no_face_error
+from handler.preprocessing import (
+    InvalidImageError,
+    decode_frames,
+    decode_image,
+    decode_pixels,
+    is_plain_frame,
+    to_model_input,
+)
 from handler.runtimes import Accelerator, CudaRuntime, Runtime, TorchRuntime, load_runtime
 from handler.settings import ModelSettings
 
@@ -179,6 +186,13 @@ class DetectorService:
         draft = self.settings.image_size if self.settings.jpeg_draft and self.detector is None else None
         return decode_image(payload, draft)
 
+    def decode_frame(self, payload: bytes | Image.Image) -> Frame:
+        """What a request's image is decoded to before its regions are cut: in a face-crop archive its pixel
+        array (the detector reads it, the crops are cut from it: ``decode_pixels``), else ``decode_image``'s."""
+        if self.detector is not None and isinstance(payload, bytes):
+            return decode_pixels(payload)
+        return self.decode_image(payload)
+
     def decode(self, payload: bytes | Image.Image) -> torch.Tensor:
         """The whole image as the model's input tensor (what ``crop: full`` classifies)."""
         return self.to_input(self.decode_image(payload))
@@ -189,15 +203,15 @@ class DetectorService:
     def crops(self, payload: bytes | Image.Image) -> list[tuple[Face | None, Image.Image]]:
         """What the model classifies of one image (handler.faces.crop_images); NoFaceError if a face-crop
         archive finds no face."""
-        image = self.decode_image(payload)
+        image = self.decode_frame(payload)
         crops = crop_images(image, self.settings, self.detector)
         if not crops:
             raise no_face_error(self.settings, image)
         return crops
 
-    def regions(self, payload: bytes | Image.Image) -> tuple[Image.Image, list[tuple[Face | None, Region]]]:
+    def regions(self, payload: bytes | Image.Image) -> tuple[Frame, list[tuple[Face | None, Region]]]:
         """The decoded image and the regions of it the model classifies ([left, top, right, bottom])."""
-        image = self.decode_image(payload)
+        image = self.decode_frame(payload)
         regions = crop_regions(image, self.settings, self.detector)
         if not regions:
             raise no_face_error(self.settings, image)
@@ -319,8 +333,8 @@ class DetectorService:
                 logger.exception("Could not decode image %d of a batch", index)
                 results[index] = ItemError(400, "InvalidImage", f"cannot decode image ({type(exc).__name__})")
                 continue
-            for face, crop in crops:
-                tensors.append(self.to_input(crop))
+            for face, cropped in crops:
+                tensors.append(self.to_input(cropped))
                 owners.append((index, face))
                 if len(tensors) + len(pending) >= self.max_batch_size:
                     forward()
@@ -344,7 +358,7 @@ class DetectorService:
         except Exception as exc:
             logger.exception("Could not decode an image to explain")
             return ItemError(400, "InvalidImage", f"cannot decode image ({type(exc).__name__})")
-        batch = torch.stack([self.to_input(image.crop(region)) for _, region in regions])
+        batch = torch.stack([self.to_input(crop(image, region)) for _, region in regions])
         answers = predictions_from_logits(self.logits(batch), self.settings)
         grad_cam = self.grad_cam.get()
         maps = grad_cam(batch)

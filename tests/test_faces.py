@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 
 from deepfake_contract import ErrorAnswer, Prediction
 from handler.faces import FaceDetector, crop_box, crop_images, detector_for, stage_thresholds
+from handler.preprocessing import decode_image, plain_jpeg_size
 from handler.service import DetectorService
 from handler.settings import ModelSettings, SettingsError
 from tests.conftest import random_checkpoint
@@ -143,6 +145,20 @@ def test_each_face_is_classified_and_the_answer_is_the_most_fake_face(service: D
     assert answer.fake_probability == most_fake.prediction.fake_probability
     assert Prediction.from_json(answer.to_json()) == answer
     assert service.metadata().crop == "face"
+
+
+def test_a_jpeg_decoded_straight_to_pixels_gets_the_answer_of_its_decoded_image(service: DetectorService):
+    """A face-crop worker decodes a plain JPEG into a pixel array (decode_pixels), detects on it and cuts the crops
+    from it: the same faces and answers as from the image Pillow decodes."""
+    frame = pasted((1100, 560), (photo("astronaut"), (0, 0)), (photo("camera"), (560, 40)))
+    buffer = io.BytesIO()
+    frame.save(buffer, format="JPEG", quality=95, subsampling=0)  # as the client sends a whole frame
+    payload = buffer.getvalue()
+    assert plain_jpeg_size(payload) == frame.size  # libjpeg's path into the array, not Pillow's image
+    [by_pixels], _ = service.predict([payload])
+    [by_image], _ = service.predict([decode_image(payload)])
+    assert isinstance(by_pixels, Prediction) and len(by_pixels.faces) == 2
+    assert by_pixels == by_image
 
 
 def test_an_image_without_a_face_gets_a_defined_answer_and_others_are_unaffected(service: DetectorService):

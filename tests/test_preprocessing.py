@@ -8,14 +8,17 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from handler.preprocessing import (
     EXIF_ORIENTATION,
+    ImageTooLargeError,
     InvalidImageError,
     decode_frames,
     decode_image,
+    decode_pixels,
     is_plain_frame,
+    plain_jpeg_size,
     to_model_input,
 )
 from handler.settings import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
@@ -163,6 +166,43 @@ def test_only_an_upright_baseline_rgb_jpeg_of_the_models_size_is_a_plain_frame()
     assert not is_plain_frame(gray.getvalue(), 224) and not is_plain_frame(cmyk.getvalue(), 224)
     assert not is_plain_frame(b"\xff\xd8 not a JPEG", 224) and not is_plain_frame(b"", 224)
     assert not is_plain_frame(Image.new("RGB", (224, 224)), 224)  # type: ignore[arg-type]
+
+
+# --- a face-crop worker decodes to a pixel array (decode_pixels): a plain JPEG by libjpeg-turbo straight into it ----
+@pytest.mark.parametrize("case", [c for c in image_cases() if c.error_type or c.valid], ids=lambda c: c.name)
+def test_the_input_battery_decoded_to_pixels(case: ImageCase):
+    """The same pixels as decode_image's, and the same errors, whichever decoder a payload takes."""
+    item, content_types = as_torchserve_item(case)
+    if case.valid:
+        pixels = decode_pixels(extract_image_bytes(item, content_types))
+        assert pixels.dtype == np.uint8 and pixels.flags.c_contiguous
+        assert np.array_equal(pixels, np.asarray(Image.open(io.BytesIO(case.reference)).convert("RGB")))
+        return
+    with pytest.raises(InvalidImageError) as info:
+        decode_pixels(extract_image_bytes(item, content_types))
+    assert (info.value.status, info.value.error_type) == (case.status, case.error_type)
+    assert case.message in str(info.value)
+
+
+@pytest.mark.parametrize("subsampling", [0, 1, 2])  # 4:4:4 (the client's), 4:2:2, 4:2:0
+@pytest.mark.parametrize(("width", "height", "quality"), [(1280, 720, 95), (333, 97, 60), (1, 1, 100)])
+def test_a_plain_jpeg_decodes_to_pillows_pixels(width: int, height: int, quality: int, subsampling: int):
+    rng = np.random.default_rng(width)
+    scene = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).filter(ImageFilter.BoxBlur(1))
+    buffer = io.BytesIO()
+    scene.save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
+    payload = buffer.getvalue()
+    assert plain_jpeg_size(payload) == (width, height)
+    assert np.array_equal(decode_pixels(payload), np.asarray(decode_image(payload)))
+
+
+def test_a_plain_jpeg_declaring_too_many_pixels_is_refused_from_its_header():
+    payload = bytearray(frame_bytes(0, quality=90))
+    sof = payload.index(b"\xff\xc0")  # baseline frame header: length (2), precision (1), height (2), width (2)
+    payload[sof + 5 : sof + 9] = (8000).to_bytes(2, "big") + (9000).to_bytes(2, "big")
+    assert plain_jpeg_size(bytes(payload)) == (9000, 8000)
+    with pytest.raises(ImageTooLargeError, match=r"9000x8000 = 72\.0 MP"):
+        decode_pixels(bytes(payload))
 
 
 @pytest.mark.parametrize(("mean", "std"), [(HALF_MEAN, HALF_STD), (IMAGENET_MEAN, IMAGENET_STD)])

@@ -239,7 +239,7 @@ def demo(_in_background: BackgroundBuilds) -> Path:
 #   unit         no Java, no TorchServe, no model training: make test-fast, under a minute
 #   integration  starts TorchServe, builds archives or the demo model (the fixtures below)
 #   browser      drives the web page in headless Chromium (and needs a server, like integration)
-#   slow         trains, quantises or packages a model in-process
+#   slow         trains, quantises, packages or checks a model in-process, or starts fresh interpreters of it
 TIERS = ("unit", "integration", "browser", "slow")
 INTEGRATION_FIXTURES = {"server", "demo", "fault_server", "model_store", "bundle", "replicas", "kserve_front",
                         "demo_site"}  # fmt: skip

@@ -168,6 +168,7 @@ def test_an_image_without_a_face_gets_a_defined_answer_and_others_are_unaffected
     assert isinstance(results[1], Prediction) and len(results[1].faces) == 1
 
 
+@pytest.mark.slow  # trains a model in-process
 def test_training_and_evaluation_use_the_servers_face_crops(tmp_path, capsys):
     """train.py --crop face trains on the crops the server makes; evaluate.py scores faces, not backgrounds."""
     from scripts.modeling import evaluate as evaluate_script
@@ -304,16 +305,13 @@ def test_the_first_stages_candidates_are_facenets():
         torch.testing.assert_close(found, expected, rtol=0, atol=0)
 
 
-def test_the_compiled_networks_answer_as_facenets_modules():
+def test_the_compiled_networks_answer_as_facenets_modules(compiled_mtcnn):
     """MTCNN's networks compiled by OpenVINO give the torch modules' outputs: PNet at any size, RNet and
     ONet at any batch, and an empty batch's shapes."""
     from facenet_pytorch import MTCNN
 
-    from handler.mtcnn import CompiledNetwork, compiled_networks
-
     modules = MTCNN(device="cpu")
-    networks = one_thread(lambda: compiled_networks(modules.pnet, modules.rnet, modules.onet))
-    assert all(isinstance(network, CompiledNetwork) for network in networks)
+    networks = compiled_mtcnn.networks  # compiled from the same weights
     generator = torch.Generator().manual_seed(5)
     inputs = [
         (0, torch.rand(1, 3, 217, 385, generator=generator) * 2 - 1),
@@ -344,17 +342,17 @@ def one_thread(make):
         torch.set_num_threads(threads)
 
 
-def test_openvino_runs_the_networks_in_a_worker_of_one_thread_only(monkeypatch: pytest.MonkeyPatch):
-    """A worker on one core gets the compiled networks; with more threads, or without OpenVINO, the
-    torch modules run (their kernels use the threads)."""
+def test_openvino_runs_the_networks_in_a_worker_of_one_thread_only(compiled_mtcnn, monkeypatch: pytest.MonkeyPatch):
+    """A worker on one core gets the compiled networks (the compiled_mtcnn fixture's, made on one thread); with
+    more threads, or without OpenVINO, the torch modules run (their kernels use the threads)."""
     from facenet_pytorch import MTCNN
 
     import handler.runtimes
     from handler.mtcnn import CompiledNetwork, compiled_networks
 
+    assert all(isinstance(network, CompiledNetwork) for network in compiled_mtcnn.networks)
     modules = MTCNN(device="cpu")
     make = lambda: compiled_networks(modules.pnet, modules.rnet, modules.onet)  # noqa: E731
-    assert all(isinstance(network, CompiledNetwork) for network in one_thread(make))
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -369,16 +367,15 @@ def test_openvino_runs_the_networks_in_a_worker_of_one_thread_only(monkeypatch: 
     assert one_thread(make) == (modules.pnet, modules.rnet, modules.onet)
 
 
-def test_a_frame_larger_than_1080p_leaves_no_buffer_behind():
+def test_a_frame_larger_than_1080p_leaves_no_buffer_behind(detector: FaceDetector, compiled_mtcnn):
     """The detector keeps its arrays for frames up to 1080p; a larger upload (the server decodes up to
     64 MP) gets arrays of its own, freed with the request, its integral image in bands of rows, and
     runs on the torch modules (OpenVINO would keep memory sized for it), and is still searched whole."""
-    from handler.mtcnn import INTEGRAL_BAND_BYTES, REUSED_FRAME_PIXELS, CompiledNetwork
+    from handler.mtcnn import INTEGRAL_BAND_BYTES, REUSED_FRAME_PIXELS, CompiledNetwork, Mtcnn
 
-    detector = FaceDetector(FACE_SETTINGS.face_threshold, FACE_SETTINGS.max_faces, min_face_size=41)  # its own
-    mtcnn = one_thread(lambda: detector._mtcnn(detector.min_face_size, detector.threshold))
+    mtcnn = Mtcnn(*compiled_mtcnn.networks, compiled_mtcnn.min_face_size, compiled_mtcnn.thresholds)  # arrays its own
     assert all(isinstance(network, CompiledNetwork) for network in mtcnn.networks)
-    detector.detect(pasted((1280, 720), (photo("astronaut"), (700, 150))))
+    mtcnn.detect(np.asarray(pasted((1280, 720), (photo("astronaut"), (700, 150)))))
     kept = {name: array.shape for name, array in mtcnn.scratch._arrays.items()}
     assert kept["integral"] == (721, 1281, 3) and "levels" in kept  # a 720p frame's integral image made whole
     large = pasted((2600, 1500), (photo("astronaut"), (1900, 1000)))
@@ -387,7 +384,7 @@ def test_a_frame_larger_than_1080p_leaves_no_buffer_behind():
     assert all(isinstance(network, torch.nn.Module) for network in networks)
     assert pyramid._whole is None and pyramid._scratch is not mtcnn.scratch
     assert pyramid._scratch._arrays["integral"].nbytes <= INTEGRAL_BAND_BYTES  # bands of rows, not the whole
-    [face] = detector.detect(large)
+    [face] = detector._keep(*mtcnn.detect(np.asarray(large)))
     assert close(face.box, shifted(ASTRONAUT_FACE, (1900, 1000)))
     assert {name: array.shape for name, array in mtcnn.scratch._arrays.items()} == kept
 

@@ -76,6 +76,7 @@ def test_plan_precision_falls_back_to_the_nearest_mode_the_cpu_runs():
         plan_precision("fp16", every)
 
 
+@pytest.mark.slow  # packages the model for OpenVINO
 def test_openvino_fp32_is_the_checkpoints_own_arithmetic(r18: torch.nn.Module):
     batch = torch.stack(
         [DetectorService(TorchRuntime(r18), SETTINGS).decode(image_bytes((i * 40, 90, 30))) for i in range(5)]
@@ -166,6 +167,7 @@ def test_an_explicit_mode_is_kept_with_a_warning(calibration_folder: Path, tmp_p
     assert any(line.startswith("WARNING") and "misses the bar" in line for line in lines)
 
 
+@pytest.mark.slow  # packages the model for OpenVINO and checks bf16 against fp32 (~3-4 s each)
 @pytest.mark.parametrize("capabilities", [{"FP32", "INT8"}, {"FP32", "INT8", "BF16"}])
 def test_a_bf16_check_on_a_cpu_without_bf16_says_it_checked_nothing(
     r18: torch.nn.Module, calibration_folder: Path, tmp_path: Path, monkeypatch, capabilities: set[str]
@@ -304,6 +306,7 @@ print(sorted(seen))
 """
 
 
+@pytest.mark.slow  # two fresh interpreters loading torch and OpenVINO (~9 s)
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
 def test_workers_sharing_the_cores_are_not_pinned_to_the_first(tmp_path: Path):
     """With a thread count set, OpenVINO's CPU plugin pins the inferring thread from core 0 on: every
@@ -462,6 +465,7 @@ def cpu_stand_in(model: torch.nn.Module, precision: str) -> CudaRuntime:
     )
 
 
+@pytest.mark.slow  # three agreement checks of bf16 against fp32 on 30 images in torch (~13 s)
 def test_half_precision_on_a_gpu_worker_is_checked_against_fp32_like_int8(calibration_folder: Path, caplog):
     """The worker-start check of fp16/bf16 (run here on the CPU with bf16): kept when it agrees with fp32 on
     the archive's held-out images, replaced by fp32 on the same device when it does not, and said."""

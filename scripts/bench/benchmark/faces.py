@@ -152,7 +152,8 @@ def clip_frame_costs(clip: Path, settings: ModelSettings) -> dict[str, float]:
     """What face mode adds to each of the clip's frames, in ms on one core (a face worker's share):
     detection on the clip's own frames (their textured background gives MTCNN more candidates than the
     still test frames), and the whole frame's JPEG, encoded by the client and decoded by the worker (to
-    pixels: decode_pixels), against full mode's 224 px frame (decoded to an image) (the section 8 check's explanation)."""
+    pixels: decode_pixels), against full mode's 224 px frame (decoded to an image): the section 8 check's
+    explanation."""
     detector = detector_for(settings)
     times: dict[str, list[float]] = {
         name: [] for name in ("detection", "encode_whole", "encode_224", "decode_whole", "decode_224")

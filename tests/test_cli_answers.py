@@ -1,9 +1,11 @@
 """The CLI against a server that answers what no deepfake-serve server answers: exit 5, one line, no
-traceback, never exit 0. The server is a real HTTP server on loopback playing a broken or hostile one;
-the CLI runs as a user runs it (a subprocess)."""
+traceback, never exit 0. The server is a real HTTP server on loopback playing a broken or hostile one.
+Every command and case runs in-process through the CLI's ``main`` (an exception escaping it fails the
+test); one runs as a user runs it, a subprocess, for what only a whole process shows (its stderr)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -59,38 +61,71 @@ class Answers(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(params=list(CASES))
-def odd_server(request: pytest.FixtureRequest) -> Iterator[str]:
-    handler = type("Handler", (Answers,), {"answers": CASES[request.param]})
+@contextlib.contextmanager
+def answering(answers: dict[str, bytes]) -> Iterator[str]:
+    """A loopback HTTP server answering ``answers``; yields its URL."""
+    handler = type("Handler", (Answers,), {"answers": answers})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+        server.server_close()
 
 
-def start(url: str, folder: Path, *args: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "deepfake_client", args[0], "--url", url, "--management-url", url,
-               "--token", "t", "--management-token", "m", "--retries", "0", *args[1:]]  # fmt: skip
-    return subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture(params=list(CASES))
+def odd_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    with answering(CASES[request.param]) as url:
+        yield url
 
 
-def test_every_command_reports_a_malformed_answer_in_one_line(odd_server: str, tmp_path: Path):
-    (tmp_path / "x.jpg").write_bytes(image_bytes())
-    video = write_video(tmp_path / "clip.mp4", constant_rate(30, Fraction(30)))
-    commands = (["health"], ["models"], ["scale", "2"], ["image", "x.jpg"], ["image", "x.jpg", "--json"],
-                ["video", str(video), "--quiet"], ["video", str(video), "--json"])  # fmt: skip
-    running = [(args, start(odd_server, tmp_path, *args)) for args in commands]  # all at once: the server threads
-    for args, process in running:
-        stdout, stderr = process.communicate(timeout=120)
-        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-        assert "Traceback" not in result.stderr, (args, result.stderr)
-        if args[0] == "health" and result.returncode == 4:  # "Unhealthy" is a fair reading of no status
-            continue
-        assert result.returncode == 5, (args, result.returncode, result.stdout[-300:], result.stderr)
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("deepfake-detect: "), (args, result.stderr)
+def argv(url: str, command: list[str]) -> list[str]:
+    return [command[0], "--url", url, "--management-url", url, "--token", "t", "--management-token", "m",
+            "--retries", "0", *command[1:]]  # fmt: skip
+
+
+def assert_one_line_refusal(command: list[str], returncode: int, stderr: str) -> None:
+    assert "Traceback" not in stderr, (command, stderr)
+    if command[0] == "health" and returncode == 4:  # "Unhealthy" is a fair reading of no status
+        return
+    assert returncode == 5, (command, returncode, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepfake-detect: "), (command, stderr)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("inputs")
+    (folder / "x.jpg").write_bytes(image_bytes())
+    write_video(folder / "clip.mp4", constant_rate(30, Fraction(30)))
+    return folder
+
+
+COMMANDS = (["health"], ["models"], ["scale", "2"], ["image", "x.jpg"], ["image", "x.jpg", "--json"],
+            ["video", "clip.mp4", "--quiet"], ["video", "clip.mp4", "--json"])  # fmt: skip
+
+
+def test_every_command_reports_a_malformed_answer_in_one_line(
+    odd_server: str, inputs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    from deepfake_client._cli import main
+
+    monkeypatch.chdir(inputs)  # the paths as a user in that folder gives them
+    for command in COMMANDS:
+        returncode = main(argv(odd_server, command))
+        assert_one_line_refusal(command, returncode, capsys.readouterr().err)
+
+
+def test_the_program_reports_it_in_one_line_as_a_user_runs_it(inputs: Path):
+    with answering(CASES["wrong types"]) as url:
+        command = ["video", "clip.mp4", "--json"]
+        result = subprocess.run(
+            [sys.executable, "-m", "deepfake_client", *argv(url, command)],
+            cwd=inputs, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert_one_line_refusal(command, result.returncode, result.stderr)
+    assert result.stdout == ""
 
 
 def test_every_command_of_both_programs_takes_verbose():

@@ -90,24 +90,33 @@ class Server:
     def ts_log(self) -> str:
         return (self.ts.log_dir / "ts_log.log").read_text(errors="replace")
 
-    def batches_of(self, request_ids: set[str], model: str = "deepfake", timeout: float = 15.0) -> list[set[str]]:
+    def batches_of(
+        self, request_ids: set[str], model: str = "deepfake", timeout: float = 15.0, awaited: set[str] | None = None
+    ) -> list[set[str]]:
         """TorchServe's own record of how it batched these requests (see ``finished_batches``)."""
-        return finished_batches(self.ts.log_dir / "ts_log.log", request_ids, model, timeout)
+        return finished_batches(self.ts.log_dir / "ts_log.log", request_ids, model, timeout, awaited)
 
 
 def finished_batches(
-    ts_log: Path, request_ids: set[str], model: str = "deepfake", timeout: float = 15.0
+    ts_log: Path,
+    request_ids: set[str],
+    model: str = "deepfake",
+    timeout: float = 15.0,
+    awaited: set[str] | None = None,
 ) -> list[set[str]]:
     """The batches in which TorchServe ran these requests, from its log at ``ts_log``.
 
     TorchServe may write a batch's closing log line after sending its responses, so the log is read
-    until every request sits in a finished batch, or the deadline passes (then what is there).
+    until every request of ``awaited`` (default: all of them) sits in a finished batch, or the deadline
+    passes (then what is there). A request the frontend answered itself never reaches a batch: leave it
+    out of ``awaited``; a batch's line names all of its requests at once.
     """
+    awaited = request_ids if awaited is None else awaited
     deadline = time.monotonic() + timeout
     while True:
         text = ts_log.read_text(errors="replace") if ts_log.exists() else ""
         batches = [b & request_ids for b in observed_batches(text, model) if b & request_ids]
-        if set().union(*batches) >= request_ids or time.monotonic() > deadline:
+        if set().union(*batches) >= awaited or time.monotonic() > deadline:
             return batches
         time.sleep(0.1)  # polling interval, bounded by the deadline
 

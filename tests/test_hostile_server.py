@@ -127,7 +127,9 @@ def mixed_round(server: Server, case: Hostile, innocents, attempts: int = 5) -> 
         check_refusal(case, hostile)
         ids = {r.headers["x-request-id"] for r in responses}
         hostile_id = hostile.headers.get("x-request-id")
-        if hostile_id and any(hostile_id in batch and batch & ids for batch in server.batches_of({hostile_id, *ids})):
+        # awaiting the innocent requests' batches only: a hostile one the frontend refused never reaches a batch
+        batches = server.batches_of({hostile_id, *ids}, awaited=ids) if hostile_id else []
+        if any(hostile_id in batch and batch & ids for batch in batches):
             return hostile, attempt
     return hostile, 0  # not batched together in any attempt (reported, and checked below)
 

@@ -17,7 +17,6 @@ from scripts.bench.benchmark.harness import (
     load,
     merged_rounds,
     percentile,
-    serving,
     worker_rss_mb,
 )
 from scripts.operations.precision import DEFAULT_PRECISION
@@ -49,48 +48,47 @@ def explain_loop(ts: TorchServe, payloads: list[bytes], stop: threading.Event, l
         index += 1
 
 
-def analysts(archive: Path, payloads: list[bytes], workdir: Path, total: int, scan_images: int) -> dict[str, Any]:
-    """Side by side on one served archive: the crowd of 16 clients, ``deepfake-detect scan`` over a folder
+def analysts(ts: TorchServe, payloads: list[bytes], workdir: Path, total: int, scan_images: int) -> dict[str, Any]:
+    """Side by side on one running server: the crowd of 16 clients, ``deepfake-detect scan`` over a folder
     of distinct images, and predictions before, beside and after explanations."""
     from deepfake_client import DeepfakeClient, scan
 
     folder = scan_folder(workdir / "scan_images", scan_images)
-    with serving(archive, workdir / "ts_analysts") as (ts, _):
-        crowds, passes = [], []
-        with DeepfakeClient(ts.client_config()) as client:
-            scan(client, [folder], workdir / "warm.jsonl")  # warm-up: connections, caches
-            for index in range(SCAN_ROUNDS):  # the crowd and the scan in turn: this VM's drift weighs on both
-                crowds.append(load(ts, payloads, CONCURRENCY, total // SCAN_ROUNDS, warm_up=index == 0))
-                started = time.perf_counter()
-                tally = scan(client, [folder], workdir / f"scan{index}.jsonl")
-                passes.append((tally.scanned, time.perf_counter() - started, tally.scanned - len(tally.failures)))
-        crowd = merged_rounds(crowds)
-        lone = load(ts, payloads, 1, total // 3)
-        rss_before = worker_rss_mb(ts)
-        explain_latencies: list[float] = []
-        stop = threading.Event()
-        explain_loop_thread = threading.Thread(target=explain_loop, args=(ts, payloads, stop, explain_latencies))
-        explain_loop_thread.start()
-        try:
-            beside_crowd = load(ts, payloads, CONCURRENCY, total)
-            beside_lone = load(ts, payloads, 1, total // 3)
-        finally:
-            stop.set()
-            explain_loop_thread.join()
-        beside_explanations = len(explain_latencies)
-        lone_explanations: list[float] = []
-        for payload in payloads[:20]:  # alone: an explanation's own latency
+    crowds, passes = [], []
+    with DeepfakeClient(ts.client_config()) as client:
+        scan(client, [folder], workdir / "warm.jsonl")  # warm-up: connections, caches
+        for index in range(SCAN_ROUNDS):  # the crowd and the scan in turn: this VM's drift weighs on both
+            crowds.append(load(ts, payloads, CONCURRENCY, total // SCAN_ROUNDS, warm_up=index == 0))
             started = time.perf_counter()
-            requests.post(
-                f"{ts.inference_url}/explanations/{MODEL_NAME}",
-                data=payload,
-                headers={"Authorization": f"Bearer {ts.keys()['inference']}", "Content-Type": "image/jpeg"},
-                timeout=300,
-            ).raise_for_status()
-            lone_explanations.append(time.perf_counter() - started)
-        after_crowd = load(ts, payloads, CONCURRENCY, total)
-        after_lone = load(ts, payloads, 1, total // 3)
-        rss_after = worker_rss_mb(ts)
+            tally = scan(client, [folder], workdir / f"scan{index}.jsonl")
+            passes.append((tally.scanned, time.perf_counter() - started, tally.scanned - len(tally.failures)))
+    crowd = merged_rounds(crowds)
+    lone = load(ts, payloads, 1, total // 3)
+    rss_before = worker_rss_mb(ts)
+    explain_latencies: list[float] = []
+    stop = threading.Event()
+    explain_loop_thread = threading.Thread(target=explain_loop, args=(ts, payloads, stop, explain_latencies))
+    explain_loop_thread.start()
+    try:
+        beside_crowd = load(ts, payloads, CONCURRENCY, total)
+        beside_lone = load(ts, payloads, 1, total // 3)
+    finally:
+        stop.set()
+        explain_loop_thread.join()
+    beside_explanations = len(explain_latencies)
+    lone_explanations: list[float] = []
+    for payload in payloads[:20]:  # alone: an explanation's own latency
+        started = time.perf_counter()
+        requests.post(
+            f"{ts.inference_url}/explanations/{MODEL_NAME}",
+            data=payload,
+            headers={"Authorization": f"Bearer {ts.keys()['inference']}", "Content-Type": "image/jpeg"},
+            timeout=300,
+        ).raise_for_status()
+        lone_explanations.append(time.perf_counter() - started)
+    after_crowd = load(ts, payloads, CONCURRENCY, total)
+    after_lone = load(ts, payloads, 1, total // 3)
+    rss_after = worker_rss_mb(ts)
     return {
         "crowd": crowd,
         "lone": lone,

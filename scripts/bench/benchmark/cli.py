@@ -5,9 +5,11 @@ Benchmark the deployment on this machine, side by side in one run, and write a r
     python -m scripts.bench.benchmark --report docs/benchmark.md          # make benchmark
     python -m scripts.bench.benchmark --quick --report /tmp/quick.md      # smoke run (a test executes it)
 
-Every server is a real TorchServe on free loopback ports, started from an archive built here, one at
-a time. The model is a ResNet50 trained on the demo data by this script (cached in artifacts/bench;
-the weights matter for the agreement figures, not for speed). Measured:
+Every server is a real TorchServe on free loopback ports, started from an archive built here, one
+measured at a time: the default mode's, started for section 2, is kept running (idle meanwhile) for
+sections 5, 9, 10 and 13 (harness.Servers); the others are stopped when their section ends. The model
+is a ResNet50 trained on the demo data by this script (cached in artifacts/bench; the weights matter
+for the agreement figures, not for speed). Measured:
 
 1. the in-process ceiling per mode: a tight loop over batches of 8 in a fresh process (torch eager
    fp32 and bf16 autocast beside the OpenVINO modes, which is why OpenVINO runs every mode);
@@ -34,6 +36,7 @@ maxBatchDelay for the default mode. ``--quick`` runs every section on a random R
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -58,6 +61,7 @@ from scripts.bench.benchmark.harness import (
     CONCURRENCY,
     DEMO_R18,
     MODEL_NAME,
+    Servers,
     Subject,
     cpu_description,
     demo_settings,
@@ -100,24 +104,30 @@ def _counts(args: argparse.Namespace) -> tuple[int, float]:
 
 
 # The sections measured on the default mode's archive, in the full run's order (and alone: ``--only NAME``),
-# each given (args, subject, archive, payloads, workdir)
-Section = Callable[[argparse.Namespace, Subject, Path, list[bytes], Path], dict[str, Any]]
+# each given (args, subject, archive, payloads, workdir, the run's Servers: the archive's running server)
+Section = Callable[[argparse.Namespace, Subject, Path, list[bytes], Path, Servers], dict[str, Any]]
 ON_DEFAULT_ARCHIVE: dict[str, Section] = {
-    "packing": lambda args, _s, path, payloads, work: packing(path, payloads, work, *_counts(args)),
-    "hints": lambda args, _s, path, _p, work: hints(path, work, 4 if args.quick else 40),
-    "overlap": lambda args, _s, path, payloads, work: overlap(path, payloads, work, *_counts(args)),
-    "grpc": lambda args, _s, path, payloads, work: grpc_vs_http(path, payloads, work, *_counts(args)),
-    "jit": lambda args, _s, path, payloads, work: frontend_jit(
+    "packing": lambda args, _s, path, payloads, work, servers: packing(
+        servers.running(path, work)[0], payloads, work, *_counts(args)
+    ),
+    "hints": lambda args, _s, path, _p, work, _servers: hints(path, work, 4 if args.quick else 40),
+    "overlap": lambda args, _s, path, payloads, work, _servers: overlap(path, payloads, work, *_counts(args)),
+    "grpc": lambda args, _s, path, payloads, work, servers: grpc_vs_http(
+        servers.running(path, work)[0], payloads, work, *_counts(args)
+    ),
+    "jit": lambda args, _s, path, payloads, work, _servers: frontend_jit(
         path, payloads, work, 2 if args.quick else JIT_ROUNDS, 48 if args.quick else JIT_PER_ROUND
     ),
-    "faces": lambda args, subject, path, _p, work: face_mode(
+    "faces": lambda args, subject, path, _p, work, _servers: face_mode(
         subject, path, work, args.video_seconds, 48 if args.quick else 160, args.quick
     ),
-    "analysts": lambda args, _s, path, payloads, work: analysts(
-        path, payloads, work, _counts(args)[0], 48 if args.quick else SCAN_IMAGES
+    "analysts": lambda args, _s, path, payloads, work, servers: analysts(
+        servers.running(path, work)[0], payloads, work, _counts(args)[0], 48 if args.quick else SCAN_IMAGES
     ),
     # builds its own archives (no OpenVINO IR: a GPU worker runs the checkpoint), so it runs where OpenVINO does not
-    "gpu": lambda args, subject, _path, payloads, work: gpu(subject, payloads, work, _counts(args)[0], args.quick),
+    "gpu": lambda args, subject, _path, payloads, work, _servers: gpu(
+        subject, payloads, work, _counts(args)[0], args.quick
+    ),
 }
 NEEDS_NO_DEFAULT_ARCHIVE = {"gpu"}
 # Sections 2-4: a mode's crowd in rounds, each after its in-process ceiling again. Measured minutes apart (section 1,
@@ -155,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "quick": quick,
         "workers": DEFAULT_WORKERS,  # full mode's worker count per archive (face mode's: section 8)
     }
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, Servers() as servers:
         workdir = Path(tmp)
         if quick:
             subject = quick_subject(workdir)
@@ -228,7 +238,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rounds = QUICK_SERVED_ROUNDS if quick else SERVED_ROUNDS
         for mode in PRECISIONS:
             print(f"[bench] served {mode}", flush=True)
-            with serving(archives[mode][0], workdir / f"ts_{mode}") as (ts, cold_start):
+            with contextlib.ExitStack() as own:  # the default mode's server is kept for sections 5, 9, 10 and 13
+                if mode == DEFAULT_PRECISION:
+                    ts, cold_start = servers.running(archives[mode][0], workdir / f"ts_{mode}")
+                else:
+                    ts, cold_start = own.enter_context(serving(archives[mode][0], workdir / f"ts_{mode}"))
                 load(ts, payloads, CONCURRENCY, warm_up)
                 crowds, ceilings = [], []
                 for _ in range(rounds):  # in-process (the server idle meanwhile) and served, in turn
@@ -260,9 +274,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # 5. video end to end, default mode, against the original app's path
         print("[bench] video", flush=True)
         clip = write_video(workdir / "clip.mp4", args.video_seconds)
-        with serving(archives[DEFAULT_PRECISION][0], workdir / "ts_video") as (ts, _):
-            video_ours(ts, clip, workdir)  # warm-up, as in sections 10-13: a running service (cold start: 6)
-            results["video"] = {"seconds": args.video_seconds, "ours": video_ours(ts, clip, workdir, halves=True)}
+        ts = servers.running(archives[DEFAULT_PRECISION][0], workdir / "ts_video")[0]
+        video_ours(ts, clip, workdir)  # warm-up: the clip's path, as in sections 10-13
+        results["video"] = {"seconds": args.video_seconds, "ours": video_ours(ts, clip, workdir, halves=True)}
         results["video"]["original"] = video_original(subject, clip, workdir)
 
         # 10-13, 15, 8, 9: sections on the default mode's archive
@@ -271,7 +285,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             (workdir / name).mkdir()
             results[name] = {
                 "model": subject.arch,
-                **measure(args, subject, archives[DEFAULT_PRECISION][0], payloads, workdir / name),
+                **measure(args, subject, archives[DEFAULT_PRECISION][0], payloads, workdir / name, servers),
             }
 
         # maxBatchDelay for the default mode
@@ -297,7 +311,7 @@ def sections_alone(args: argparse.Namespace, names: list[str]) -> dict[str, Any]
     one (speed does not depend on the weights)."""
     previous = args.report.with_suffix(".json")
     results = json.loads(previous.read_text()) if previous.exists() else {}
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, Servers() as servers:
         workdir = Path(tmp)
         subject = quick_subject(workdir) if args.quick else random_resnet50(workdir)
         path = workdir / "mar" / f"{MODEL_NAME}.mar"  # built once, only for the sections that use it
@@ -308,7 +322,7 @@ def sections_alone(args: argparse.Namespace, names: list[str]) -> dict[str, Any]
             print(f"[bench] {name} alone", flush=True)
             (workdir / name).mkdir()
             measure = ON_DEFAULT_ARCHIVE[name]
-            measured = measure(args, subject, path, payloads, workdir / name)
+            measured = measure(args, subject, path, payloads, workdir / name, servers)
             results[name] = {
                 "model": subject.arch,
                 "measured_alone": time.strftime("%Y-%m-%d"),

@@ -27,7 +27,7 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 
 from deepfake_client import DEFAULT_FRAMES_PER_REQUEST, ClientConfig, DeepfakeClient, make_response
 from deepfake_contract import OIP
-from scripts.bench.benchmark.harness import ADOPT_GAIN, CONCURRENCY, MODEL_NAME, load, serving, write_video
+from scripts.bench.benchmark.harness import ADOPT_GAIN, CONCURRENCY, MODEL_NAME, load, write_video
 from scripts.operations.precision import DEFAULT_PRECISION
 from scripts.operations.torchserve import TorchServe
 
@@ -200,11 +200,12 @@ def clip_seconds(ts: TorchServe, clip: Path, wire: str) -> float:
     return elapsed
 
 
-def grpc_vs_http(archive: Path, payloads: list[bytes], workdir: Path, total: int, seconds: float) -> dict[str, Any]:
-    """16 clients of one and of eight images per request, a lone request, and the clip, over each wire."""
+def grpc_vs_http(ts: TorchServe, payloads: list[bytes], workdir: Path, total: int, seconds: float) -> dict[str, Any]:
+    """16 clients of one and of eight images per request, a lone request, and the clip, over each wire of one
+    running server."""
     clip = write_video(workdir / "grpc_clip.mp4", seconds)
     rows: dict[str, Any] = {wire: {"crowd": {}} for wire in WIRES}
-    with serving(archive, workdir / "ts_grpc") as (ts, _), channel(grpc_target(ts)) as chan:
+    with channel(grpc_target(ts)) as chan:
         clip_seconds(ts, clip, "http")  # warm-up
         senders = {"http": None, "grpc": grpc_sender(chan, ts.keys()["inference"])}
         for per_request in PACKINGS:  # the wires take turns at each measurement, so drift favours neither

@@ -240,6 +240,30 @@ def serving(archive: Path, workdir: Path, config_file: Path = DEFAULT_CONFIG) ->
         ts.stop()
 
 
+class Servers:
+    """The run's servers of the default mode's archive as built, kept between sections: the first section that asks
+    starts one (``running``), the next ones find it a running service (a start and its warm-up cost ~10 s here),
+    and the run stops it at its end. A section that compares servers with each other (8, 12, 15) starts its own
+    (``serving``), so that each side of its comparison has the same history."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self._running: dict[Path, tuple[TorchServe, float]] = {}
+
+    def running(self, archive: Path, workdir: Path) -> tuple[TorchServe, float]:
+        """The server of ``archive`` and the seconds its start took (started now, from ``workdir``, if none is)."""
+        key = archive.resolve()
+        if key not in self._running:
+            self._running[key] = self._stack.enter_context(serving(archive, workdir))
+        return self._running[key]
+
+    def __enter__(self) -> Servers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+
 def server_processes(ts: TorchServe) -> dict[str, list[psutil.Process]]:
     """TorchServe's processes by part: its Java ``frontend`` and its model ``worker`` processes."""
     root = psutil.Process(ts.pid())

@@ -6,25 +6,25 @@ from pathlib import Path
 from typing import Any
 
 from deepfake_contract import OIP
-from scripts.bench.benchmark.harness import CONCURRENCY, load, serving, write_video
+from scripts.bench.benchmark.harness import CONCURRENCY, load, write_video
 from scripts.bench.benchmark.video import video_ours
 from scripts.operations.precision import DEFAULT_PRECISION
+from scripts.operations.torchserve import TorchServe
 
 PACKINGS = (1, 4, 8)
 
 
-def packing(archive: Path, payloads: list[bytes], workdir: Path, total: int, seconds: float) -> dict[str, Any]:
+def packing(ts: TorchServe, payloads: list[bytes], workdir: Path, total: int, seconds: float) -> dict[str, Any]:
     """The 60 s clip with ``deepfake-detect video --frames-per-request`` 1, 4 and 8, and 16 clients
-    sending OIP requests of as many frames, side by side on one served archive."""
+    sending OIP requests of as many frames, side by side on one running server."""
     clip = write_video(workdir / "pack_clip.mp4", seconds)
+    video_ours(ts, clip, workdir)  # warm-up: the clip's path
     rows = {}
-    with serving(archive, workdir / "ts_packing") as (ts, _):
-        video_ours(ts, clip, workdir)  # warm-up
-        for per_request in PACKINGS:
-            rows[str(per_request)] = {
-                "video": video_ours(ts, clip, workdir, per_request),
-                "crowd": load(ts, payloads, CONCURRENCY, max(CONCURRENCY * 2, total // per_request), OIP, per_request),
-            }
+    for per_request in PACKINGS:
+        rows[str(per_request)] = {
+            "video": video_ours(ts, clip, workdir, per_request),
+            "crowd": load(ts, payloads, CONCURRENCY, max(CONCURRENCY * 2, total // per_request), OIP, per_request),
+        }
     return {"seconds": seconds, "rows": rows}
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models
 
 # Blocks per stage and block type for each torchvision ResNet.
 RESNET_LAYOUTS: dict[str, tuple[tuple[int, int, int, int], str]] = {
@@ -100,6 +99,9 @@ def build_model(arch: str, num_classes: int = 2) -> nn.Module:
     """A randomly initialised torchvision ResNet with a ``num_classes`` head."""
     if arch not in RESNET_LAYOUTS:
         raise CheckpointError(f"unknown arch {arch!r}; supported: {', '.join(SUPPORTED_ARCHS)}")
+    # imported here: torchvision imports torch._dynamo (~1.3 s), which a worker serving OpenVINO's IR never needs
+    from torchvision import models
+
     return getattr(models, arch)(weights=None, num_classes=num_classes)
 
 

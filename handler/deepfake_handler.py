@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ts.torch_handler.base_handler import BaseHandler
-
 from deepfake_contract import NATIVE, OIP, ErrorAnswer, Explanation, Prediction
 from handler.formats import WireRequest, decode_request, encode_answer, share_batch_budget, share_explanations
 from handler.runtimes import Accelerator, share_cores
@@ -28,10 +26,16 @@ logger = logging.getLogger(__name__)
 Answered = tuple[WireRequest, list[Prediction | Explanation | ErrorAnswer]]
 
 
-class DeepfakeHandler(BaseHandler):
-    """Real/Fake classification of images, one forward pass per TorchServe batch."""
+class DeepfakeHandler:
+    """Real/Fake classification of images, one forward pass per TorchServe batch.
+
+    TorchServe needs only ``initialize(context)`` and ``handle(data, context)`` of a handler class. Its
+    ``BaseHandler`` is not imported: importing it imports ``openvino.torch`` and with it ``torch._dynamo``, ~3 s
+    of every worker's start (cold start, a restarted worker) for a torch.compile backend this handler never uses."""
 
     service: DetectorService
+    context: Any = None
+    initialized = False
 
     def initialize(self, context: Any) -> None:
         started = time.perf_counter()
@@ -61,6 +65,18 @@ class DeepfakeHandler(BaseHandler):
         )
         self.initialized = True
 
+    def handle(self, data: list[Any], context: Any) -> list[Any]:
+        """One TorchServe batch: a describe request (management API's ``customized=true``) or requests to
+        answer, preprocess -> inference -> postprocess; TorchServe's ``HandlerTime`` metric records it."""
+        started = time.perf_counter()
+        self.context = context
+        if self.context.get_request_header(0, "describe") == "True":  # describe requests come alone
+            output: list[Any] = [self.describe_handle()]
+        else:
+            output = self.postprocess(self.inference(self.preprocess(data)))
+        context.metrics.add_time("HandlerTime", round((time.perf_counter() - started) * 1e3, 2), None, "ms")
+        return output
+
     def preprocess(self, data: list[Any]) -> list[WireRequest]:
         requests = []
         for index, request in enumerate(data):
@@ -71,13 +87,10 @@ class DeepfakeHandler(BaseHandler):
         share_explanations(requests)
         return requests
 
-    def _is_explain(self) -> bool:
-        """Never for the whole batch: TorchServe batches explanation requests with predictions, and its
-        BaseHandler would decide by request 0 alone. Each request is routed by its own header instead."""
-        return False
-
     def _explanation_asked(self, index: int) -> bool:
-        """TorchServe's frontend marks a request to ``/explanations/<model>`` with ``explain: True``."""
+        """TorchServe's frontend marks a request to ``/explanations/<model>`` with ``explain: True``. Each request
+        is routed by its own header: TorchServe batches explanation requests with predictions (its BaseHandler
+        decided by request 0 alone)."""
         return str(self.context.get_request_header(index, "explain")) == "True"
 
     def _endpoint(self, index: int) -> str:
@@ -96,7 +109,7 @@ class DeepfakeHandler(BaseHandler):
             declared[name] = header.get("content-type") if isinstance(header, dict) else None
         return declared
 
-    def inference(self, data: list[WireRequest], *args: Any, **kwargs: Any) -> list[Answered]:
+    def inference(self, data: list[WireRequest]) -> list[Answered]:
         predicted = [request for request in data if not request.explain]
         answers, timing = self.service.predict([image for request in predicted for image in request.images])
         predictions = iter(answers)

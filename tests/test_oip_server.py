@@ -193,5 +193,6 @@ def test_deepfake_metrics_count_known_traffic(server: Server):
     assert 0 < increase(before, after, "deepfake_inference_seconds_total") < 60
     text = requests.get(f"{server.ts.metrics_url}/metrics", timeout=30).text  # the names as exposed, verbatim
     assert re.search(r'^deepfake_predictions_total\{model_name="constant",label="Fake",', text, re.MULTILINE)
+    assert re.search(r'^HandlerTime\{ModelName="constant",', text, re.MULTILINE)  # TorchServe's own, from handle()
     counters = {n for n, (kind, *_) in DECLARED.items() if kind == "COUNTER"}
     assert all(n.endswith("_total") for n in counters) and {name for name, _ in after} >= counters

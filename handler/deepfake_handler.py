@@ -70,12 +70,19 @@ class DeepfakeHandler:
         answer, preprocess -> inference -> postprocess; TorchServe's ``HandlerTime`` metric records it."""
         started = time.perf_counter()
         self.context = context
-        if self.context.get_request_header(0, "describe") == "True":  # describe requests come alone
+        if self._describe_asked(data):
             output: list[Any] = [self.describe_handle()]
         else:
             output = self.postprocess(self.inference(self.preprocess(data)))
         context.metrics.add_time("HandlerTime", round((time.perf_counter() - started) * 1e3, 2), None, "ms")
         return output
+
+    def _describe_asked(self, data: list[Any]) -> bool:
+        """The management API's describe comes as a lone request with no input and a ``describe: True`` header.
+        TorchServe forwards that header from any inference request too: there it is ignored. (BaseHandler answered a
+        whole batch with the description when its first request carried the header, and TorchServe then failed
+        every request of the batch with a 503: one crafted header took its neighbours down.)"""
+        return len(data) == 1 and not data[0] and self.context.get_request_header(0, "describe") == "True"
 
     def preprocess(self, data: list[Any]) -> list[WireRequest]:
         requests = []

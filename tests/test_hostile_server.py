@@ -20,6 +20,7 @@ import psutil
 import pytest
 import requests
 
+from deepfake_client import DeepfakeClient
 from deepfake_contract import MAX_IMAGES_PER_REQUEST, oip_request, predictions_from_oip
 from scripts.bench import loadtest
 from scripts.bench.benchmark.grpc_wire import channel, grpc_target, predictions, predictions_request
@@ -155,6 +156,29 @@ def test_hostile_requests_fail_alone_inside_batches(server: Server, reliability:
         "the same before and after every case.",
         "",
     )
+
+
+def test_a_describe_header_on_predictions_is_ignored_inside_batches(server: Server):
+    """TorchServe forwards a client's ``describe: True`` header to the worker as it does the management API's
+    describe. Sent with every request of a crowd, so that it is on the first request of each batch: each still
+    gets its own image's answer (the whole batch got a 503 when the handler took it for a describe), and the
+    management API's describe still answers."""
+    innocents = innocent_requests(server, 16)
+    pid = worker_pid(server.ts)
+    headers = {**server.headers(), "Content-Type": "image/png", "describe": "True"}
+    url = f"{server.ts.inference_url}/predictions/{MODEL}"
+    session = requests.Session()
+    with ThreadPoolExecutor(max_workers=len(innocents)) as pool:
+        responses = list(pool.map(lambda item: session.post(url, data=item[0], headers=headers, timeout=120),
+                                  innocents))  # fmt: skip
+    for (_, logits), response in zip(innocents, responses, strict=True):
+        assert response.status_code == 200, response.text[:300]
+        assert response.json()["logits"] == pytest.approx(logits, abs=1e-4)
+    ids = {response.headers["x-request-id"] for response in responses}
+    assert max(len(batch & ids) for batch in server.batches_of(ids)) > 1  # they were batched together
+    with DeepfakeClient(server.ts.client_config()) as client:
+        assert client.describe(MODEL)["customizedMetadata"]["runtime"]["precision"] == "int8"
+    assert worker_pid(server.ts) == pid
 
 
 def worker_rss(server: Server) -> int:

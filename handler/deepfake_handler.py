@@ -34,8 +34,7 @@ class DeepfakeHandler:
     of every worker's start (cold start, a restarted worker) for a torch.compile backend this handler never uses."""
 
     service: DetectorService
-    context: Any = None
-    initialized = False
+    context: Any  # TorchServe's, of the batch being handled
 
     def initialize(self, context: Any) -> None:
         started = time.perf_counter()
@@ -63,7 +62,6 @@ class DeepfakeHandler:
             time.perf_counter() - loaded,
             json.dumps(self.service.describe()),
         )
-        self.initialized = True
 
     def handle(self, data: list[Any], context: Any) -> list[Any]:
         """One TorchServe batch: a describe request (management API's ``customized=true``) or requests to
